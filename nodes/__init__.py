@@ -1,0 +1,11 @@
+"""Gathers the node mappings of each family (imports stay light: no diffusers, no network)."""
+
+from .hosted import segmind
+
+_FAMILIES = (segmind,)
+
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+for _family in _FAMILIES:
+    NODE_CLASS_MAPPINGS.update(_family.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_family.NODE_DISPLAY_NAME_MAPPINGS)

@@ -1,0 +1,338 @@
+"""Segmind: endpoint tables (the documents' parameters, declared once), request building,
+answer reading, and the five nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .. import images as imaging
+from ..params import Param, ValidationError, parse_json_object, resolve_seed
+from . import credentials
+from .http import HttpClient, ProviderError, Reply, describe_body
+from .nodebase import HostedNode, report_credits
+from .providers import SEGMIND
+
+CATEGORY = "SD Bridge/Segmind"
+SEED_MAX = 999_999_999_999_999
+CLIENT = HttpClient(SEGMIND)
+
+# ---------------------------------------------------------------- shared parameter shapes
+
+SCHEDULERS = ("DDIM", "DPM Multi", "DPM Single", "Euler a", "Euler", "Heun", "DPM2 a Karras",
+              "DPM2 Karras", "LMS", "PNDM", "DDPM", "UniPC")
+# Realistic Vision documents the default UniPC and uses dpmpp_2m in its example; its full
+# list is unpublished, so it offers the documented names of its sibling endpoints too.
+SCHEDULERS_RV = ("UniPC", "dpmpp_2m", "DPM++ SDE Karras") + tuple(s for s in SCHEDULERS if s != "UniPC")
+SDXL_STYLES = ("base", "cinematic", "photographic", "hdr", "enhance", "anime", "digital-art",
+               "comic-book", "fantasy-art", "line-art", "analog-film", "neon-punk", "isometric",
+               "low-poly", "origami", "modeling-compound", "3d-model", "pixel-art", "tile-texture")
+# The SD 1.5 endpoints document an enum of sizes without listing it: multiples of 64 around 512.
+SD15_SIZES = (256, 320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024)
+
+PROMPT = Param("prompt", "STRING", "What to render. A1111 emphasis such as (word:1.3) or ((word)) works.",
+               default="", multiline=True, nonempty=True)
+NEGATIVE_PROMPT = Param("negative_prompt", "STRING",
+                        "What to keep out of the image, e.g. 'bad anatomy, bad hands, missing fingers'.",
+                        default="", multiline=True)
+SAMPLES = Param("samples", "INT", "Number of images to generate. Affects pricing: each costs credits.",
+                default=1, min=1, max=4)
+SEED = Param("seed", "INT", "Seed for image generation. -1 picks a random seed; the seed used is in 'info'.",
+             default=-1, min=-1, max=SEED_MAX, seed=True)
+
+
+def _steps(default: int) -> Param:
+    return Param("num_inference_steps", "INT", "Number of denoising steps. Affects pricing.",
+                 default=default, min=20, max=100)
+
+
+def _guidance(minimum: float) -> Param:
+    return Param("guidance_scale", "FLOAT", "Scale for classifier-free guidance: how closely to follow the prompt.",
+                 default=7.5, min=minimum, max=25.0, step=0.1)
+
+
+def _scheduler(choices: tuple, default: str, note: str = "") -> Param:
+    return Param("scheduler", "COMBO", f"Type of scheduler (sampler).{note}", default=default, choices=choices)
+
+
+def _size_enum(name: str, choices: tuple, default: int, note: str) -> Param:
+    return Param(name, "COMBO", f"{'Width' if name == 'img_width' else 'Height'} of the image. "
+                 f"Affects pricing. {note}", default=default, choices=choices)
+
+
+def _size_range(name: str) -> Param:
+    return Param(name, "INT", f"{'Width' if name == 'img_width' else 'Height'} of the image, 512 to 2048 "
+                 "in multiples of 8. Affects pricing.", default=1024, min=512, max=2048, multiple_of=8)
+
+
+STRENGTH_IMG2IMG = Param("strength", "FLOAT", "How much to transform the input image: 0.1 keeps it nearly as "
+                         "is, 1 replaces it.", default=1.0, min=0.1, max=1.0, step=0.01)
+
+SD15_SIZE_NOTE = "Segmind lists these as an enum without publishing the values."
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    slug: str
+    title: str
+    params: tuple[Param, ...]
+    description: str
+
+
+REALISTIC_VISION = Endpoint(
+    "sd1.5-realisticvision", "Realistic Vision v3",
+    (PROMPT, NEGATIVE_PROMPT,
+     _scheduler(SCHEDULERS_RV, "UniPC", " Segmind suggests Euler a or DPM++ SDE Karras for this model; "
+                "its full list is unpublished."),
+     _steps(20), _guidance(0.1), SAMPLES, SEED,
+     _size_enum("img_width", SD15_SIZES, 512, SD15_SIZE_NOTE),
+     _size_enum("img_height", SD15_SIZES, 512, SD15_SIZE_NOTE)),
+    "Realistic Vision v3 (SD 1.5 fine-tune) on Segmind: photoreal portraits.",
+)
+
+SDXL = Endpoint(
+    "sdxl1.0-txt2img", "SDXL 1.0 (base + refiner)",
+    (PROMPT, NEGATIVE_PROMPT,
+     Param("style", "COMBO", "Style preset for SDXL. Segmind's full list is unpublished; 'base' applies none.",
+           default="base", choices=SDXL_STYLES),
+     SAMPLES, _scheduler(SCHEDULERS, "UniPC"), _steps(25), _guidance(1.0),
+     Param("strength", "FLOAT", "How much the refiner transforms the base image when it runs as img2img "
+           "after the base (used when the base/refiner split does not apply).",
+           default=0.2, min=0.1, max=1.0, step=0.01),
+     Param("high_noise_fraction", "FLOAT", "Fraction of the denoising done by the base model; the refiner "
+           "does the rest. At 1 the refiner has nothing left to do.", default=0.8, min=0.0, max=1.0, step=0.01),
+     SEED,
+     _size_enum("img_width", (1024,), 1024, "Segmind documents 1024 as the only value for SDXL."),
+     _size_enum("img_height", (1024,), 1024, "Segmind documents 1024 as the only value for SDXL."),
+     Param("refiner", "BOOLEAN", "Run the refiner to improve quality. Does not work when "
+           "high_noise_fraction is 1.", default=True)),
+    "Stable Diffusion XL 1.0 with its refiner on Segmind.",
+)
+
+SD15_IMG2IMG = Endpoint(
+    "sd1.5-img2img", "SD 1.5 img2img",
+    (Param("image", "IMAGE", "The input image. Each image of a batch is sent as its own paid request."),
+     SAMPLES, PROMPT, NEGATIVE_PROMPT, _scheduler(SCHEDULERS[:11], "DDIM"), _steps(20), _guidance(0.1),
+     STRENGTH_IMG2IMG, SEED,
+     _size_enum("img_width", SD15_SIZES, 512, SD15_SIZE_NOTE),
+     _size_enum("img_height", SD15_SIZES, 512, SD15_SIZE_NOTE)),
+    "Stable Diffusion 1.5 image-to-image on Segmind.",
+)
+
+REALVIS = Endpoint(
+    "sdxl1.0-realvis", "RealVisXL (SDXL)",
+    (PROMPT, NEGATIVE_PROMPT, SAMPLES,
+     _scheduler(SCHEDULERS, "UniPC", " The last four names are likely but not confirmed by Segmind's page."),
+     _steps(25), _guidance(1.0), SEED, _size_range("img_width"), _size_range("img_height")),
+    "RealVisXL, a photoreal SDXL fine-tune, on Segmind.",
+)
+
+
+# ---------------------------------------------------------------- requests and answers
+
+def request_body(endpoint: Endpoint, values: dict, seed: int) -> dict:
+    """The JSON body: every declared param with its real JSON type, and the transport's base64."""
+    body = {}
+    for param in endpoint.params:
+        if param.kind == "IMAGE" or param.name not in values:
+            continue
+        body[param.name] = values[param.name]
+    body["seed"] = seed
+    # One image comes back as raw bytes (fastest); what samples > 1 returns raw is unverified,
+    # so several come back as base64 JSON.
+    body["base64"] = values.get("samples", 1) > 1
+    return body
+
+
+async def post(slug: str, body: dict, node_id: str | None) -> Reply:
+    base = credentials.base_url(SEGMIND)
+    headers = {"x-api-key": credentials.api_key(SEGMIND)}
+    reply = await CLIENT.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
+                                 headers=headers, json_body=body)
+    report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
+    return reply
+
+
+def _image_items(data: dict) -> list:
+    for key in ("image", "images", "output", "outputs"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return [value]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return value
+    return []
+
+
+async def read_images(reply: Reply, node_id: str | None, *, required: bool = True):
+    """Images from an answer: a raw image body, or JSON holding base64 strings or URLs.
+    Returns (PIL images, JSON dict or None)."""
+    if reply.content_type.startswith("image/"):
+        try:
+            return [imaging.decode_image(reply.body)], None
+        except imaging.ImageDecodeError as exc:
+            raise ProviderError(SEGMIND, f"answered with {reply.content_type} but {exc}. Try again.",
+                                reply.status) from None
+    if reply.content_type in ("application/json", "text/json") or reply.body[:1] in (b"{", b"["):
+        data = reply.json(SEGMIND)
+        if not isinstance(data, dict):
+            data = {"output": data}
+        items = _image_items(data)
+        pictures = []
+        for item in items:
+            if re.match(r"^https?://", item):
+                download = await CLIENT.download(item, allow_private=False, node_id=node_id)
+                pictures.append(imaging.decode_image(download.body))
+                continue
+            try:
+                pictures.append(imaging.decode_base64_image(item))
+            except imaging.ImageDecodeError as exc:
+                raise ProviderError(SEGMIND, f"sent an image that could not be read: {exc}.") from None
+        if pictures or not required:
+            return pictures, data
+        raise ProviderError(SEGMIND, f"answered without an image ({describe_body(reply)}). Try again.")
+    if required:
+        raise ProviderError(
+            SEGMIND, f"answered with something that is not an image ({describe_body(reply)}). The service may "
+            "be down, or SEGMIND_API_BASE may point at the wrong place.", reply.status)
+    return [], None
+
+
+def info(slug: str, reply: Reply, seed: int | None, count: int) -> dict:
+    result: dict[str, Any] = {"provider": SEGMIND.name, "model": slug, "images": count}
+    if seed is not None:
+        result["seed"] = seed
+    credits = reply.headers.get("x-remaining-credits")
+    if credits is not None:
+        result["remaining_credits"] = _number(credits)
+    return result
+
+
+def _number(text: str) -> Any:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() else value
+
+
+# ---------------------------------------------------------------- nodes
+
+class SegmindNode(HostedNode):
+    ENDPOINT: Endpoint
+    PROVIDER = SEGMIND
+    CATEGORY = CATEGORY
+
+    async def call(self, values: dict, node_id: str | None):
+        endpoint = self.ENDPOINT
+        seed = resolve_seed(values["seed"], SEED_MAX)
+        body = request_body(endpoint, values, seed)
+        if "image" not in values:
+            reply = await post(endpoint.slug, body, node_id)
+            pictures, _ = await read_images(reply, node_id)
+            return imaging.pil_to_tensor(pictures), info(endpoint.slug, reply, seed, len(pictures))
+        # img2img: one request per input image, sent together.
+        sources = imaging.tensor_to_pil(values["image"])
+        replies = await asyncio.gather(*(
+            post(endpoint.slug, {**body, "image": imaging.encode_base64_image(src)}, node_id) for src in sources
+        ))
+        pictures = []
+        for reply in replies:
+            pictures += (await read_images(reply, node_id))[0]
+        return imaging.pil_to_tensor(pictures), info(endpoint.slug, replies[-1], seed, len(pictures))
+
+
+def _segmind_node(class_name: str, endpoint: Endpoint) -> type:
+    return type(class_name, (SegmindNode,), {
+        "ENDPOINT": endpoint, "PARAMS": endpoint.params,
+        "DESCRIPTION": f"{endpoint.description} Needs a Segmind API key (SEGMIND_API_KEY or Settings > SD Bridge).",
+    })
+
+
+SDBridgeSegmindRealisticVision = _segmind_node("SDBridgeSegmindRealisticVision", REALISTIC_VISION)
+SDBridgeSegmindSDXL = _segmind_node("SDBridgeSegmindSDXL", SDXL)
+SDBridgeSegmindSD15Img2Img = _segmind_node("SDBridgeSegmindSD15Img2Img", SD15_IMG2IMG)
+SDBridgeSegmindRealVisXL = _segmind_node("SDBridgeSegmindRealVisXL", REALVIS)
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+def _check_slug(value: str) -> str | None:
+    if not _SLUG.match(value.strip()) or ".." in value:
+        return ("must be a Segmind model slug such as 'sdxl1.0-txt2img' (lower-case letters, digits, "
+                "'.', '-', '_'; no slashes)")
+    return None
+
+
+def _check_field(value: str) -> str | None:
+    if value and not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", value):
+        return "must be a parameter name such as 'image' or 'input_image' (letters, digits, '_')"
+    return None
+
+
+ANY_MODEL_PARAMS = (
+    Param("slug", "STRING", "The Segmind model slug, the last part of https://api.segmind.com/v1/<slug>.",
+          default="sdxl1.0-txt2img", nonempty=True, check=_check_slug),
+    Param("parameters", "STRING", "The request body as a JSON object, with the model page's parameter names. "
+          "Images connected below are added under their field names.",
+          default='{\n  "prompt": "a photo of an astronaut riding a horse",\n  "samples": 1\n}',
+          multiline=True, json_object=True),
+    *(p for i in (1, 2, 3) for p in (
+        Param(f"image_{i}", "IMAGE", f"An optional image, sent as base64 under the field name image_{i}_field.",
+              optional=True),
+        Param(f"image_{i}_field", "STRING", f"The parameter name the model expects for image_{i}.",
+              default="image" if i == 1 else f"image_{i}", optional=True, check=_check_field),
+    )),
+)
+
+
+class SDBridgeSegmindAnyModel(HostedNode):
+    """Any Segmind slug: the body is a JSON object the user writes."""
+
+    PARAMS = ANY_MODEL_PARAMS
+    PROVIDER = SEGMIND
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Calls any Segmind model by slug with a JSON body. Returns the images when the answer holds "
+                   "images; otherwise a black placeholder and the answer's JSON in 'info'.")
+
+    @classmethod
+    def check_together(cls, values: dict) -> None:
+        fields = [values.get(f"image_{i}_field") for i in (1, 2, 3) if values.get(f"image_{i}") is not None]
+        if len(set(fields)) != len(fields):
+            raise ValidationError("image fields: two connected images share one field name; give each its own")
+
+    async def call(self, values: dict, node_id: str | None):
+        slug = values["slug"].strip()
+        body = parse_json_object("parameters", values["parameters"])
+        for i in (1, 2, 3):
+            image = values.get(f"image_{i}")
+            if image is not None:
+                field = values.get(f"image_{i}_field") or f"image_{i}"
+                body[field] = imaging.encode_base64_image(imaging.tensor_to_pil(image)[0])
+        reply = await post(slug, body, node_id)
+        pictures, data = await read_images(reply, node_id, required=False)
+        result = info(slug, reply, body.get("seed"), len(pictures))
+        if pictures:
+            return imaging.pil_to_tensor(pictures), result
+        if data is not None:
+            result["answer"] = data
+        else:
+            result["answer"] = reply.body[:4096].decode("utf-8", "replace")
+        return imaging.placeholder(), result
+
+
+NODE_CLASS_MAPPINGS = {
+    "SDBridgeSegmindRealisticVision": SDBridgeSegmindRealisticVision,
+    "SDBridgeSegmindSDXL": SDBridgeSegmindSDXL,
+    "SDBridgeSegmindSD15Img2Img": SDBridgeSegmindSD15Img2Img,
+    "SDBridgeSegmindRealVisXL": SDBridgeSegmindRealVisXL,
+    "SDBridgeSegmindAnyModel": SDBridgeSegmindAnyModel,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SDBridgeSegmindRealisticVision": "Segmind Realistic Vision v3",
+    "SDBridgeSegmindSDXL": "Segmind SDXL 1.0 (base + refiner)",
+    "SDBridgeSegmindSD15Img2Img": "Segmind SD 1.5 img2img",
+    "SDBridgeSegmindRealVisXL": "Segmind RealVisXL",
+    "SDBridgeSegmindAnyModel": "Segmind Any Model",
+}

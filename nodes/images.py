@@ -1,0 +1,119 @@
+"""ComfyUI IMAGE tensors <-> PIL images <-> encoded bytes.
+
+An IMAGE is a float32 tensor [B, H, W, 3] with values in 0..1 on the CPU. Decoding untrusted
+bytes is bounded: the pixel count is checked from the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+MAX_PIXELS = 8192 * 8192  # per decoded image; larger is refused before decoding
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not an image we can safely decode. The message says why."""
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode encoded bytes (PNG, JPEG, WebP, ...) to an RGB PIL image, refusing bombs."""
+    if not data:
+        raise ImageDecodeError("the body is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"the image is {width}x{height}, over the limit of {max_pixels:,} pixels"
+                )
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"the image is too large to decode safely ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for garbage
+        raise ImageDecodeError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Flatten transparency onto white, the way a viewer shows it.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_base64_image(text: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a base64 string (optionally a data: URL) to an RGB PIL image."""
+    if not isinstance(text, str):
+        raise ImageDecodeError(f"expected a base64 string, got {type(text).__name__}")
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        data = base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageDecodeError(f"not valid base64 ({exc})") from None
+    return decode_image(data, max_pixels)
+
+
+def pil_to_tensor(images: list[Image.Image]) -> torch.Tensor:
+    """PIL images -> IMAGE [B,H,W,3] float32. Images of other sizes are resized to the first's
+    size (a batch must share one size)."""
+    if not images:
+        raise ValueError("no images to convert")
+    size = images[0].size
+    arrays = []
+    for image in images:
+        image = image.convert("RGB")
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        arrays.append(np.asarray(image, dtype=np.uint8))
+    batch = np.stack(arrays)
+    return torch.from_numpy(batch).to(torch.float32).div_(255.0)
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """IMAGE [B,H,W,C] (C = 1, 3 or 4; values 0..1) -> RGB PIL images."""
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4:
+        raise ValueError(f"expected an IMAGE of shape [B,H,W,C], got {tuple(images.shape)}")
+    arrays = (images.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    result = []
+    for array in arrays:
+        channels = array.shape[-1]
+        if channels == 1:
+            result.append(Image.fromarray(array[..., 0], "L").convert("RGB"))
+        elif channels == 3:
+            result.append(Image.fromarray(array, "RGB"))
+        elif channels == 4:
+            result.append(Image.fromarray(array[..., :3], "RGB"))
+        else:
+            raise ValueError(f"an IMAGE needs 1, 3 or 4 channels, got {channels}")
+    return result
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG") -> bytes:
+    """Encode a PIL image. PNG is lossless (what we upload); JPEG at quality 95 when asked."""
+    buffer = io.BytesIO()
+    if fmt.upper() == "JPEG":
+        image.convert("RGB").save(buffer, "JPEG", quality=95)
+    else:
+        image.save(buffer, fmt, compress_level=4)
+    return buffer.getvalue()
+
+
+def encode_base64_image(image: Image.Image, fmt: str = "PNG") -> str:
+    return base64.b64encode(encode_image(image, fmt)).decode("ascii")
+
+
+def placeholder(width: int = 64, height: int = 64) -> torch.Tensor:
+    """A black IMAGE for nodes whose answer carried no picture (the STRING output says so)."""
+    return torch.zeros((1, height, width, 3), dtype=torch.float32)

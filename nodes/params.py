@@ -1,0 +1,238 @@
+"""Parameters declared once, as data.
+
+A `Param` holds everything the pack knows about one input: its name (the provider's own name),
+type, default, range or choices, and tooltip. ComfyUI's INPUT_TYPES, the validation that runs
+before any credit is spent, and the values a request is built from all derive from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("STRING", "INT", "FLOAT", "BOOLEAN", "COMBO", "IMAGE")
+
+
+class ValidationError(ValueError):
+    """A bad input value; the message names the input, the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str
+    tooltip: str
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    multiple_of: int | None = None
+    choices: tuple = ()
+    optional: bool = False          # listed under "optional": may be absent or unlinked
+    multiline: bool = False
+    nonempty: bool = False          # a STRING that must hold more than white space
+    seed: bool = False              # gets ComfyUI's control_after_generate widget
+    open_choices: bool = False      # a COMBO whose saved value may be outside today's list
+    json_object: bool = False       # a STRING that must hold a JSON object
+    pattern_help: str = ""          # for STRINGs checked by `check`: what a good value looks like
+    check: Any = field(default=None, compare=False)  # extra check: value -> message or None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: unknown kind {self.kind!r}")
+        if self.kind == "COMBO" and not self.choices:
+            raise ValueError(f"{self.name}: a COMBO needs choices")
+
+    # ---- ComfyUI input spec
+    def input_spec(self) -> tuple:
+        options: dict[str, Any] = {"tooltip": self.tooltip}
+        if self.kind == "COMBO":
+            if self.default is not None:
+                options["default"] = self.default
+            return (list(self.choices), options)
+        if self.kind == "IMAGE":
+            return ("IMAGE", options)
+        if self.default is not None:
+            options["default"] = self.default
+        if self.kind in ("INT", "FLOAT"):
+            for key in ("min", "max", "step"):
+                value = getattr(self, key)
+                if value is not None:
+                    options[key] = value
+            if self.multiple_of and self.step is None:
+                options["step"] = self.multiple_of
+            if self.kind == "FLOAT" and self.step is not None:
+                options["round"] = self.step
+            if self.seed:
+                options["control_after_generate"] = True
+        if self.kind == "STRING":
+            options["multiline"] = self.multiline
+        return (self.kind, options)
+
+    # ---- checking and normalising one value
+    def normalize(self, value: Any) -> Any:
+        """The value in its proper Python type, or ValidationError naming the fix."""
+        kind = self.kind
+        if kind == "IMAGE":
+            if not hasattr(value, "shape") or len(getattr(value, "shape", ())) != 4:
+                raise ValidationError(f"{self.name}: expected an IMAGE; connect an image output")
+            return value
+        if kind == "BOOLEAN":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                return value.strip().lower() == "true"
+            raise ValidationError(f"{self.name}: {value!r} is not true or false")
+        if kind == "STRING":
+            if not isinstance(value, str):
+                raise ValidationError(f"{self.name}: expected text, got {type(value).__name__}")
+            if self.nonempty and not value.strip():
+                raise ValidationError(f"{self.name}: must not be empty. {self.tooltip}")
+            if self.json_object:
+                _parse_json_object(self.name, value)
+            self._run_check(value)
+            return value
+        if kind == "COMBO":
+            for choice in self.choices:  # exact match, then a saved int/str mismatch
+                if value == choice or (str(value) == str(choice) and not isinstance(value, bool)):
+                    return choice
+            if self.open_choices and isinstance(value, str) and value.strip():
+                self._run_check(value)
+                return value
+            shown = ", ".join(str(c) for c in self.choices[:16])
+            more = f" (and {len(self.choices) - 16} more)" if len(self.choices) > 16 else ""
+            raise ValidationError(f"{self.name}: {value!r} is not allowed. Pick one of: {shown}{more}")
+        number = _as_number(self.name, value, integer=(kind == "INT"))
+        if self.min is not None and number < self.min or self.max is not None and number > self.max:
+            raise ValidationError(
+                f"{self.name}: {number} is out of range; use a value from {_fmt(self.min)} to {_fmt(self.max)}"
+            )
+        if self.multiple_of and number % self.multiple_of:
+            low = number - number % self.multiple_of
+            raise ValidationError(
+                f"{self.name}: {number} is not a multiple of {self.multiple_of}; "
+                f"use {low} or {low + self.multiple_of}"
+            )
+        self._run_check(number)
+        return number
+
+    def _run_check(self, value: Any) -> None:
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise ValidationError(f"{self.name}: {problem}")
+
+
+def _fmt(number: float | None) -> str:
+    if number is None:
+        return "any"
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _as_number(name: str, value: Any, *, integer: bool) -> int | float:
+    if isinstance(value, bool):
+        raise ValidationError(f"{name}: expected a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if not integer else _int_from_text(value)
+        except ValueError:
+            raise ValidationError(f"{name}: {value!r} is not a number") from None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"{name}: {value!r} is not a finite number")
+        if integer:
+            if not value.is_integer():
+                raise ValidationError(f"{name}: {value!r} is not a whole number")
+            return int(value)
+        return value
+    if isinstance(value, int):
+        return value if integer else float(value)
+    raise ValidationError(f"{name}: expected a number, got {type(value).__name__}")
+
+
+def _int_from_text(text: str) -> int:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)
+        if not number.is_integer():
+            raise
+        return int(number)
+
+
+def _parse_json_object(name: str, text: str) -> dict:
+    try:
+        parsed = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"{name}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). "
+            'Write an object such as {"prompt": "a cat", "steps": 25}'
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ValidationError(
+            f"{name}: must be a JSON object in braces, got a JSON {type(parsed).__name__}. "
+            'Write an object such as {"prompt": "a cat", "steps": 25}'
+        )
+    return parsed
+
+
+def parse_json_object(name: str, text: str) -> dict:
+    """The dict in a JSON-object STRING input (already validated by `normalize`)."""
+    return _parse_json_object(name, text)
+
+
+# ---------------------------------------------------------------- tables of params
+
+def input_types(params: Iterable[Param], hidden: Mapping[str, str] | None = None) -> dict:
+    """ComfyUI's INPUT_TYPES dict for a list of params, in declaration order."""
+    required: dict[str, tuple] = {}
+    optional: dict[str, tuple] = {}
+    for param in params:
+        (optional if param.optional else required)[param.name] = param.input_spec()
+    result: dict[str, dict] = {"required": required}
+    if optional:
+        result["optional"] = optional
+    if hidden:
+        result["hidden"] = dict(hidden)
+    return result
+
+
+def normalize_all(params: Iterable[Param], values: Mapping[str, Any], *, partial: bool = False) -> dict:
+    """Every param's value normalised. With `partial`, missing values (inputs linked to other
+    nodes, which ComfyUI does not pass to validation) are skipped; otherwise a missing required
+    value is an error. The first problem found is raised."""
+    result: dict[str, Any] = {}
+    for param in params:
+        if param.name not in values or values[param.name] is None:
+            if param.optional or partial:
+                continue
+            raise ValidationError(f"{param.name}: missing. {param.tooltip}")
+        result[param.name] = param.normalize(values[param.name])
+    return result
+
+
+def validation_result(params: Iterable[Param], values: Mapping[str, Any], extra=None) -> bool | str:
+    """What a VALIDATE_INPUTS classmethod returns: True, or the message ComfyUI shows."""
+    try:
+        normalized = normalize_all(params, values, partial=True)
+        if extra is not None:
+            extra(normalized)
+    except ValidationError as exc:
+        return str(exc)
+    return True
+
+
+# ---------------------------------------------------------------- seeds
+
+def resolve_seed(seed: int, maximum: int) -> int:
+    """The documented meaning of -1: a random seed, drawn here so the seed used can be reported
+    and the image reproduced."""
+    if seed == -1:
+        import secrets
+
+        return secrets.randbelow(maximum + 1)
+    return seed

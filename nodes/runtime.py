@@ -1,0 +1,208 @@
+"""The one module that touches ComfyUI's runtime.
+
+Everything the pack needs from ComfyUI (model folders, the user directory, progress bars,
+interrupts, messages to the frontend, device choice) goes through here. Each function works
+outside ComfyUI too, with a plain fallback, so the pack imports and is tested without it.
+ComfyUI modules are imported on first use, never at import time of the pack.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("sdbridge")
+
+
+@functools.cache
+def _comfy(module: str) -> Any | None:
+    """ComfyUI's module `module`, or None when the pack runs outside ComfyUI (cached: this is
+    asked several times a second while a request waits)."""
+    try:
+        return importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - any failure means "not inside a working ComfyUI"
+        return None
+
+
+# ---------------------------------------------------------------- interrupt
+
+class Interrupted(Exception):
+    """Raised outside ComfyUI when a run is interrupted (inside, ComfyUI's own type is raised)."""
+
+
+_interrupt_flag = threading.Event()  # the fallback flag, for scripts and tests
+
+
+def request_interrupt(value: bool = True) -> None:
+    """Ask running work to stop (outside ComfyUI; inside, the UI's Cancel button does this)."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        mm.interrupt_current_processing(value)
+    if value:
+        _interrupt_flag.set()
+    else:
+        _interrupt_flag.clear()
+
+
+def interrupted() -> bool:
+    mm = _comfy("comfy.model_management")
+    if mm is not None and mm.processing_interrupted():
+        return True
+    return _interrupt_flag.is_set()
+
+
+def raise_if_interrupted() -> None:
+    """Raise the interrupt ComfyUI expects (it shows "interrupted", not a traceback)."""
+    if not interrupted():
+        return
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+    _interrupt_flag.clear()
+    raise Interrupted("Processing interrupted")
+
+
+# ---------------------------------------------------------------- folders
+
+def user_directory() -> Path:
+    """ComfyUI's user directory, or $SDBRIDGE_USER_DIR / ~/.config/sdbridge outside it."""
+    override = os.environ.get("SDBRIDGE_USER_DIR")
+    if override:
+        return Path(override)
+    fp = _comfy("folder_paths")
+    if fp is not None:
+        return Path(fp.get_user_directory())
+    return Path.home() / ".config" / "sdbridge"
+
+
+def model_filenames(kind: str) -> list[str]:
+    """Files ComfyUI lists for a model folder kind ("checkpoints", "loras", "diffusers")."""
+    fp = _comfy("folder_paths")
+    if fp is None:
+        folder = os.environ.get(f"SDBRIDGE_{kind.upper()}_DIR")
+        if not folder or not os.path.isdir(folder):
+            return []
+        return sorted(
+            str(p.relative_to(folder)).replace(os.sep, "/")
+            for p in Path(folder).rglob("*")
+            if p.is_file() or (kind == "diffusers" and (p / "model_index.json").is_file())
+        )
+    if kind == "diffusers":
+        # ComfyUI lists files; a diffusers model is a folder holding model_index.json.
+        names = set()
+        for root in fp.get_folder_paths("diffusers"):
+            for index in Path(root).rglob("model_index.json"):
+                names.add(str(index.parent.relative_to(root)).replace(os.sep, "/"))
+        return sorted(names)
+    return list(fp.get_filename_list(kind))
+
+
+def model_path(kind: str, name: str) -> str | None:
+    """Absolute path of a listed model file or folder, or None when it is not there."""
+    fp = _comfy("folder_paths")
+    if fp is None:
+        folder = os.environ.get(f"SDBRIDGE_{kind.upper()}_DIR")
+        roots = [folder] if folder else []
+    elif kind == "diffusers":
+        roots = list(fp.get_folder_paths("diffusers"))
+    else:
+        return fp.get_full_path(kind, name)
+    for root in roots:
+        candidate = os.path.realpath(os.path.join(root, name))
+        # A name must stay inside its model folder.
+        if candidate.startswith(os.path.realpath(root) + os.sep) and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------- progress and messages
+
+class ProgressBar:
+    """ComfyUI's progress bar on the node when inside ComfyUI; a no-op counter outside."""
+
+    def __init__(self, total: int, node_id: str | None = None):
+        self.total = max(int(total), 1)
+        self.value = 0
+        utils = _comfy("comfy.utils")
+        self._bar = None
+        if utils is not None and hasattr(utils, "ProgressBar"):
+            try:
+                self._bar = utils.ProgressBar(self.total, node_id=node_id)
+            except TypeError:  # ComfyUI before node_id was accepted
+                self._bar = utils.ProgressBar(self.total)
+
+    def update(self, value: int, preview: Any = None) -> None:
+        """Set the absolute progress; `preview` is a PIL image shown on the node where cheap."""
+        self.value = min(int(value), self.total)
+        if self._bar is not None:
+            self._bar.update_absolute(self.value, self.total, ("JPEG", preview, 512) if preview else None)
+
+
+def _server() -> Any | None:
+    server = _comfy("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def send_event(event: str, data: dict) -> None:
+    """A message to the frontend (the web extension listens for "sdbridge.*" events)."""
+    instance = _server()
+    if instance is not None:
+        instance.send_sync(event, data)
+
+
+def show_text(node_id: str | None, text: str, *, log_line: bool = True) -> None:
+    """A status line under the node (recent ComfyUI), and the log unless `log_line` is off."""
+    if log_line:
+        log.info("%s", text)
+    instance = _server()
+    if instance is not None and node_id is not None and hasattr(instance, "send_progress_text"):
+        instance.send_progress_text(text, node_id)
+
+
+def add_routes(register) -> bool:
+    """Call `register(routes)` with the server's aiohttp RouteTableDef; False outside ComfyUI."""
+    instance = _server()
+    if instance is None:
+        return False
+    register(instance.routes)
+    return True
+
+
+# ---------------------------------------------------------------- devices and memory
+
+def torch_device():
+    """The device ComfyUI computes on (CPU outside ComfyUI unless CUDA is present)."""
+    import torch
+
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def torch_dtype(device):
+    """fp16/bf16 where ComfyUI would use them on this device, fp32 on CPU."""
+    import torch
+
+    if device.type == "cpu":
+        return torch.float32
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        if mm.should_use_bf16(device):
+            return torch.bfloat16
+        if mm.should_use_fp16(device):
+            return torch.float16
+        return torch.float32
+    return torch.float16
+
+
+def free_memory_hint() -> None:
+    """Let ComfyUI unload its own models before ours load (no-op outside ComfyUI)."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
