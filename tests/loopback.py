@@ -1,0 +1,94 @@
+"""A real HTTP server on 127.0.0.1 for fake providers.
+
+A test gives it a `handler(request) -> Answer` function; the server records every request it
+receives (method, path, headers, body) and answers what the handler says: any status, headers,
+body, a delay before answering, a body cut short, or a dropped connection. Threaded, so
+concurrent calls overlap as they would against a real provider.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict
+    body: bytes
+
+
+@dataclass
+class Answer:
+    status: int = 200
+    body: bytes = b""
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0           # seconds to wait before answering
+    drop: bool = False           # close the connection without an answer
+    truncate: bool = False       # promise a longer body than is sent
+
+
+class Loopback:
+    def __init__(self, handler: Callable[[Request], Answer]):
+        self.handler = handler
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _serve(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                with outer._lock:
+                    outer.requests.append(request)
+                answer = outer.handler(request)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                if answer.drop:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                self.send_response(answer.status)
+                headers = {"content-type": "application/octet-stream", **answer.headers}
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                length = len(answer.body) * (2 if answer.truncate else 1)
+                self.send_header("content-length", str(length))
+                self.end_headers()
+                try:
+                    self.wfile.write(answer.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                if answer.truncate:
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> Loopback:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
