@@ -39,7 +39,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"the image is too large to decode safely ({exc})") from None
+        # PIL's own guard fired while reading the header: same verdict as ours.
+        raise ImageDecodeError(f"the image is over the limit of {max_pixels:,} pixels ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for garbage
         raise ImageDecodeError(f"not a readable image ({type(exc).__name__}: {exc})") from None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from .. import runtime
 from ..params import Param, ValidationError, input_types, normalize_all, validation_result
+from .credentials import redact
 from .providers import Provider
 
 HIDDEN = {"unique_id": "UNIQUE_ID"}
@@ -58,7 +59,8 @@ class HostedNode:
         started = time.monotonic()
         images, info = await self.call(values, unique_id)
         info["seconds"] = round(time.monotonic() - started, 2)
-        return (images, json.dumps(info, indent=1))
+        # The info text may carry what a server echoed back: scrub keys like any other output.
+        return (images, redact(json.dumps(info, indent=1)))
 
     async def call(self, values: dict, node_id: str | None) -> tuple[Any, dict]:
         raise NotImplementedError

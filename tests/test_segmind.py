@@ -1,0 +1,442 @@
+"""The Segmind nodes against a fake Segmind on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import threading
+import time
+
+import pytest
+import torch
+from fake_segmind import KEY, FakeSegmind, _json, picture
+from loopback import Answer
+from nodecalls import defaults, run
+from PIL import Image
+from sdbridge.nodes import runtime
+from sdbridge.nodes.hosted import segmind
+from sdbridge.nodes.hosted.http import Limits, ProviderError, RetryPolicy
+
+NODES = segmind.NODE_CLASS_MAPPINGS
+RV, SDXL, IMG2IMG, REALVIS, ANY = (NODES[n] for n in (
+    "SDBridgeSegmindRealisticVision", "SDBridgeSegmindSDXL", "SDBridgeSegmindSD15Img2Img",
+    "SDBridgeSegmindRealVisXL", "SDBridgeSegmindAnyModel"))
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    with FakeSegmind() as server:
+        monkeypatch.setenv("SEGMIND_API_KEY", KEY)
+        monkeypatch.setenv("SEGMIND_API_BASE", server.url)
+        monkeypatch.setattr(segmind.CLIENT, "retry", RetryPolicy(base_delay=0.01, max_delay=0.05))
+        yield server
+
+
+def _input_image(width=64, height=48):
+    return torch.rand((1, height, width, 3))
+
+
+# ---------------------------------------------------------------- request bodies
+
+# The documents' own example requests (seeds 000-003), with base64 left to the transport.
+DOC_EXAMPLES = {
+    RV: {
+        "prompt": "((selfie)) photo of an american girl and guy, smiling, (yosemite:1.3), mountains",
+        "negative_prompt": "(deformed, distorted, disfigured:1.3), poorly drawn, bad anatomy",
+        "scheduler": "dpmpp_2m", "num_inference_steps": 25, "guidance_scale": 6.0, "samples": 1,
+        "seed": 4082622942, "img_width": 512, "img_height": 768,
+    },
+    SDXL: {
+        "prompt": "cinematic film still, 4k, realistic, ((cinematic photo:1.3)) of panda wearing a blue spacesuit",
+        "negative_prompt": "ugly, tiling, poorly drawn hands", "style": "base", "samples": 1,
+        "scheduler": "UniPC", "num_inference_steps": 25, "guidance_scale": 8.0, "strength": 0.2,
+        "high_noise_fraction": 0.8, "seed": 468685, "img_width": 1024, "img_height": 1024, "refiner": True,
+    },
+    IMG2IMG: {
+        "samples": 1, "prompt": "A fantasy landscape, trending on artstation, mystical sky",
+        "negative_prompt": "nude, disfigured, blurry", "scheduler": "DDIM", "num_inference_steps": 25,
+        "guidance_scale": 10.5, "strength": 0.75, "seed": 98877465625, "img_width": 512, "img_height": 512,
+    },
+    REALVIS: {
+        "prompt": "analog photo, closeup portrait photo of 28 y.o asian man, natural skin, looks at viewer",
+        "negative_prompt": "(worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch)",
+        "samples": 1, "scheduler": "UniPC", "num_inference_steps": 25, "guidance_scale": 7.0,
+        "seed": 3195698736, "img_width": 896, "img_height": 1152,
+    },
+}
+
+
+@pytest.mark.parametrize("node", list(DOC_EXAMPLES), ids=lambda n: n.__name__)
+def test_request_body_is_the_documented_example(fake, node):
+    example = DOC_EXAMPLES[node]
+    extra = {"image": _input_image()} if node is IMG2IMG else {}
+    images, info = run(node, **example, **extra)
+    (body,) = fake.bodies()
+    sent_image = body.pop("image", None)
+    assert body == {**example, "base64": False}
+    # Real JSON types: numbers as numbers, booleans as booleans.
+    assert isinstance(body["seed"], int) and isinstance(body["guidance_scale"], float)
+    assert type(body["num_inference_steps"]) is int and type(body["samples"]) is int
+    if node is SDXL:
+        assert body["refiner"] is True
+    if node is IMG2IMG:
+        decoded = Image.open(io.BytesIO(base64.b64decode(sent_image)))
+        assert decoded.size == (64, 48)
+    assert images.shape == (1, example["img_height"], example["img_width"], 3)
+    assert images.dtype == torch.float32 and images.device.type == "cpu"
+    assert 0.0 <= float(images.min()) <= float(images.max()) <= 1.0
+    report = json.loads(info)
+    assert report["seed"] == example["seed"] and report["model"] == node.ENDPOINT.slug
+    assert report["remaining_credits"] == 99 and report["seconds"] >= 0
+
+
+def test_request_goes_to_the_slug_with_the_key_header(fake):
+    run(REALVIS, prompt="a cat", seed=5)
+    (request,) = fake.requests
+    assert request.path == "/v1/sdxl1.0-realvis" and request.headers["x-api-key"] == KEY
+    assert request.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("samples", [1, 2, 3, 4])
+def test_every_sample_comes_back(fake, samples):
+    images, info = run(RV, prompt="a cat", samples=samples, seed=1000)
+    assert images.shape == (samples, 512, 512, 3)
+    assert fake.bodies()[0]["base64"] is (samples > 1)
+    # Each sample is its own picture (the fake colours them by seed + i).
+    firsts = {tuple((images[i, 0, 0] * 255).round().tolist()) for i in range(samples)}
+    assert len(firsts) == samples
+    assert json.loads(info)["images"] == samples
+
+
+def test_base64_answer_with_a_single_string(fake):
+    png = base64.b64encode(picture(32, 16, 3, "PNG")).decode()
+    fake.script.append(_json(200, {"image": png}))
+    images, _ = run(RV, prompt="x", seed=1)
+    assert images.shape == (1, 16, 32, 3)
+
+
+def test_random_seed_is_drawn_sent_and_reported(fake):
+    assert RV.IS_CHANGED(**{**defaults(RV), "seed": -1}) != RV.IS_CHANGED(**{**defaults(RV), "seed": -1})
+    assert RV.IS_CHANGED(**{**defaults(RV), "seed": 4}) == ""
+    _, info = run(RV, prompt="x", seed=-1)
+    sent = fake.bodies()[0]["seed"]
+    assert 0 <= sent <= segmind.SEED_MAX and json.loads(info)["seed"] == sent
+
+
+def test_img2img_sends_each_batch_image(fake):
+    batch = torch.rand((3, 40, 56, 3))
+    images, info = run(IMG2IMG, image=batch, prompt="x", seed=2, img_width=256, img_height=256)
+    assert len(fake.bodies()) == 3 and images.shape == (3, 256, 256, 3)
+    sent = [Image.open(io.BytesIO(base64.b64decode(b["image"]))) for b in fake.bodies()]
+    assert {s.size for s in sent} == {(56, 40)}
+
+
+def test_img2img_sends_the_image_losslessly(fake):
+    image = torch.rand((1, 8, 8, 3))
+    run(IMG2IMG, image=image, prompt="x", seed=2)
+    sent = Image.open(io.BytesIO(base64.b64decode(fake.bodies()[0]["image"])))
+    assert sent.format == "PNG"
+    assert torch.equal(torch.tensor(list(sent.getdata()), dtype=torch.float32).reshape(8, 8, 3),
+                       (image[0] * 255).round())
+
+
+# ---------------------------------------------------------------- validation before spending
+
+@pytest.mark.parametrize("node, values, expected", [
+    (RV, {"prompt": "   "}, "prompt: must not be empty"),
+    (RV, {"img_width": 500}, "img_width: 500 is not allowed"),
+    (RV, {"num_inference_steps": 10}, "num_inference_steps: 10 is out of range; use a value from 20 to 100"),
+    (RV, {"guidance_scale": 30}, "guidance_scale: 30.0 is out of range"),
+    (RV, {"samples": 5}, "samples: 5 is out of range"),
+    (RV, {"scheduler": "Karras 9000"}, "scheduler: 'Karras 9000' is not allowed. Pick one of: UniPC"),
+    (SDXL, {"high_noise_fraction": 1.5}, "high_noise_fraction: 1.5 is out of range"),
+    (SDXL, {"style": "vaporwave"}, "style: 'vaporwave' is not allowed"),
+    (SDXL, {"refiner": "maybe"}, "refiner: 'maybe' is not true or false"),
+    (REALVIS, {"img_width": 900}, "img_width: 900 is not a multiple of 8; use 896 or 904"),
+    (REALVIS, {"img_height": 2056}, "img_height: 2056 is out of range"),
+    (REALVIS, {"seed": -2}, "seed: -2 is out of range"),
+    (REALVIS, {"seed": 10**15}, "seed: 1000000000000000 is out of range"),
+    (REALVIS, {"num_inference_steps": 25.5}, "num_inference_steps: 25.5 is not a whole number"),
+    (ANY, {"parameters": "{'prompt': 1}"}, "parameters: not valid JSON"),
+    (ANY, {"parameters": "[1, 2]"}, "parameters: must be a JSON object in braces, got a JSON list"),
+    (ANY, {"slug": "../v2/secret"}, "slug: must be a Segmind model slug"),
+    (ANY, {"image_1_field": "bad field"}, "image_1_field: must be a parameter name"),
+])
+def test_bad_values_fail_validation_with_a_clear_message(fake, node, values, expected):
+    merged = {**defaults(node), "prompt": "a cat", **values}
+    verdict = node.VALIDATE_INPUTS(**merged)
+    assert isinstance(verdict, str) and verdict.startswith(expected), verdict
+    # The node itself refuses too (values linked from other nodes skip validation), before any request.
+    with pytest.raises(ValueError, match="Segmind: " + expected[:20].replace("(", r"\(").replace("[", r"\[")):
+        asyncio.run(node().generate(unique_id="1", **merged))
+    assert fake.requests == []
+
+
+def test_linked_inputs_are_left_to_run_time(fake):
+    # ComfyUI leaves linked inputs out of validation: a missing prompt must not fail there.
+    values = defaults(RV)
+    values.pop("prompt")
+    assert RV.VALIDATE_INPUTS(**values) is True
+
+
+def test_queue_api_strings_are_read_as_numbers(fake):
+    images, _ = run(REALVIS, prompt="x", seed="12", num_inference_steps="30", guidance_scale="7", img_width="512")
+    body = fake.bodies()[0]
+    assert body["seed"] == 12 and body["num_inference_steps"] == 30 and body["guidance_scale"] == 7.0
+    assert body["img_width"] == 512
+
+
+def test_any_model_field_names_must_differ(fake):
+    image = _input_image()
+    verdict = ANY.VALIDATE_INPUTS(**{**defaults(ANY), "image_1": image, "image_2": image, "image_2_field": "image"})
+    assert "share one field name" in verdict
+
+
+# ---------------------------------------------------------------- the any-model node
+
+def test_any_model_sends_json_and_images_under_chosen_fields(fake):
+    params = json.dumps({"prompt": "a dog", "samples": 1, "seed": 9, "base64": False, "img_width": 40, "img_height": 24})
+    images, info = run(ANY, slug="custom-model", parameters=params, image_1=_input_image(), image_1_field="input_image")
+    (body,) = fake.bodies()
+    assert body["prompt"] == "a dog" and body["seed"] == 9 and "input_image" in body
+    assert images.shape == (1, 24, 40, 3) and json.loads(info)["seed"] == 9
+
+
+def test_any_model_returns_json_text_when_the_answer_is_not_an_image(fake):
+    fake.script.append(_json(200, {"text": "a caption", "tokens": 3}, {"x-remaining-credits": "5"}))
+    images, info = run(ANY, slug="custom-model", parameters="{}")
+    assert images.shape == (1, 64, 64, 3) and float(images.abs().sum()) == 0.0
+    report = json.loads(info)
+    assert report["answer"] == {"text": "a caption", "tokens": 3} and report["remaining_credits"] == 5
+
+
+# ---------------------------------------------------------------- errors
+
+def _status(status, payload=None, **headers):
+    return _json(status, payload or {"error": f"problem {status}"}, headers)
+
+
+@pytest.mark.parametrize("status, words", [
+    (400, "rejected the request as invalid (400)"),
+    (401, "did not accept the API key (401)"),
+    (403, "refused access (403)"),
+    (404, "does not know this model or endpoint (404)"),
+    (405, "does not allow this request method (405)"),
+    (406, "says there are not enough credits (406). It said: \"problem 406\". Top up at https://cloud.segmind.com"),
+])
+def test_permanent_errors_fail_at_once(fake, status, words):
+    fake.script.append(_status(status))
+    with pytest.raises(ProviderError) as caught:
+        run(RV, prompt="x", seed=1)
+    assert str(caught.value).startswith(f"Segmind: {words}")
+    assert caught.value.status == status and len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_transient_errors_retry_then_succeed(fake, status):
+    fake.script += [_status(status), _status(status)]
+    images, _ = run(RV, prompt="x", seed=1)
+    assert images.shape[0] == 1 and len(fake.requests) == 3
+
+
+@pytest.mark.parametrize("status, tries", [(500, 3), (502, 3), (504, 3), (429, 5)])
+def test_transient_errors_give_up_after_a_bounded_number_of_tries(fake, status, tries):
+    fake.script += [_status(status)] * 10
+    with pytest.raises(ProviderError, match=rf"\({status}, after {tries} tries\)"):
+        run(RV, prompt="x", seed=1)
+    assert len(fake.requests) == tries
+
+
+def test_retry_after_is_honoured(fake):
+    fake.script.append(_status(429, **{"retry-after": "1"}))
+    started = time.monotonic()
+    run(RV, prompt="x", seed=1)
+    assert 1.0 <= time.monotonic() - started < 3.0 and len(fake.requests) == 2
+
+
+def test_a_long_retry_after_fails_at_once_and_says_how_long(fake):
+    fake.script.append(_status(429, **{"retry-after": "3600"}))
+    with pytest.raises(ProviderError, match="asks to wait 3600 s"):
+        run(RV, prompt="x", seed=1)
+    assert len(fake.requests) == 1
+
+
+def test_dropped_connections_are_retried(fake):
+    fake.script += [Answer(drop=True), Answer(drop=True)]
+    images, _ = run(RV, prompt="x", seed=1)
+    assert images.shape[0] == 1 and len(fake.requests) == 3
+
+
+def test_unreachable_server_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("SEGMIND_API_KEY", KEY)
+    monkeypatch.setenv("SEGMIND_API_BASE", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setattr(segmind.CLIENT, "retry", RetryPolicy(base_delay=0.01))
+    with pytest.raises(ProviderError, match=r"the connection was refused at 127.0.0.1:9 \(after 3 tries\).*SEGMIND_API_BASE"):
+        run(RV, prompt="x", seed=1)
+
+
+def test_a_slow_answer_times_out_and_says_so(fake, monkeypatch):
+    monkeypatch.setattr(segmind.CLIENT, "limits", Limits(read_timeout=0.3))
+    monkeypatch.setattr(segmind.CLIENT, "retry", RetryPolicy(transient_attempts=1))
+    fake.script.append(Answer(delay=1.0))
+    with pytest.raises(ProviderError, match="no answer in time"):
+        run(RV, prompt="x", seed=1)
+
+
+@pytest.mark.parametrize("answer, words", [
+    (Answer(200, b"<html><body><h1>Bad gateway</h1></body></html>", {"content-type": "text/html"}),
+     "answered with something that is not an image (text/html, 46 bytes)"),
+    (Answer(200, b"", {"content-type": "image/jpeg"}), "answered with image/jpeg but the body is empty"),
+    (Answer(200, b"\xff\xd8\xff garbage bytes", {"content-type": "image/jpeg"}),
+     "answered with image/jpeg but not a readable image"),
+    (Answer(200, b"{not json", {"content-type": "application/json"}), "answered with something that is not JSON"),
+    (Answer(200, b'{"status": "ok"}', {"content-type": "application/json"}), "answered without an image"),
+    (Answer(200, b'{"image": "@@@not-base64@@@"}', {"content-type": "application/json"}),
+     "sent an image that could not be read"),
+    (Answer(200, picture(64, 64, 1), {"content-type": "image/jpeg"}, truncate=True), "after 3 tries"),
+])
+def test_malformed_answers_become_clear_errors(fake, answer, words):
+    fake.script += [answer] * 3
+    with pytest.raises(ProviderError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        run(RV, prompt="x", seed=1)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(fake):
+    # A PNG header claiming 100000 x 100000 pixels, with almost no data behind it.
+    bomb = _png_header(100_000, 100_000)
+    fake.script.append(Answer(200, bomb, {"content-type": "image/png"}))
+    with pytest.raises(ProviderError, match="over the limit of 67,108,864 pixels"):
+        run(RV, prompt="x", seed=1)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_a_body_over_the_byte_limit_is_refused(fake, monkeypatch):
+    monkeypatch.setattr(segmind.CLIENT, "limits", Limits(max_bytes=1024))
+    with pytest.raises(ProviderError, match="larger than the 0 MiB limit|larger than the"):
+        run(RV, prompt="x", seed=1)
+
+
+def test_html_error_bodies_are_cleaned(fake):
+    fake.script.append(Answer(500, b"<html><script>x()</script><p>Internal   <b>error</b></p></html>",
+                              {"content-type": "text/html"}))
+    fake.script += [_status(500)] * 2
+    with pytest.raises(ProviderError) as caught:
+        run(RV, prompt="x", seed=1)
+    assert "<" not in str(caught.value)
+
+
+def test_html_message_bodies_are_read(fake):
+    fake.script.append(_json(400, {"html-message": "<p>img_width must be 512</p>"}))
+    with pytest.raises(ProviderError, match='It said: "img_width must be 512"'):
+        run(RV, prompt="x", seed=1)
+
+
+# ---------------------------------------------------------------- keys
+
+def test_missing_key_says_both_ways_to_set_it(fake, monkeypatch):
+    monkeypatch.delenv("SEGMIND_API_KEY")
+    with pytest.raises(Exception) as caught:
+        run(RV, prompt="x", seed=1)
+    text = str(caught.value)
+    assert "SEGMIND_API_KEY" in text and "Settings > SD Bridge" in text and fake.requests == []
+
+
+def test_key_file_is_used_when_no_env_var(fake, monkeypatch):
+    from sdbridge.nodes.hosted import credentials
+    from sdbridge.nodes.hosted.providers import SEGMIND
+
+    monkeypatch.delenv("SEGMIND_API_KEY")
+    credentials.store_key(SEGMIND, KEY)
+    run(RV, prompt="x", seed=1)
+    assert fake.requests[0].headers["x-api-key"] == KEY
+
+
+CANARY = "sg-CANARY-5f1e2d3c4b5a69788796"
+
+
+def test_the_key_never_leaks(fake, monkeypatch, pack_log, capsys):
+    """A canary key, echoed back by a hostile server in every way, appears nowhere we control."""
+    monkeypatch.setenv("SEGMIND_API_KEY", CANARY)
+    fake.key = CANARY
+    seen: list[str] = []
+    outputs = []
+    outputs.append(run(RV, prompt="x", seed=1)[1])
+    for status in (400, 401, 403, 404, 406, 500):
+        fake.script[:] = [_json(status, {"error": f"key {CANARY} rejected"}, {"x-echo": CANARY})] * 3
+        with pytest.raises(ProviderError) as caught:
+            run(RV, prompt="x", seed=1)
+        seen += [str(caught.value), repr(caught.value), str(caught.value.args)]
+    fake.script[:] = [Answer(200, f"<html>{CANARY}</html>".encode(), {"content-type": "text/html"})]
+    with pytest.raises(ProviderError) as caught:
+        run(RV, prompt="x", seed=1)
+    seen.append(str(caught.value))
+    fake.script.append(_json(200, {"echo": CANARY}))
+    outputs.append(run(ANY, slug="custom-model", parameters="{}")[1])
+    captured = capsys.readouterr()
+    everything = "\n".join(seen + outputs + [pack_log.text, captured.out, captured.err])
+    assert "rejected" in everything  # the server's words did arrive...
+    assert CANARY not in everything  # ...without the key
+    for node in NODES.values():
+        assert CANARY not in json.dumps(node.INPUT_TYPES(), default=str)
+
+
+# ---------------------------------------------------------------- interrupt and concurrency
+
+def test_interrupt_stops_a_waiting_call_within_a_second(fake):
+    fake.script.append(Answer(delay=5.0))
+    threading.Timer(0.3, runtime.request_interrupt).start()
+    started = time.monotonic()
+    with pytest.raises(runtime.Interrupted):
+        run(RV, prompt="x", seed=1)
+    assert time.monotonic() - started < 1.3
+
+
+def test_interrupt_stops_a_retry_wait(fake, monkeypatch):
+    monkeypatch.setattr(segmind.CLIENT, "retry", RetryPolicy(base_delay=10, max_delay=10))
+    fake.script.append(_status(503))
+    threading.Timer(0.3, runtime.request_interrupt).start()
+    started = time.monotonic()
+    with pytest.raises(runtime.Interrupted):
+        run(RV, prompt="x", seed=1)
+    assert time.monotonic() - started < 1.3
+
+
+def test_independent_nodes_wait_at_the_same_time(fake):
+    fake.script += [Answer(200, picture(64, 64, i), {"content-type": "image/jpeg"}, delay=1.0) for i in range(4)]
+    values = {**defaults(RV), "prompt": "x", "seed": 1}
+
+    async def four():
+        return await asyncio.gather(*(RV().generate(unique_id=str(i), **values) for i in range(4)))
+
+    started = time.monotonic()
+    results = asyncio.run(four())
+    elapsed = time.monotonic() - started
+    assert len(results) == 4 and elapsed < 1.8, elapsed
+
+
+def test_remaining_credits_reach_the_node_and_the_frontend(fake, monkeypatch):
+    sent = []
+
+    class Server:
+        def send_sync(self, event, data):
+            sent.append((event, data))
+
+        def send_progress_text(self, text, node_id):
+            sent.append(("text", {"text": text, "node": node_id}))
+
+    monkeypatch.setattr(runtime, "_server", lambda: Server())
+    run(RV, prompt="x", seed=1, node_id="42")
+    assert ("sdbridge.credits", {"provider": "segmind", "remaining": "99", "node": "42"}) in sent
+    assert ("text", {"text": "Segmind: 99 credits left", "node": "42"}) in sent
