@@ -207,10 +207,12 @@ def normalize_all(params: Iterable[Param], values: Mapping[str, Any], *, partial
     value is an error. The first problem found is raised."""
     result: dict[str, Any] = {}
     for param in params:
-        if param.name not in values or values[param.name] is None:
+        if param.name not in values or (values[param.name] is None and param.optional):
             if param.optional or partial:
                 continue
             raise ValidationError(f"{param.name}: missing. {param.tooltip}")
+        if values[param.name] is None:  # present but null, e.g. from a queue-API script
+            raise ValidationError(f"{param.name}: has no value (null). {param.tooltip}")
         result[param.name] = param.normalize(values[param.name])
     return result
 

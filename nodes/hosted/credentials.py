@@ -72,7 +72,7 @@ def check_key_shape(value: str) -> str | None:
         return "the key is empty"
     if len(value) > MAX_KEY_LENGTH:
         return f"the key is longer than {MAX_KEY_LENGTH} characters"
-    if not _KEY_SHAPE.match(value):
+    if not _KEY_SHAPE.fullmatch(value):
         return "the key may hold only printable characters without spaces"
     return None
 
