@@ -1,8 +1,8 @@
 """Gathers the node mappings of each family (imports stay light: no diffusers, no network)."""
 
-from .hosted import segmind
+from .hosted import segmind, sinkin
 
-_FAMILIES = (segmind,)
+_FAMILIES = (segmind, sinkin)
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

@@ -1,0 +1,151 @@
+"""A fake SinkIn that behaves as its document says, on the loopback server.
+
+- POST /api/inference and /api/models take multipart forms with `access_token`. Failures come
+  back as HTTP 200 with {"error_code": 1, "message": ...}, as SinkIn answers them: a wrong
+  token, an unknown model or LoRA, a value outside the documented ranges.
+- /api/inference answers {"error_code": 0, "images": [URLs on this server], "credit_cost",
+  "inf_id"}; image i's colour is derived from seed + i and its size from width/height.
+- GET /images/<seed>_<width>x<height>.png serves a picture after `image_delay` seconds.
+- /api/models answers `catalog` (documented fields plus the extra ones public clients see).
+- `script` holds canned answers (errors, garbage, delays) served before normal ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from email import policy
+from email.parser import BytesParser
+
+from loopback import Answer, Loopback, Request
+from PIL import Image
+
+KEY = "sinkin-test-token-0123456789"
+SCHEDULERS = {"DPMSolverMultistep", "K_EULER_ANCESTRAL", "DDIM", "K_EULER", "PNDM", "KLMS"}
+CATALOG = {
+    "error_code": 0,
+    "models": [
+        {"id": "r2La2w2", "title": "Realistic Vision V6.0", "cover_img": "https://x/c.jpg", "link": "https://x/m"},
+        {"id": "yBG2r9O", "name": "majicMIX realistic", "tags": ["photo"], "civitai_model_id": 43331},
+        {"id": "4zdwGOB", "title": "DreamShaper"},
+        {"id": "newModel1", "title": "A Model Added Today"},
+    ],
+    "loras": [
+        {"id": "lora01", "title": "Detail Tweaker", "cover_img": "https://x/l.jpg"},
+        {"id": "lora02", "name": "Film Grain"},
+    ],
+}
+
+
+@dataclass
+class Upload:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def form_fields(request: Request) -> dict[str, str | Upload]:
+    """The fields of a multipart/form-data body; ValueError if it is not one or repeats a name."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ValueError(f"not multipart/form-data: {content_type!r}")
+    message = BytesParser(policy=policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + request.body)
+    fields: dict[str, str | Upload] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name in fields:
+            raise ValueError(f"field {name!r} sent twice")
+        data = part.get_payload(decode=True)
+        filename = part.get_filename()
+        fields[name] = Upload(filename, part.get_content_type(), data) if filename else data.decode("utf-8")
+    return fields
+
+
+def colour_of(seed: int) -> tuple[int, int, int]:
+    return (seed * 67) % 256, (seed * 131) % 256, (seed * 197) % 256  # far apart for nearby seeds
+
+
+def picture(width: int, height: int, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour_of(seed)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _json(payload, status: int = 200) -> Answer:
+    return Answer(status, json.dumps(payload).encode(), {"content-type": "application/json"})
+
+
+def failure(message: str) -> Answer:
+    return _json({"error_code": 1, "message": message})
+
+
+class FakeSinkIn(Loopback):
+    def __init__(self, key: str = KEY, image_delay: float = 0.0):
+        self.key = key
+        self.image_delay = image_delay
+        self.catalog = CATALOG
+        self.script: list[Answer] = []
+        self.inferences = 0
+        super().__init__(self.answer)
+
+    def forms(self, path: str = "/api/inference") -> list[dict]:
+        return [form_fields(r) for r in self.requests if r.method == "POST" and r.path == path]
+
+    def answer(self, request: Request) -> Answer:
+        if self.script:
+            return self.script.pop(0)
+        found = re.fullmatch(r"/images/(\d+)_(\d+)x(\d+)\.png", request.path)
+        if request.method == "GET" and found:
+            seed, width, height = (int(g) for g in found.groups())
+            return Answer(200, picture(width, height, seed), {"content-type": "image/png"},
+                          delay=self.image_delay)
+        if request.method != "POST" or request.path not in ("/api/inference", "/api/models"):
+            return Answer(404, b"<html><body>Not Found</body></html>", {"content-type": "text/html"})
+        try:
+            fields = form_fields(request)
+        except ValueError as exc:
+            return failure(str(exc))
+        if fields.get("access_token") != self.key:
+            return failure("Invalid access token")
+        if request.path == "/api/models":
+            return _json(self.catalog)
+        problem = self._problem(fields)
+        if problem:
+            return failure(problem)
+        self.inferences += 1
+        seed, width, height = int(fields.get("seed", 1)), int(fields.get("width", 512)), int(fields.get("height", 768))
+        count = int(fields.get("num_images", 4))
+        urls = [f"{self.url}/images/{seed + i}_{width}x{height}.png" for i in range(count)]
+        return _json({"error_code": 0, "images": urls, "credit_cost": 0.5 * count,
+                      "inf_id": f"inf{self.inferences:04d}"})
+
+    def _problem(self, fields: dict) -> str | None:
+        ids = {m["id"] for m in self.catalog["models"]}
+        if fields.get("model_id") not in ids:
+            return f"Model {fields.get('model_id')} not found"
+        if not str(fields.get("prompt", "")).strip():
+            return "prompt is required"
+        if "lora" in fields and fields["lora"] not in {lora["id"] for lora in self.catalog["loras"]}:
+            return f"LoRA {fields['lora']} not found"
+        for name in ("lcm", "use_default_neg"):
+            if name in fields and fields[name] not in ("true", "false"):
+                return f"{name} must be true or false"
+        for name in ("width", "height"):
+            value = int(fields.get(name, 512))
+            if not 128 <= value <= 896 or value % 8:
+                return f"{name} must be a multiple of 8 from 128 to 896"
+        if not 1 <= int(fields.get("steps", 30)) <= 50:
+            return "steps must be from 1 to 50"
+        if not 1 <= float(fields.get("scale", 7.5)) <= 20:
+            return "scale must be from 1 to 20"
+        if fields.get("scheduler", "DPMSolverMultistep") not in SCHEDULERS:
+            return "unknown scheduler"
+        if fields.get("controlnet", "canny") not in ("canny", "depth", "openpose"):
+            return "unknown controlnet"
+        if ("controlnet" in fields or "image_strength" in fields) and not isinstance(
+                fields.get("init_image_file"), Upload):
+            return "init_image_file is required for img2img"
+        return None
