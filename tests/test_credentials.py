@@ -7,6 +7,7 @@ import os
 import stat
 
 import pytest
+
 from sdbridge.nodes import runtime
 from sdbridge.nodes.hosted import credentials
 from sdbridge.nodes.hosted.providers import SEGMIND, SINKIN

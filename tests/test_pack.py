@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+
 from sdbridge.nodes.params import Param
 
 

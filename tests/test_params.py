@@ -7,6 +7,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from sdbridge.nodes.params import Param, ValidationError, input_types, normalize_all, resolve_seed
 
 WIDTH = Param("img_width", "INT", "Width.", default=1024, min=512, max=2048, multiple_of=8)

@@ -15,6 +15,7 @@ from fake_segmind import KEY, FakeSegmind, _json, picture
 from loopback import Answer
 from nodecalls import defaults, run
 from PIL import Image
+
 from sdbridge.nodes import runtime
 from sdbridge.nodes.hosted import segmind
 from sdbridge.nodes.hosted.http import Limits, ProviderError, RetryPolicy

@@ -10,6 +10,7 @@ from fake_segmind import KEY, FakeSegmind
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nodecalls import defaults
+
 from sdbridge.nodes.hosted import segmind
 from sdbridge.nodes.hosted.http import RetryPolicy
 
