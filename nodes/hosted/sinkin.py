@@ -38,7 +38,7 @@ NO_CONTROLNET = "none"
 
 # ---------------------------------------------------------------- catalog
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_IN_CHOICE = re.compile(r"\(([A-Za-z0-9_-]{1,64})\)\s*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -60,7 +60,7 @@ def id_from_choice(value: str) -> str | None:
     found = _ID_IN_CHOICE.search(value)
     if found:
         return found.group(1)
-    return value if _ID.match(value) else None
+    return value if _ID.fullmatch(value) else None
 
 
 def parse_entries(items: Any) -> tuple[Entry, ...]:
@@ -75,7 +75,7 @@ def parse_entries(items: Any) -> tuple[Entry, ...]:
         entry_id = item.get("id")
         if isinstance(entry_id, int) and not isinstance(entry_id, bool):
             entry_id = str(entry_id)
-        if not isinstance(entry_id, str) or not _ID.match(entry_id.strip()):
+        if not isinstance(entry_id, str) or not _ID.fullmatch(entry_id.strip()):
             continue
         entry_id = entry_id.strip()
         title = item.get("title") or item.get("name")
@@ -312,8 +312,8 @@ async def post_form(path: str, fields: dict[str, str], node_id: str | None, labe
                             "Try again later.", reply.status)
     if str(data.get("error_code", 0)) != "0":
         said = server_message(reply) or "no reason given"
-        raise ProviderError(SINKIN, f'refused the request: "{said}". Check the node\'s inputs (model and LoRA '
-                            f"ids, size) and your credits at {SINKIN.billing_page}", reply.status)
+        raise ProviderError(SINKIN, f'refused the request: "{said}". Check the inputs (model and LoRA ids, sizes), '
+                            f"and your key and credits at {SINKIN.billing_page}", reply.status)
     return data
 
 
