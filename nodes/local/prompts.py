@@ -203,6 +203,7 @@ def encode_prompts(pipe, prompt: str, negative_prompt: str, *, device, num_image
     encoder, concatenated, and the pooled output of the first chunk of text_encoder_2. An empty
     negative prompt reads as "no negative prompt": zeros where the pipeline's
     force_zeros_for_empty_prompt says so (SDXL base), else the encoding of "".
+    The tensors already hold num_images_per_prompt rows: call the pipeline with num_images_per_prompt=1.
     """
     import torch
 
