@@ -1,0 +1,72 @@
+"""The web extension's catalog part, run in Node.js against stand-ins for ComfyUI's `app` and
+`api` modules, fed with the real route's answer (skipped where Node.js is not installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+
+import pytest
+from conftest import ROOT
+
+from sdbridge.nodes.hosted import sinkin
+
+NODE_JS = shutil.which("node")
+
+APP = """export const app = {
+  extensions: [], toasts: [], graph: { nodes: [], setDirtyCanvas() {} },
+  extensionManager: { toast: { add: (toast) => app.toasts.push(toast) } },
+  registerExtension(extension) { this.extensions.push(extension); },
+};"""
+API = """export const api = {
+  calls: [], answers: {},
+  async fetchApi(path) { this.calls.push(path); return { ok: true, status: 200, json: async () => this.answers[path] }; },
+};"""
+DRIVER = """import { app } from "./scripts/app.js";
+import { api } from "./scripts/api.js";
+api.answers = JSON.parse(process.argv[2]);
+await import("./extensions/sdbridge/sinkin_catalog.js");
+const [extension] = app.extensions;
+const widget = (name, value) => ({ name, value, options: { values: [value] } });
+const saved = { comfyClass: "SDBridgeSinkInImg2Img", widgets: [widget("model_id", "Old Title (gone1)"), widget("lora", "none")] };
+const other = { comfyClass: "KSampler", widgets: [widget("model_id", "x")] };
+app.graph.nodes.push(saved, other);
+await extension.setup();
+const created = { comfyClass: "SDBridgeSinkInTxt2Img", widgets: [widget("model_id", "m"), widget("lora", "none")] };
+extension.nodeCreated(created);
+const nodeType = { prototype: {} };
+await extension.beforeRegisterNodeDef(nodeType, { name: "SDBridgeSinkInTxt2Img" });
+const menu = [];
+nodeType.prototype.getExtraMenuOptions.call(saved, {}, menu);
+menu[0].callback();
+await new Promise((resolve) => setTimeout(resolve, 20));
+const lists = (node) => Object.fromEntries(node.widgets.map((w) => [w.name, [w.value, w.options.values]]));
+console.log(JSON.stringify({ calls: api.calls, saved: lists(saved), created: lists(created), other: lists(other),
+  menu: menu.map((item) => item.content), toasts: app.toasts.map((t) => [t.severity, t.detail]) }));
+"""
+
+
+@pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
+def test_the_extension_refreshes_model_and_lora_lists_in_place(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "app.js").write_text(APP)
+    (tmp_path / "scripts" / "api.js").write_text(API)
+    (tmp_path / "extensions" / "sdbridge").mkdir(parents=True)
+    shutil.copy(ROOT / "web" / "sinkin_catalog.js", tmp_path / "extensions" / "sdbridge")
+    (tmp_path / "driver.mjs").write_text(DRIVER)
+    first = asyncio.run(sinkin.catalog_for_web())
+    refreshed = {**first, "models": ["Today (new1)"], "loras": ["none", "Grain (l2)"], "error": "SinkIn: slow"}
+    answers = {"/sdbridge/sinkin/catalog": first, "/sdbridge/sinkin/catalog?refresh=1": refreshed}
+    out = subprocess.run([NODE_JS, "driver.mjs", json.dumps(answers)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, check=True)
+    result = json.loads(out.stdout)
+    assert result["calls"] == ["/sdbridge/sinkin/catalog", "/sdbridge/sinkin/catalog?refresh=1"]
+    assert result["created"]["model_id"] == ["m", first["models"]]
+    assert result["created"]["lora"] == ["none", ["none"]]
+    assert result["saved"]["model_id"] == ["Old Title (gone1)", ["Today (new1)"]]  # the saved value stays
+    assert result["saved"]["lora"] == ["none", ["none", "Grain (l2)"]]
+    assert result["other"]["model_id"] == ["x", ["x"]]  # other nodes are left alone
+    assert result["menu"] == ["Refresh SinkIn models and LoRAs"]
+    assert result["toasts"] == [["error", "SinkIn: slow"]]
