@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sdbridge.nodes.local.prompts import BREAK, WEIGHT_LIMIT, encode_prompts, parse_prompt_attention
 
 # The documents' own prompts (seeds/), syntax included.
