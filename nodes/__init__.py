@@ -9,3 +9,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 for _family in _FAMILIES:
     NODE_CLASS_MAPPINGS.update(_family.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_family.NODE_DISPLAY_NAME_MAPPINGS)
+
+from . import routes  # noqa: E402  (after the families: the routes serve them)
+
+routes.install()

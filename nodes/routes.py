@@ -7,7 +7,10 @@ to ComfyUI's server (through runtime; a no-op outside ComfyUI). No route ever re
 from __future__ import annotations
 
 from . import runtime
-from .hosted import sinkin
+from .hosted import credentials, sinkin
+from .hosted.providers import PROVIDERS
+
+MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
 
 
 def _json(data: dict, status: int = 200):
@@ -23,9 +26,51 @@ async def sinkin_catalog(request):
     return _json(await sinkin.catalog_for_web(refresh=refresh))
 
 
+def _key_status() -> dict:
+    """Whether each provider has a key and where it comes from; never the key itself."""
+    status = {}
+    for provider in PROVIDERS.values():
+        source = credentials.key_source(provider)
+        status[provider.id] = {"set": source is not None, "source": source, "env": provider.key_env}
+    return status
+
+
+async def key_status(request):
+    """GET /sdbridge/keys: {provider: {set, source, env}} for the settings dialog."""
+    return _json(_key_status())
+
+
+async def store_key(request):
+    """POST /sdbridge/keys/{provider} with {"key": "..."}: save the key in the user's key file,
+    or clear it with an empty key. Answers the status, never the key."""
+    provider = PROVIDERS.get(request.match_info.get("provider", ""))
+    if provider is None:
+        return _json({"error": f"unknown provider; use one of: {', '.join(PROVIDERS)}"}, 404)
+    if (request.content_length or 0) > MAX_KEY_BODY:
+        return _json({"error": "the request is too large for a key"}, 413)
+    try:
+        body = await request.json()
+    except ValueError:
+        return _json({"error": 'send a JSON object such as {"key": "..."}'}, 400)
+    key = body.get("key") if isinstance(body, dict) else None
+    if not isinstance(key, str):
+        return _json({"error": 'send a JSON object such as {"key": "..."}'}, 400)
+    key = key.strip()
+    problem = credentials.check_key_shape(key) if key else None
+    if problem:
+        return _json({"error": problem}, 400)
+    credentials.store_key(provider, key or None)
+    status = _key_status()[provider.id]
+    if status["source"] == "environment":
+        status["note"] = f"{provider.key_env} is set and wins over the saved key"
+    return _json(status)
+
+
 def register(routes) -> None:
     """Add every route to an aiohttp RouteTableDef."""
     routes.get("/sdbridge/sinkin/catalog")(sinkin_catalog)
+    routes.get("/sdbridge/keys")(key_status)
+    routes.post("/sdbridge/keys/{provider}")(store_key)
 
 
 def install() -> bool:

@@ -1,0 +1,109 @@
+"""The key-settings routes, served by a real aiohttp app on 127.0.0.1 (what ComfyUI's server is)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+
+import pytest
+from aiohttp import ClientSession, web
+
+from sdbridge.nodes import routes, runtime
+from sdbridge.nodes.hosted import credentials
+from sdbridge.nodes.hosted.providers import SEGMIND, SINKIN
+
+CANARY = "key-CANARY-0a1b2c3d4e5f"
+
+
+def serve(script):
+    """Run `script(session, base_url)` against an app holding the pack's routes."""
+
+    async def main():
+        table = web.RouteTableDef()
+        routes.register(table)
+        app = web.Application()
+        app.add_routes(table)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            async with ClientSession() as session:
+                return await script(session, f"http://127.0.0.1:{port}")
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(main())
+
+
+async def _call(session, method, url, **kwargs):
+    async with session.request(method, url, **kwargs) as response:
+        return response.status, await response.text()
+
+
+def test_saving_reading_and_clearing_a_key_never_returns_it():
+    async def script(session, base):
+        answers = [await _call(session, "GET", f"{base}/sdbridge/keys")]
+        answers.append(await _call(session, "POST", f"{base}/sdbridge/keys/segmind", json={"key": f"  {CANARY} "}))
+        answers.append(await _call(session, "GET", f"{base}/sdbridge/keys"))
+        saved = credentials.api_key(SEGMIND)
+        answers.append(await _call(session, "POST", f"{base}/sdbridge/keys/segmind", json={"key": ""}))
+        return answers, saved
+
+    answers, saved = serve(script)
+    assert saved == CANARY  # stored, trimmed
+    assert all(status == 200 for status, _ in answers)
+    assert not any(CANARY in text for _, text in answers)
+    before, after_save, status, after_clear = (json.loads(text) for _, text in answers)
+    assert before["segmind"] == {"set": False, "source": None, "env": "SEGMIND_API_KEY"}
+    assert after_save == {"set": True, "source": "file", "env": "SEGMIND_API_KEY"}
+    assert status["segmind"]["set"] and not status["sinkin"]["set"]
+    assert after_clear["set"] is False and credentials.key_source(SEGMIND) is None
+
+
+def test_the_key_file_is_owner_only():
+    serve(lambda s, base: _call(s, "POST", f"{base}/sdbridge/keys/sinkin", json={"key": CANARY}))
+    assert stat.S_IMODE(os.stat(credentials.key_file()).st_mode) == 0o600
+    assert credentials.api_key(SINKIN) == CANARY
+
+
+def test_the_environment_wins_and_the_answer_says_so(monkeypatch):
+    monkeypatch.setenv("SEGMIND_API_KEY", "env-key-1234")
+    status, text = serve(lambda s, base: _call(s, "POST", f"{base}/sdbridge/keys/segmind", json={"key": CANARY}))
+    answer = json.loads(text)
+    assert status == 200 and answer["source"] == "environment" and "wins" in answer["note"]
+    assert "env-key-1234" not in text and CANARY not in text
+
+
+@pytest.mark.parametrize("method, path, kwargs, expected", [
+    ("POST", "/sdbridge/keys/openai", {"json": {"key": "abcd1234"}}, 404),
+    ("POST", "/sdbridge/keys/..%2F..%2Fsecrets", {"json": {"key": "abcd1234"}}, 404),
+    ("POST", "/sdbridge/keys/segmind/../../x", {"json": {"key": "abcd1234"}}, 404),
+    ("POST", "/sdbridge/keys/segmind", {"data": "not json"}, 400),
+    ("POST", "/sdbridge/keys/segmind", {"json": ["abcd1234"]}, 400),
+    ("POST", "/sdbridge/keys/segmind", {"json": {"key": 12345678}}, 400),
+    ("POST", "/sdbridge/keys/segmind", {"json": {"key": "has a space"}}, 400),
+    ("POST", "/sdbridge/keys/segmind", {"json": {"key": "x" * 5000}}, 413),
+    ("GET", "/sdbridge/keys/segmind", {}, 405),
+])
+def test_bad_requests_are_refused_and_write_nothing(method, path, kwargs, expected):
+    status, text = serve(lambda s, base: _call(s, method, base + path, **kwargs))
+    assert status == expected, text
+    assert not credentials.key_file().exists()
+    assert not [p for p in runtime.user_directory().rglob("*") if p.is_file()] if runtime.user_directory().exists() else True
+
+
+def test_no_route_reads_other_files():
+    secret = runtime.user_directory() / "default" / "comfy.settings.json"
+    secret.parent.mkdir(parents=True)
+    secret.write_text('{"token": "other-secret"}')
+
+    async def script(session, base):
+        return [await _call(session, "GET", base + path) for path in (
+            "/sdbridge/keys", "/sdbridge/keys/../default/comfy.settings.json", "/sdbridge/keys?file=comfy.settings.json")]
+
+    for status, text in serve(script):
+        assert "other-secret" not in text
