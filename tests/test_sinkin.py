@@ -14,11 +14,13 @@ import torch
 from fake_sinkin import KEY, FakeSinkIn, Upload, colour_of, failure
 from loopback import Answer
 from nodecalls import defaults, run
+
 from sdbridge.nodes import images as imaging
 from sdbridge.nodes import runtime
-from sdbridge.nodes.hosted import sinkin
+from sdbridge.nodes.hosted import credentials, sinkin
 from sdbridge.nodes.hosted.credentials import MissingKeyError
 from sdbridge.nodes.hosted.http import Limits, ProviderError, RetryPolicy
+from sdbridge.nodes.hosted.providers import SINKIN
 
 Txt2Img, Img2Img = sinkin.SDBridgeSinkInTxt2Img, sinkin.SDBridgeSinkInImg2Img
 
@@ -189,6 +191,13 @@ def test_without_a_key_the_error_says_how_to_set_one_and_nothing_is_sent(fake, m
     with pytest.raises(MissingKeyError, match="SINKIN_API_KEY"):
         run(Txt2Img, prompt="a cat", seed=1)
     assert fake.requests == []
+
+
+def test_the_key_can_come_from_the_users_key_file(fake, monkeypatch):
+    monkeypatch.delenv("SINKIN_API_KEY")
+    credentials.store_key(SINKIN, KEY)
+    run(Txt2Img, prompt="a cat", seed=1)
+    assert fake.forms()[0]["access_token"] == KEY
 
 
 def test_transient_http_errors_are_retried_then_succeed(fake):

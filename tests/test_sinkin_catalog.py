@@ -148,6 +148,7 @@ def test_without_a_key_the_bundled_or_stale_list_is_served_as_is(fake, monkeypat
 @pytest.mark.parametrize("content", [
     "{not json", "[]", json.dumps({"models": [{"id": "a1"}], "loras": []}),
     json.dumps({"fetched_at": "yesterday", "models": [], "loras": []}),
+    '{"fetched_at": NaN, "models": [{"id": "a1"}], "loras": []}',
     json.dumps({"fetched_at": 1.0, "models": [{"id": "bad id"}, 3], "loras": []}),
     json.dumps({"fetched_at": 1.0, "models": "r2La2w2", "loras": []}),
 ])
@@ -201,8 +202,8 @@ def test_an_unreachable_api_is_reported_without_the_token(monkeypatch):
 def test_routes_register_the_catalog_under_sdbridge():
     table = web.RouteTableDef()
     routes.register(table)
-    assert [(r.method, r.path, r.handler) for r in table] == [
-        ("GET", "/sdbridge/sinkin/catalog", routes.sinkin_catalog)]
+    assert ("GET", "/sdbridge/sinkin/catalog", routes.sinkin_catalog) in [(r.method, r.path, r.handler)
+                                                                          for r in table]
     assert routes.install() is False  # outside ComfyUI there is no server to add them to
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import os
 import re
 import socket
@@ -132,6 +133,8 @@ def _read_cache(path: Path) -> Catalog:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         fetched_at = float(data["fetched_at"])
+        if not math.isfinite(fetched_at):
+            raise ValueError("fetched_at is not a time")
         catalog = Catalog(parse_entries(data["models"]), parse_entries(data["loras"]), fetched_at)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         runtime.log.warning("SinkIn: the catalog cache %s is unreadable (%s); using the bundled model list. "
