@@ -1,8 +1,9 @@
 """Gathers the node mappings of each family (imports stay light: no diffusers, no network)."""
 
 from .hosted import segmind, sinkin
+from .local import nodes as local_nodes
 
-_FAMILIES = (segmind, sinkin)
+_FAMILIES = (segmind, sinkin, local_nodes)
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

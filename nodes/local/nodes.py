@@ -1,0 +1,374 @@
+"""The local (diffusers) nodes: load a checkpoint, add LoRAs, and generate with the same inputs
+as the Segmind nodes, so a hosted node and a local one swap without relearning anything.
+
+Importing this module stays cheap: diffusers and torch load on first use."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..hosted.segmind import NEGATIVE_PROMPT, PROMPT, SDXL_STYLES, SEED, SEED_MAX, STRENGTH_IMG2IMG
+from ..params import Param, ValidationError, input_types, normalize_all, resolve_seed, validation_result
+from . import checkpoints
+from .schedulers import SCHEDULER_NAMES
+
+CATEGORY = "SD Bridge/Local"
+PIPELINE = "SDBRIDGE_PIPELINE"
+HIDDEN = {"unique_id": "UNIQUE_ID"}
+NONE = "None"
+
+# ---------------------------------------------------------------- parameters (local ranges, and why)
+
+SAMPLES = Param("samples", "INT", "Number of images. Image i uses seed+i, so any one of them can be made again alone. "
+                "Up to 8 locally (Segmind allows 4): more images need more GPU memory.", default=1, min=1, max=8)
+STEPS = Param("num_inference_steps", "INT", "Number of denoising steps. Segmind allows 20-100; locally 1-150, since "
+              "distilled models (LCM, Turbo, Lightning) need only a few.", default=25, min=1, max=150)
+GUIDANCE = Param("guidance_scale", "FLOAT", "Classifier-free guidance: how closely to follow the prompt. 1 or less "
+                 "switches guidance off (twice as fast; right for LCM and Turbo models).",
+                 default=7.5, min=0.0, max=30.0, step=0.1)
+STYLE = Param("style", "COMBO", "Style preset, Segmind's SDXL style names: wraps the prompt in a template (e.g. "
+              "'cinematic' gives 'cinematic film still of <prompt>, ...') and adds to the negative prompt. "
+              "'base' applies none.", default="base", choices=SDXL_STYLES)
+
+
+def _scheduler(default: str) -> Param:
+    return Param("scheduler", "COMBO", "Type of scheduler (sampler), built fresh for every run from the "
+                 "checkpoint's own scheduler settings.", default=default, choices=tuple(SCHEDULER_NAMES))
+
+
+def _size(name: str, default: int) -> Param:
+    side = "Width" if name == "img_width" else "Height"
+    return Param(name, "INT", f"{side} of the image in pixels, 64 to 2048 in multiples of 8 (the latents are 1/8 of "
+                 "the image). Segmind fixes a few sizes; locally any works, but SD 1.5 models are made for 512 and "
+                 "SDXL models for 1024, and far from that they repeat or blur.",
+                 default=default, min=64, max=2048, multiple_of=8)
+
+
+IMAGE = Param("image", "IMAGE", "The starting image, resized to img_width x img_height. Each image of a batch is "
+              "transformed `samples` times.")
+REFINER_STRENGTH = Param("strength", "FLOAT", "How much the refiner changes the base's image when it runs as "
+                         "img2img after the base: only when high_noise_fraction is 0 or 1 (otherwise the refiner "
+                         "continues the base's denoising and strength does not apply).",
+                         default=0.2, min=0.1, max=1.0, step=0.01)
+HIGH_NOISE_FRACTION = Param("high_noise_fraction", "FLOAT", "Share of the denoising (by noise level) done by the "
+                            "base; the refiner does the rest from the base's latents. At 0 or 1 there is nothing to "
+                            "split: the base runs all steps and the refiner then refines its image as img2img with "
+                            "'strength'.", default=0.8, min=0.0, max=1.0, step=0.01)
+REFINER = Param("refiner", "BOOLEAN", "Run the refiner (connect refiner_pipeline). Off: the base alone.", default=True)
+
+# Prompt templates for the style names ("{prompt}" is the user's prompt) and negative additions.
+STYLE_TEMPLATES = {
+    "base": ("{prompt}", ""),
+    "cinematic": ("cinematic film still of {prompt}, shallow depth of field, vignette, highly detailed, film grain",
+                  "anime, cartoon, graphic, painting, drawing, sketch"),
+    "photographic": ("cinematic photo of {prompt}, 35mm photograph, film, bokeh, professional, 4k, highly detailed",
+                     "drawing, painting, crayon, sketch, graphite, impressionist, noisy, blurry, deformed, ugly"),
+    "hdr": ("HDR photo of {prompt}, high dynamic range, vivid, rich details, clear shadows and highlights, realistic",
+            "flat, low contrast, oversaturated, underexposed, overexposed, blurry, noisy"),
+    "enhance": ("breathtaking {prompt}, award-winning, professional, highly detailed",
+                "ugly, deformed, noisy, blurry, distorted, grainy"),
+    "anime": ("anime artwork of {prompt}, anime style, key visual, vibrant, studio anime, highly detailed",
+              "photo, deformed, black and white, realism, disfigured, low contrast"),
+    "digital-art": ("concept art of {prompt}, digital artwork, illustrative, painterly, matte painting, highly detailed",
+                    "photo, photorealistic, realism, ugly"),
+    "comic-book": ("comic of {prompt}, graphic illustration, comic art, graphic novel art, vibrant, highly detailed",
+                   "photograph, deformed, glitch, noisy, realistic, stock photo"),
+    "fantasy-art": ("ethereal fantasy concept art of {prompt}, magnificent, celestial, epic, painterly, dreamy",
+                    "photographic, realistic, realism, 35mm film, dslr, cropped, frame, text, deformed, ugly"),
+    "line-art": ("line art drawing of {prompt}, professional, sleek, modern, minimalist, graphic, line art, vector",
+                 "anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, realistic, abstract"),
+    "analog-film": ("analog film photo of {prompt}, faded film, desaturated, 35mm photo, grainy, vignette, vintage",
+                    "painting, drawing, illustration, glitch, deformed, cartoon, anime, 3d render"),
+    "neon-punk": ("neonpunk style {prompt}, cyberpunk, vaporwave, neon, vibes, vibrant, sharp, ultramodern, magenta",
+                  "painting, drawing, illustration, glitch, deformed, mutated, cross-eyed, ugly, disfigured"),
+    "isometric": ("isometric style {prompt}, vibrant, beautiful, crisp, detailed, ultra detailed, intricate",
+                  "deformed, mutated, ugly, disfigured, blur, blurry, noise, noisy, realistic, photographic"),
+    "low-poly": ("low-poly style {prompt}, low-poly game art, polygon mesh, jagged, blocky, wireframe edges, centered",
+                 "noisy, sloppy, messy, grainy, highly detailed, ultra textured, photo"),
+    "origami": ("origami style {prompt}, paper art, pleated paper, folded, origami art, pleats, cut and fold, centered",
+                "noisy, sloppy, messy, grainy, highly detailed, ultra textured, photo"),
+    "modeling-compound": ("play-doh style {prompt}, sculpture, clay art, centered composition, claymation",
+                          "sloppy, messy, grainy, highly detailed, ultra textured, photo"),
+    "3d-model": ("professional 3d model of {prompt}, octane render, highly detailed, volumetric, dramatic lighting",
+                 "ugly, deformed, noisy, low poly, blurry, painting"),
+    "pixel-art": ("pixel-art {prompt}, low-res, blocky, pixel art style, 8-bit graphics",
+                  "sloppy, messy, blurry, noisy, highly detailed, ultra textured, photo, realistic"),
+    "tile-texture": ("{prompt}, seamless tileable texture, repeating pattern, top-down view, even lighting",
+                     "perspective, horizon, shadows, vignette, border, frame, text"),
+}
+
+
+def styled(style: str, prompt: str, negative_prompt: str) -> tuple[str, str]:
+    """The prompt and negative prompt with a style preset applied."""
+    template, negative = STYLE_TEMPLATES[style]
+    negative_prompt = ", ".join(part for part in (negative_prompt.strip(), negative) if part)
+    return template.replace("{prompt}", prompt.strip()), negative_prompt
+
+
+# ---------------------------------------------------------------- pipeline inputs
+
+@dataclass(frozen=True)
+class PipelineInput:
+    name: str
+    tooltip: str
+    families: tuple[str, ...]
+    optional: bool = False
+
+    def spec(self) -> tuple:
+        return (PIPELINE, {"tooltip": self.tooltip})
+
+    def check(self, value: Any, node_title: str) -> None:
+        if value is None:
+            if not self.optional:
+                raise ValueError(f"{node_title}: connect '{self.name}' to SD Bridge Load Checkpoint.")
+            return
+        if not isinstance(value, checkpoints.LocalPipeline):
+            raise ValueError(f"{node_title}: '{self.name}' must come from SD Bridge Load Checkpoint or Load LoRA.")
+        if value.family not in self.families:
+            wanted = " or ".join(checkpoints.FAMILY_NAMES[f] for f in self.families)
+            raise ValueError(f"{node_title}: '{self.name}' got a {value.family_name} model "
+                             f"({os.path.basename(value.source)}); this input takes {wanted}. Load a matching checkpoint.")
+
+
+class LocalNode:
+    """Subclasses set PIPELINES, PARAMS, TITLE, DESCRIPTION and implement `run`. Mirrors the
+    hosted nodes: inputs and validation derive from the params, outputs are images + info JSON."""
+
+    PIPELINES: ClassVar[Sequence[PipelineInput]] = ()
+    PARAMS: ClassVar[Sequence[Param]] = ()
+    TITLE: ClassVar[str] = ""
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("images", "info")
+    OUTPUT_TOOLTIPS = ("The generated images, as one batch.",
+                       "The run as JSON: seed(s) used, steps, scheduler, size, LoRAs, seconds.")
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        types = input_types(cls.PARAMS, HIDDEN)
+        pipelines = {p.name: p.spec() for p in cls.PIPELINES if not p.optional}
+        types["required"] = {**pipelines, **types["required"]}
+        optional = {p.name: p.spec() for p in cls.PIPELINES if p.optional}
+        if optional:
+            types["optional"] = {**optional, **types.get("optional", {})}
+        return types
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **values):
+        # Taking **values makes ComfyUI leave every check to us, so each message is ours.
+        return validation_result(cls.PARAMS, values)
+
+    @classmethod
+    def IS_CHANGED(cls, **values):
+        # A seed of -1 asks for a new random image each run.
+        return float("nan") if str(values.get("seed")) == "-1" else ""
+
+    def generate(self, unique_id: str | None = None, **values):
+        from . import generate
+
+        pipelines = {}
+        for pipeline_input in self.PIPELINES:
+            pipelines[pipeline_input.name] = values.pop(pipeline_input.name, None)
+            pipeline_input.check(pipelines[pipeline_input.name], self.TITLE)
+        try:
+            values = normalize_all(self.PARAMS, values)
+        except ValidationError as exc:
+            raise ValueError(f"{self.TITLE}: {exc}") from None
+        prompt, negative = styled(values.get("style", "base"), values["prompt"], values["negative_prompt"])
+        settings = generate.Settings(
+            prompt=prompt, negative_prompt=negative, scheduler=values["scheduler"],
+            num_inference_steps=values["num_inference_steps"], guidance_scale=values["guidance_scale"],
+            samples=values["samples"], seed=resolve_seed(values["seed"], SEED_MAX),
+            width=values["img_width"], height=values["img_height"])
+        images, info = self.run(pipelines, values, settings, unique_id)
+        if values.get("style", "base") != "base":
+            info["style"] = values["style"]
+        return (images, json.dumps(info, indent=1))
+
+    def run(self, pipelines: dict, values: dict, settings, node_id: str | None):
+        raise NotImplementedError
+
+
+class SDBridgeLocalTxt2Img(LocalNode):
+    TITLE = "SD Bridge Local txt2img"
+    DESCRIPTION = ("Text to image on your own GPU with an SD 1.5 or SDXL checkpoint (e.g. Realistic Vision, "
+                   "RealVisXL), with the inputs of the Segmind nodes.")
+    PIPELINES = (PipelineInput("pipeline", "An SD 1.5 or SDXL base model from SD Bridge Load Checkpoint.",
+                               ("sd15", "sdxl_base")),)
+    PARAMS = (PROMPT, NEGATIVE_PROMPT, STYLE, _scheduler("UniPC"), STEPS, GUIDANCE, SAMPLES, SEED,
+              _size("img_width", 512), _size("img_height", 512))
+
+    def run(self, pipelines, values, settings, node_id):
+        from . import generate
+
+        return generate.txt2img(pipelines["pipeline"], settings, node_id)
+
+
+class SDBridgeLocalImg2Img(LocalNode):
+    TITLE = "SD Bridge Local img2img"
+    DESCRIPTION = "Image to image on your own GPU with an SD 1.5, SDXL or SDXL refiner checkpoint."
+    PIPELINES = (PipelineInput("pipeline", "An SD 1.5, SDXL base or SDXL refiner model from SD Bridge Load "
+                               "Checkpoint.", ("sd15", "sdxl_base", "sdxl_refiner")),)
+    PARAMS = (IMAGE, PROMPT, NEGATIVE_PROMPT, STYLE, _scheduler("DDIM"), STEPS, GUIDANCE, STRENGTH_IMG2IMG, SAMPLES,
+              SEED, _size("img_width", 512), _size("img_height", 512))
+
+    def run(self, pipelines, values, settings, node_id):
+        from . import generate
+
+        return generate.img2img(pipelines["pipeline"], settings, values["image"], values["strength"], node_id)
+
+
+class SDBridgeLocalSDXLRefiner(LocalNode):
+    TITLE = "SD Bridge Local SDXL (base + refiner)"
+    DESCRIPTION = ("SDXL 1.0 with its refiner on your own GPU, as Segmind's SDXL endpoint runs them: the base "
+                   "denoises the first high_noise_fraction of the schedule and the refiner finishes from its latents.")
+    PIPELINES = (PipelineInput("base_pipeline", "The SDXL base model.", ("sdxl_base",)),
+                 PipelineInput("refiner_pipeline", "The SDXL refiner model (needed when 'refiner' is on).",
+                               ("sdxl_refiner",), optional=True))
+    PARAMS = (PROMPT, NEGATIVE_PROMPT, STYLE, SAMPLES, _scheduler("UniPC"), STEPS, GUIDANCE, REFINER_STRENGTH,
+              HIGH_NOISE_FRACTION, SEED, _size("img_width", 1024), _size("img_height", 1024), REFINER)
+
+    def run(self, pipelines, values, settings, node_id):
+        from . import generate
+
+        refiner = pipelines["refiner_pipeline"] if values["refiner"] else None
+        if values["refiner"] and refiner is None:
+            raise ValueError(f"{self.TITLE}: 'refiner' is on but no refiner_pipeline is connected. Load the SDXL "
+                             "refiner with SD Bridge Load Checkpoint and connect it, or turn 'refiner' off.")
+        return generate.base_and_refiner(pipelines["base_pipeline"], refiner, settings,
+                                         values["high_noise_fraction"], values["strength"], node_id)
+
+
+# ---------------------------------------------------------------- loaders
+
+def _choices(names: list[str], empty: str) -> tuple:
+    return tuple(names) or (empty,)
+
+
+def _model_param() -> Param:
+    return Param("model", "COMBO", "A checkpoint from ComfyUI's models/checkpoints folder (.safetensors) or a diffusers "
+                 "folder from models/diffusers. The family (SD 1.5, SDXL base, SDXL refiner) is read from the weights.",
+                 choices=_choices(checkpoints.model_choices(), "(no models found: add some to models/checkpoints)"),
+                 open_choices=True)
+
+
+PATH_OR_HUB_ID = Param("path_or_hub_id", "STRING", "Instead of the list: the absolute path of a .safetensors file or a "
+                       "diffusers folder, or a Hugging Face hub id (downloaded once). Leave empty to use the list.",
+                       default="", optional=True)
+
+
+class SDBridgeLoadCheckpoint:
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Loads an SD 1.5, SDXL base or SDXL refiner model for the local nodes, offline. A loaded model "
+                   "stays in memory for the next run (up to SDBRIDGE_LOCAL_PIPELINES models, default 2).")
+    RETURN_TYPES = (PIPELINE,)
+    RETURN_NAMES = ("pipeline",)
+    OUTPUT_TOOLTIPS = ("The loaded model, for the local generation nodes or Load LoRA.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return input_types((_model_param(), PATH_OR_HUB_ID))
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **values):
+        return validation_result((_model_param(), PATH_OR_HUB_ID), values)
+
+    @classmethod
+    def IS_CHANGED(cls, model: str = "", path_or_hub_id: str = "", **_):
+        # A replaced file is loaded again.
+        try:
+            path = checkpoints.resolve(model, path_or_hub_id or "")
+        except checkpoints.CheckpointError:
+            return ""
+        return str(os.stat(path).st_mtime_ns) if os.path.exists(path) else path
+
+    def load(self, model: str, path_or_hub_id: str = ""):
+        try:
+            source = checkpoints.resolve(model, path_or_hub_id or "")
+            return (checkpoints.load_cached(source),)
+        except checkpoints.CheckpointError as exc:
+            raise ValueError(f"SD Bridge Load Checkpoint: {exc}") from None
+
+
+LORA_SLOTS = 3
+
+
+def _lora_params() -> tuple[Param, ...]:
+    names = (NONE, *checkpoints.lora_choices())
+    params = []
+    for i in range(1, LORA_SLOTS + 1):
+        params.append(Param(f"lora_{i}", "COMBO", "A LoRA from ComfyUI's models/loras folder (.safetensors), made for "
+                            "the same family as the model. 'None' leaves the slot empty.",
+                            default=NONE, choices=names, open_choices=True))
+        params.append(Param(f"scale_{i}", "FLOAT", "How strongly the LoRA applies: 0 off, 1 as trained, negative "
+                            "inverts it.", default=1.0, min=-4.0, max=4.0, step=0.05))
+    return tuple(params)
+
+
+class SDBridgeLoadLoRA:
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Adds up to three LoRAs, each with its own scale, to a local model. The model other nodes use stays "
+                   "unchanged: the LoRAs apply only to generations downstream of this node. Chain nodes for more.")
+    RETURN_TYPES = (PIPELINE,)
+    RETURN_NAMES = ("pipeline",)
+    OUTPUT_TOOLTIPS = ("The model with these LoRAs added to those it had.",)
+    FUNCTION = "apply"
+    PIPELINE_INPUT = PipelineInput("pipeline", "A model from SD Bridge Load Checkpoint (or another Load LoRA).",
+                                   tuple(checkpoints.FAMILY_NAMES))
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        types = input_types(_lora_params())
+        types["required"] = {"pipeline": cls.PIPELINE_INPUT.spec(), **types["required"]}
+        return types
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **values):
+        return validation_result(_lora_params(), values)
+
+    def apply(self, pipeline, **values):
+        from .. import runtime
+
+        title = "SD Bridge Load LoRA"
+        self.PIPELINE_INPUT.check(pipeline, title)
+        try:
+            values = normalize_all(_lora_params(), values)
+        except ValidationError as exc:
+            raise ValueError(f"{title}: {exc}") from None
+        stack = []
+        for i in range(1, LORA_SLOTS + 1):
+            name = values[f"lora_{i}"]
+            if name == NONE:
+                continue
+            path = runtime.model_path("loras", name)
+            if path is None:
+                raise ValueError(f"{title}: LoRA '{name}' is not in ComfyUI's models/loras folder. Put it there, "
+                                 "or pick another and refresh the page.")
+            try:
+                checkpoints.load_lora(pipeline, path)
+            except checkpoints.CheckpointError as exc:
+                raise ValueError(f"{title}: {exc}") from None
+            stack.append((path, values[f"scale_{i}"]))
+        return (pipeline.with_loras(stack),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "SDBridgeLoadCheckpoint": SDBridgeLoadCheckpoint,
+    "SDBridgeLoadLoRA": SDBridgeLoadLoRA,
+    "SDBridgeLocalTxt2Img": SDBridgeLocalTxt2Img,
+    "SDBridgeLocalImg2Img": SDBridgeLocalImg2Img,
+    "SDBridgeLocalSDXLRefiner": SDBridgeLocalSDXLRefiner,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SDBridgeLoadCheckpoint": "SD Bridge Load Checkpoint (local)",
+    "SDBridgeLoadLoRA": "SD Bridge Load LoRA (local)",
+    "SDBridgeLocalTxt2Img": SDBridgeLocalTxt2Img.TITLE,
+    "SDBridgeLocalImg2Img": SDBridgeLocalImg2Img.TITLE,
+    "SDBridgeLocalSDXLRefiner": SDBridgeLocalSDXLRefiner.TITLE,
+}

@@ -1,0 +1,237 @@
+"""Local checkpoints: the shipped offline configs, family detection, offline single-file
+loading, the pipeline cache, component sharing between SDXL base and refiner, LoRA loading."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+import torch
+from tiny_pipelines import TOKENIZER_DIR, tiny_models
+
+from sdbridge.nodes.local import checkpoints
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return tiny_models(str(tmp_path_factory.getbasetemp() / "tiny"))
+
+
+@pytest.fixture
+def local_models(tiny, monkeypatch):
+    """ComfyUI's model folders pointed at the tiny models; single files load with the tiny
+    architectures' configs (the shipped ones are real-size); an empty cache before and after."""
+    root = tiny["sd15"]["folder"].parent.parent
+    for kind in ("checkpoints", "diffusers", "loras"):
+        monkeypatch.setenv(f"SDBRIDGE_{kind.upper()}_DIR", str(root / kind))
+    for family, paths in tiny.items():
+        monkeypatch.setitem(checkpoints.CONFIG_DIRS, family, paths["folder"])
+    checkpoints.release_pipelines()
+    yield tiny
+    checkpoints.release_pipelines()
+
+
+# ---------------------------------------------------------------- shipped configs and tokenizer
+
+PUBLISHED = {  # parameter counts of the real models
+    ("sd15", "unet"): 859_520_964,
+    ("sdxl_base", "unet"): 2_567_463_684,
+    ("sd15", "text_encoder"): 123_060_480,
+    ("sdxl_base", "text_encoder"): 123_060_480,
+    ("sdxl_base", "text_encoder_2"): 694_659_840,
+    ("sdxl_refiner", "text_encoder_2"): 694_659_840,
+    ("sd15", "vae"): 83_653_863,
+    ("sdxl_base", "vae"): 83_653_863,
+    ("sdxl_refiner", "vae"): 83_653_863,
+}
+
+
+@pytest.mark.parametrize(("family", "component"), sorted(PUBLISHED))
+def test_shipped_architectures_have_the_published_parameter_counts(family, component):
+    import diffusers
+    import transformers
+
+    folder = checkpoints.CONFIGS / family
+    index = __import__("json").loads((folder / "model_index.json").read_text())
+    library, class_name = index[component]
+    cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
+    with torch.device("meta"):
+        if library == "diffusers":
+            model = cls.from_config(cls.load_config(folder / component))
+        else:
+            model = cls(cls.config_class.from_pretrained(folder / component))
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED[(family, component)]
+
+
+def test_shipped_tokenizer_is_clips_vocabulary():
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    assert len(tokenizer) == 49408
+    # The ids the real openai/clip-vit-large-patch14 tokenizer gives.
+    assert tokenizer("a photo of an astronaut riding a horse").input_ids == [
+        49406, 320, 1125, 539, 550, 18376, 6765, 320, 4558, 49407]
+    sdxl_second = checkpoints._tokenizers("sdxl_base")["tokenizer_2"]
+    assert sdxl_second.pad_token == "!" and tokenizer.pad_token == "<|endoftext|>"
+
+
+# ---------------------------------------------------------------- the test-only LDM writer
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl_base", "sdxl_refiner"])
+def test_single_file_loads_bit_identical_to_the_diffusers_folder(local_models, family):
+    import diffusers
+
+    cls = getattr(diffusers, checkpoints.PIPELINE_CLASSES[family])
+    reference = cls.from_pretrained(local_models[family]["folder"])
+    loaded = checkpoints.load_cached(str(local_models[family]["file"])).pipe
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if getattr(reference, name, None) is None:
+            assert getattr(loaded, name, None) is None
+            continue
+        expected, got = getattr(reference, name).state_dict(), getattr(loaded, name).state_dict()
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), name
+
+
+# ---------------------------------------------------------------- families
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl_base", "sdxl_refiner"])
+def test_family_is_read_from_files_and_folders(local_models, family):
+    assert checkpoints.detect_family(str(local_models[family]["file"])) == family
+    assert checkpoints.detect_family(str(local_models[family]["folder"])) == family
+
+
+def test_lists_checkpoints_and_diffusers_folders(local_models):
+    choices = checkpoints.model_choices()
+    assert "checkpoints/tiny-sd15.safetensors" in choices
+    assert "diffusers/tiny-sdxl_refiner" in choices
+    assert not any(choice.endswith(".json") for choice in choices)  # files inside diffusers folders are not models
+    assert checkpoints.lora_choices() == ["tiny-sd15-lora.safetensors", "tiny-sdxl_base-lora.safetensors"]
+
+
+def test_missing_model_names_the_folder(local_models):
+    with pytest.raises(checkpoints.CheckpointError, match="not in ComfyUI's models/checkpoints folder"):
+        checkpoints.resolve("checkpoints/gone.safetensors")
+    with pytest.raises(checkpoints.CheckpointError, match="does not exist"):
+        checkpoints.resolve("", "/nowhere/model.safetensors")
+
+
+def test_truncated_file_says_download_again(local_models, tmp_path):
+    data = local_models["sd15"]["file"].read_bytes()
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(data[: len(data) // 3])
+    with pytest.raises(checkpoints.CheckpointError, match="damaged or incomplete: download it again"):
+        checkpoints.load_cached(str(broken))
+
+
+def test_pickle_checkpoints_are_refused(tmp_path):
+    pickle = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}}, pickle)
+    with pytest.raises(checkpoints.CheckpointError, match="pickle checkpoint.*safetensors version"):
+        checkpoints.detect_family(str(pickle))
+
+
+def test_a_lora_is_not_a_checkpoint(local_models):
+    with pytest.raises(checkpoints.CheckpointError, match="no Stable Diffusion UNet.*LoRA"):
+        checkpoints.detect_family(str(local_models["sd15"]["lora"]))
+
+
+def test_unknown_family_is_an_error(tmp_path):
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3),
+               "cond_stage_model.model.token_embedding.weight": torch.zeros(2, 2)}, str(other))
+    with pytest.raises(checkpoints.CheckpointError, match="2.x"):
+        checkpoints.detect_family(str(other))
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 9, 3, 3)}, str(other))
+    with pytest.raises(checkpoints.CheckpointError, match="inpainting"):
+        checkpoints.detect_family(str(other))
+
+
+def test_shipped_config_is_used_offline_and_a_mismatch_is_clear(tiny, monkeypatch):
+    """The real shipped config with the tiny weights: no network is touched (sockets refuse),
+    and the mismatch is reported as an unsupported variant, not a traceback."""
+    def no_network(*args, **kwargs):
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    checkpoints.release_pipelines()
+    with pytest.raises(checkpoints.CheckpointError, match="looks like SD 1.5 but could not be loaded"):
+        checkpoints.load_cached(str(tiny["sd15"]["file"]))
+
+
+# ---------------------------------------------------------------- cache
+
+def test_second_load_comes_from_the_cache(local_models):
+    path = str(local_models["sd15"]["file"])
+    started = time.perf_counter()
+    first = checkpoints.load_cached(path)
+    first_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    second = checkpoints.load_cached(path)
+    assert second is first
+    assert time.perf_counter() - started < first_seconds / 100
+    assert first.pipe.device.type == "cpu" and first.pipe.unet.dtype == torch.float32
+
+
+def test_cache_keeps_at_most_max_and_reloads_a_changed_file(local_models, monkeypatch, tmp_path):
+    monkeypatch.setattr(checkpoints, "MAX_PIPELINES", 2)
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(local_models["sd15"]["file"].read_bytes())
+    first = checkpoints.load_cached(str(copy))
+    checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
+    checkpoints.load_cached(str(local_models["sd15"]["folder"]))
+    assert checkpoints.cached_count() == 2
+    assert checkpoints.load_cached(str(copy)) is not first  # the least recently used was dropped
+    again = checkpoints.load_cached(str(copy))
+    os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert checkpoints.load_cached(str(copy)) is not again
+    assert checkpoints.release_pipelines() == 2 and checkpoints.cached_count() == 0
+
+
+def test_refiner_shares_identical_encoder_and_vae_with_the_base(local_models):
+    base = checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
+    refiner = checkpoints.load_cached(str(local_models["sdxl_refiner"]["folder"]))
+    assert refiner.pipe.text_encoder_2 is base.pipe.text_encoder_2
+    assert refiner.pipe.vae is base.pipe.vae
+    assert refiner.pipe.unet is not base.pipe.unet
+
+
+def test_different_weights_are_not_shared(local_models):
+    sd15 = checkpoints.load_cached(str(local_models["sd15"]["file"]))
+    base = checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
+    assert base.pipe.text_encoder is not sd15.pipe.text_encoder
+    assert base.pipe.vae is not sd15.pipe.vae
+
+
+def test_img2img_variant_shares_the_weights(local_models):
+    local = checkpoints.load_cached(str(local_models["sd15"]["file"]))
+    img2img = local.variant("StableDiffusionImg2ImgPipeline")
+    assert img2img.unet is local.pipe.unet and img2img.vae is local.pipe.vae
+    assert local.variant("StableDiffusionImg2ImgPipeline") is img2img
+
+
+# ---------------------------------------------------------------- LoRA
+
+def test_lora_that_does_not_fit_names_the_family(local_models):
+    sd15 = checkpoints.load_cached(str(local_models["sd15"]["file"]))
+    with pytest.raises(checkpoints.CheckpointError, match="does not fit this SD 1.5 model"):
+        checkpoints.load_lora(sd15, str(local_models["sdxl_base"]["lora"]))
+    assert not checkpoints._loaded_adapters(sd15.pipe)
+
+
+def test_lora_loads_once_and_stays_off_until_asked_for(local_models):
+    sd15 = checkpoints.load_cached(str(local_models["sd15"]["file"]))
+    path = str(local_models["sd15"]["lora"])
+    name = checkpoints.load_lora(sd15, path)
+    assert checkpoints.load_lora(sd15, path) == name
+    assert name in checkpoints._loaded_adapters(sd15.pipe)
+    with_lora = sd15.with_loras([(path, 0.5)])
+    assert sd15.loras == () and with_lora.pipe is sd15.pipe
+    checkpoints.activate_loras(with_lora)
+    assert sd15.pipe.get_active_adapters() == [name]
