@@ -1,0 +1,346 @@
+"""Writes the shipped example workflows from the short descriptions below:
+example_workflows/<name>.json (UI format 0.4, for the template browser), its queue-API twin in
+example_workflows/api/<name>.json, and a drawn-card thumbnail <name>.jpg.
+
+Run after changing a node's inputs:  .venv/bin/python tools/make_workflows.py
+Widget values come from each node's declared defaults, overridden per workflow, so a workflow
+can never disagree with the node it uses; tests/test_workflows.py checks the result.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from workflow_format import link_inputs, pack_definitions, ui_to_api, widget_layout  # noqa: E402
+
+CORE_NODES = ROOT / "tests" / "data" / "comfyui_0.19.3_core_nodes.json"
+OUT = ROOT / "example_workflows"
+PACK_VERSION = "0.1.0"
+
+
+def load_pack():
+    spec = importlib.util.spec_from_file_location("sdbridge", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sdbridge"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def definitions() -> dict:
+    pack = load_pack()
+    result = json.loads(CORE_NODES.read_text())
+    result.update(pack_definitions(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS))
+    return result
+
+
+# ---------------------------------------------------------------- descriptions
+
+@dataclass
+class N:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    widgets: dict = field(default_factory=dict)
+    title: str | None = None
+    models: list = field(default_factory=list)   # properties.models: download links
+    size: tuple[int, int] | None = None
+
+
+@dataclass
+class Workflow:
+    name: str
+    title: str
+    note: str
+    nodes: list[N]
+    links: list[tuple[int, str, int, str]]   # (from node, output name, to node, input name)
+
+
+SELFIE = ("((selfie)) photo of an american girl and guy, smiling, (yosemite:1.3), mountains, wearing a backpack, "
+          "red top, hiking jacket, rocks, river, wood, analog style (look at viewer:1.2) (skin texture), close up, "
+          "cinematic light, ((night sky:1.2)), (milkiway:1.4), sidelighting, Fujiflim XT3, DSLR, 50mm, "
+          "(long windblown hair)")
+SELFIE_NEG = ("(deformed, distorted, disfigured:1.3), poorly drawn, bad anatomy, wrong anatomy, extra limb, missing limb, "
+              "floating limbs, (mutated hands and fingers:1.4), disconnected limbs, mutation, mutated, ugly, disgusting, "
+              "blurry, amputation, render, 3d, 2d, sketch, painting, digital art, drawing, disfigured, ((nsfw)), "
+              "((breasts))")
+PANDA = ("cinematic film still, 4k, realistic, ((cinematic photo:1.3)) of panda wearing a blue spacesuit, sitting in a "
+         "bar, Fujifilm XT3, long shot, ((low light:1.4)), ((looking straight at the camera:1.3)), upper body shot, "
+         "somber, shallow depth of field, vignette, highly detailed, high budget Hollywood movie, bokeh, cinemascope, "
+         "moody, epic, gorgeous, film grain, grainy")
+PANDA_NEG = ("ugly, tiling, poorly drawn hands, poorly drawn feet, poorly drawn face, out of frame, extra limbs, "
+             "disfigured, deformed, body out of frame, blurry, bad anatomy, blurred, watermark, grainy, signature, "
+             "cut off, draft")
+LANDSCAPE = "A fantasy landscape, trending on artstation, mystical sky"
+LANDSCAPE_NEG = "nude, disfigured, blurry"
+PORTRAIT = ("analog photo, closeup portrait photo of 28 y.o asian man, natural skin, looks at viewer, city street, "
+            "(cinematic shot, film grain:1.1)")
+PORTRAIT_NEG = "(worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch), open mouth"
+ORC = "an angry orc looking at camera smiling"
+
+KEYS_NOTE = ("**Needs:** a {provider} key. Set `{env}` before starting ComfyUI, or paste it in "
+             "**Settings → SD Bridge → Keys**. Keys never go into the workflow.")
+SEGMIND_KEY = KEYS_NOTE.format(provider="Segmind", env="SEGMIND_API_KEY")
+SINKIN_KEY = KEYS_NOTE.format(provider="SinkIn", env="SINKIN_API_KEY")
+COSTS = "Each run spends provider credits; the node shows the credits left, and **info** reports the seed used."
+
+
+def segmind_workflows() -> list[Workflow]:
+    return [
+        Workflow(
+            "segmind_realistic_vision_selfie", "Segmind: Realistic Vision v3 — selfie at Yosemite",
+            f"## Realistic Vision v3 on Segmind\nThe request from Segmind's own documentation: a night-sky selfie "
+            f"at Yosemite, 512×768, dpmpp_2m, 25 steps, fixed seed.\n\n{SEGMIND_KEY}\n\n{COSTS}",
+            [N(1, "SDBridgeSegmindRealisticVision", (60, 120), {
+                "prompt": SELFIE, "negative_prompt": SELFIE_NEG, "scheduler": "dpmpp_2m", "num_inference_steps": 25,
+                "guidance_scale": 6.0, "samples": 1, "seed": 4082622942, "img_width": 512, "img_height": 768}),
+             N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/realistic_vision"})],
+            [(1, "images", 2, "images")],
+        ),
+        Workflow(
+            "segmind_sdxl_panda", "Segmind: SDXL 1.0 with refiner — panda in a spacesuit",
+            f"## SDXL 1.0 + refiner on Segmind\nThe documented example: the base model does 80% of the denoising "
+            f"(high_noise_fraction 0.8) and the refiner the rest.\n\n{SEGMIND_KEY}\n\n{COSTS}",
+            [N(1, "SDBridgeSegmindSDXL", (60, 120), {
+                "prompt": PANDA, "negative_prompt": PANDA_NEG, "style": "base", "samples": 1, "scheduler": "UniPC",
+                "num_inference_steps": 25, "guidance_scale": 8.0, "strength": 0.2, "high_noise_fraction": 0.8,
+                "seed": 468685, "img_width": 1024, "img_height": 1024, "refiner": True}),
+             N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/sdxl"})],
+            [(1, "images", 2, "images")],
+        ),
+        Workflow(
+            "segmind_sd15_img2img_landscape", "Segmind: SD 1.5 img2img — fantasy landscape",
+            f"## SD 1.5 img2img on Segmind\nTurns the loaded picture into a fantasy landscape (the documented "
+            f"example: DDIM, 25 steps, strength 0.75). Load any picture in **Load Image**.\n\n{SEGMIND_KEY}\n\n{COSTS}",
+            [N(1, "LoadImage", (60, 120), {"image": "example.png"}),
+             N(2, "SDBridgeSegmindSD15Img2Img", (400, 120), {
+                 "samples": 1, "prompt": LANDSCAPE, "negative_prompt": LANDSCAPE_NEG, "scheduler": "DDIM",
+                 "num_inference_steps": 25, "guidance_scale": 10.5, "strength": 0.75, "seed": 98877465625,
+                 "img_width": 512, "img_height": 512}),
+             N(3, "SaveImage", (860, 120), {"filename_prefix": "sdbridge/img2img"})],
+            [(1, "IMAGE", 2, "image"), (2, "images", 3, "images")],
+        ),
+        Workflow(
+            "segmind_realvisxl_portrait", "Segmind: RealVisXL — portrait of a 28-year-old man",
+            f"## RealVisXL on Segmind\nThe documented example: an analog-photo portrait at 896×1152.\n\n"
+            f"{SEGMIND_KEY}\n\n{COSTS}",
+            [N(1, "SDBridgeSegmindRealVisXL", (60, 120), {
+                "prompt": PORTRAIT, "negative_prompt": PORTRAIT_NEG, "samples": 1, "scheduler": "UniPC",
+                "num_inference_steps": 25, "guidance_scale": 7.0, "seed": 3195698736, "img_width": 896,
+                "img_height": 1152}),
+             N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/realvisxl"})],
+            [(1, "images", 2, "images")],
+        ),
+    ]
+
+
+def all_workflows(defs: dict) -> list[Workflow]:
+    return segmind_workflows() + sinkin_workflows(defs) + local_workflows(defs)
+
+
+def sinkin_workflows(defs: dict) -> list[Workflow]:
+    if "SDBridgeSinkInTxt2Img" not in defs:
+        return []
+    spec = defs["SDBridgeSinkInTxt2Img"]["input"]["required"]
+    models = spec["model_id"][0]
+    realistic = next(m for m in models if "r2La2w2" in m)
+    dreamshaper = next(m for m in models if "4zdwGOB" in m)
+    return [
+        Workflow(
+            "sinkin_txt2img_lora", "SinkIn: txt2img with a LoRA",
+            f"## SinkIn txt2img with a LoRA\nRealistic Vision by model id, ready for a LoRA at scale 0.75. SinkIn "
+            f"documents no LoRA ids, so the LoRA is left at **none**: right-click the node → **Refresh SinkIn "
+            f"models and LoRAs**, then pick a LoRA from the list (the run spends no credit until you press Run)."
+            f"\n\n{SINKIN_KEY}\n\n{COSTS}",
+            [N(1, "SDBridgeSinkInTxt2Img", (60, 120), {
+                "model_id": realistic, "prompt": PORTRAIT, "negative_prompt": PORTRAIT_NEG, "num_images": 1,
+                "seed": 3195698736, "lora": "none", "lora_scale": 0.75}),
+             N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/sinkin"})],
+            [(1, "images", 2, "images")],
+        ),
+        Workflow(
+            "sinkin_img2img_controlnet", "SinkIn: img2img with ControlNet (canny)",
+            f"## SinkIn img2img with ControlNet\nThe documented img2img request (the angry orc), guided by the "
+            f"edges of the loaded picture (canny). With a ControlNet, image_strength has no effect."
+            f"\n\n{SINKIN_KEY}\n\n{COSTS}",
+            [N(1, "LoadImage", (60, 120), {"image": "example.png"}),
+             N(2, "SDBridgeSinkInImg2Img", (400, 120), {
+                 "model_id": dreamshaper, "prompt": ORC, "num_images": 1, "scale": 7.0, "steps": 30,
+                 "width": 512, "height": 768, "seed": 1234567, "controlnet": "canny"}),
+             N(3, "SaveImage", (860, 120), {"filename_prefix": "sdbridge/sinkin_controlnet"})],
+            [(1, "IMAGE", 2, "image"), (2, "images", 3, "images")],
+        ),
+    ]
+
+
+def local_workflows(defs: dict) -> list[Workflow]:
+    return []
+
+
+# ---------------------------------------------------------------- UI format
+
+def _node_size(definition: dict, widgets: dict) -> tuple[int, int]:
+    rows = len(widget_layout(definition)) + len(link_inputs(definition)) + len(definition["output"])
+    tall = sum(1 for name, _ in widget_layout(definition)
+               if _multiline(definition, name))
+    return (400, 60 + 26 * rows + 90 * tall)
+
+
+def _multiline(definition: dict, name: str) -> bool:
+    for section in ("required", "optional"):
+        spec = definition["input"].get(section, {}).get(name)
+        if spec and len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("multiline"):
+            return True
+    return False
+
+
+def build_ui(workflow: Workflow, defs: dict) -> dict:
+    links, link_id = [], 0
+    incoming: dict[tuple[int, str], int] = {}
+    outgoing: dict[tuple[int, str], list[int]] = {}
+    by_id = {node.id: node for node in workflow.nodes}
+    for origin, output, target, input_name in workflow.links:
+        link_id += 1
+        origin_def, target_def = defs[by_id[origin].type], defs[by_id[target].type]
+        slot = origin_def["output_name"].index(output) if "output_name" in origin_def else origin_def["output"].index(output)
+        target_slot = [name for name, _ in link_inputs(target_def)].index(input_name)
+        kind = origin_def["output"][slot]
+        links.append([link_id, origin, slot, target, target_slot, kind])
+        incoming[(target, input_name)] = link_id
+        outgoing.setdefault((origin, output), []).append(link_id)
+
+    order = _topological(workflow)
+    nodes = []
+    for node in workflow.nodes:
+        definition = defs[node.type]
+        values = []
+        for name, extra in widget_layout(definition):
+            values.append(node.widgets[name] if name in node.widgets else _default(definition, name))
+            if extra:
+                values.append("fixed" if name == "seed" or "seed" in name else "image")
+        unknown = set(node.widgets) - {name for name, _ in widget_layout(definition)}
+        if unknown:
+            raise ValueError(f"{workflow.name}: {node.type} has no widgets {sorted(unknown)}")
+        names = definition.get("output_name", definition["output"])
+        properties = {"Node name for S&R": node.type,
+                      "cnr_id": "sdbridge" if node.type.startswith("SDBridge") else "comfy-core",
+                      "ver": PACK_VERSION if node.type.startswith("SDBridge") else "0.19.3"}
+        if node.models:
+            properties["models"] = node.models
+        entry = {
+            "id": node.id, "type": node.type, "pos": list(node.pos),
+            "size": list(node.size or _node_size(definition, node.widgets)), "flags": {},
+            "order": order[node.id], "mode": 0,
+            "inputs": [{"name": name, "type": kind, "link": incoming.get((node.id, name))}
+                       for name, kind in link_inputs(definition)],
+            "outputs": [{"name": name, "type": kind, "slot_index": slot,
+                         "links": outgoing.get((node.id, name), [])}
+                        for slot, (name, kind) in enumerate(zip(names, definition["output"]))],
+            "properties": properties,
+            "widgets_values": values,
+        }
+        if node.title:
+            entry["title"] = node.title
+        nodes.append(entry)
+    note_id = max(by_id) + 1
+    nodes.append({
+        "id": note_id, "type": "MarkdownNote", "pos": [60, -260], "size": [520, 240], "flags": {},
+        "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "title": "About this workflow",
+        "properties": {}, "widgets_values": [workflow.note], "color": "#432", "bgcolor": "#653",
+    })
+    return {
+        "id": _uuid(workflow.name), "revision": 0, "last_node_id": note_id, "last_link_id": link_id,
+        "nodes": nodes, "links": links, "groups": [], "config": {},
+        "extra": {"ds": {"scale": 0.8, "offset": [120, 320]}, "info": {"title": workflow.title}},
+        "version": 0.4,
+    }
+
+
+def _default(definition: dict, name: str):
+    for section in ("required", "optional"):
+        spec = definition["input"].get(section, {}).get(name)
+        if spec:
+            kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+            if "default" in options:
+                return options["default"]
+            if isinstance(kind, list):
+                return kind[0]
+    raise ValueError(f"{definition['name']}.{name} has no default; give it a value")
+
+
+def _topological(workflow: Workflow) -> dict[int, int]:
+    depth = {node.id: 0 for node in workflow.nodes}
+    for _ in workflow.nodes:
+        for origin, _, target, _ in workflow.links:
+            depth[target] = max(depth[target], depth[origin] + 1)
+    ranked = sorted(depth, key=lambda node_id: (depth[node_id], node_id))
+    return {node_id: index for index, node_id in enumerate(ranked)}
+
+
+def _uuid(name: str) -> str:
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sdbridge/example_workflows/{name}"))
+
+
+# ---------------------------------------------------------------- thumbnails
+
+def thumbnail(workflow: Workflow, defs: dict, path: Path) -> None:
+    """A drawn card of the graph (the honest picture without real weights or keys)."""
+    width, height = 768, 512
+    card = Image.new("RGB", (width, height), (24, 26, 32))
+    draw = ImageDraw.Draw(card)
+    font_title = ImageFont.load_default(size=30)
+    font_node = ImageFont.load_default(size=20)
+    font_small = ImageFont.load_default(size=15)
+    plain = workflow.title.replace("—", "-")  # the built-in font has no em dash
+    draw.text((32, 26), "\n".join(textwrap.wrap(plain, 44)), fill=(235, 235, 240), font=font_title)
+    needs = next((line for line in workflow.note.splitlines() if line.startswith("**Needs:**")), "")
+    needs = needs.replace("**", "").replace("`", "").replace("→", ">").split(". ")[0]
+    draw.text((32, 310), "\n".join(textwrap.wrap(needs, 70)[:3]), fill=(200, 200, 210), font=font_small)
+    columns = sorted({node.pos[0] for node in workflow.nodes})
+    rows: dict[int, list[N]] = {}
+    for node in workflow.nodes:
+        rows.setdefault(columns.index(node.pos[0]), []).append(node)
+    box_w = min(220, (width - 64 - 40 * (len(columns) - 1)) // len(columns))
+    boxes = {}
+    for column, members in rows.items():
+        for row, node in enumerate(sorted(members, key=lambda n: n.pos[1])):
+            x = 32 + column * (box_w + 40)
+            y = 150 + row * 150
+            boxes[node.id] = (x, y, x + box_w, y + 110)
+            colour = (62, 92, 140) if node.type.startswith("SDBridge") else (70, 70, 78)
+            draw.rounded_rectangle(boxes[node.id], 12, fill=colour, outline=(150, 170, 210), width=2)
+            name = defs[node.type].get("display_name", node.type)
+            draw.text((x + 12, y + 12), "\n".join(textwrap.wrap(name, 18)[:3]), fill=(255, 255, 255), font=font_node)
+    for origin, _, target, _ in workflow.links:
+        (x0, y0, x1, y1), (u0, v0, _, v1) = boxes[origin], boxes[target]
+        draw.line([(x1, (y0 + y1) // 2), (u0, (v0 + v1) // 2)], fill=(210, 180, 90), width=4)
+    draw.text((32, height - 40), "SD Bridge example workflow - a drawing of the graph, not an output",
+              fill=(150, 150, 160), font=font_small)
+    card.save(path, "JPEG", quality=88)
+
+
+def main() -> None:
+    defs = definitions()
+    (OUT / "api").mkdir(parents=True, exist_ok=True)
+    for workflow in all_workflows(defs):
+        ui = build_ui(workflow, defs)
+        (OUT / f"{workflow.name}.json").write_text(json.dumps(ui, indent=2, ensure_ascii=False) + "\n")
+        api = ui_to_api(ui, defs)
+        (OUT / "api" / f"{workflow.name}.json").write_text(json.dumps(api, indent=2, ensure_ascii=False) + "\n")
+        thumbnail(workflow, defs, OUT / f"{workflow.name}.jpg")
+        print("wrote", workflow.name)
+
+
+if __name__ == "__main__":
+    main()
