@@ -47,7 +47,7 @@ def test_workflow_is_valid(path, defs, pack):
     workflow = json.loads(path.read_text())
     assert workflow["version"] == 0.4
     nodes = {node["id"]: node for node in workflow["nodes"]}
-    assert workflow["last_node_id"] >= max(nodes) and workflow["last_link_id"] >= max([l[0] for l in workflow["links"]] or [0])
+    assert workflow["last_node_id"] >= max(nodes) and workflow["last_link_id"] >= max([link[0] for link in workflow["links"]] or [0])
     notes = [n for n in nodes.values() if n["type"] == "MarkdownNote"]
     assert notes and all(n["widgets_values"][0].strip() for n in notes), "a MarkdownNote must say what it does"
 
@@ -69,7 +69,7 @@ def test_workflow_is_valid(path, defs, pack):
         assert nodes[target]["inputs"][target_slot]["link"] == link_id
         assert defs[nodes[origin]["type"]]["output"][origin_slot] == kind == nodes[target]["inputs"][target_slot]["type"]
     linked = {i["link"] for n in nodes.values() for i in n.get("inputs", []) if i["link"] is not None}
-    assert linked == {l[0] for l in workflow["links"]}
+    assert linked == {link[0] for link in workflow["links"]}
     for node in nodes.values():  # every required link input is connected
         for slot in node.get("inputs", []):
             required = defs[node["type"]]["input"]["required"]

@@ -244,7 +244,7 @@ def build_ui(workflow: Workflow, defs: dict) -> dict:
                        for name, kind in link_inputs(definition)],
             "outputs": [{"name": name, "type": kind, "slot_index": slot,
                          "links": outgoing.get((node.id, name), [])}
-                        for slot, (name, kind) in enumerate(zip(names, definition["output"]))],
+                        for slot, (name, kind) in enumerate(zip(names, definition["output"], strict=True))],
             "properties": properties,
             "widgets_values": values,
         }
@@ -323,7 +323,7 @@ def thumbnail(workflow: Workflow, defs: dict, path: Path) -> None:
             name = defs[node.type].get("display_name", node.type)
             draw.text((x + 12, y + 12), "\n".join(textwrap.wrap(name, 18)[:3]), fill=(255, 255, 255), font=font_node)
     for origin, _, target, _ in workflow.links:
-        (x0, y0, x1, y1), (u0, v0, _, v1) = boxes[origin], boxes[target]
+        (_, y0, x1, y1), (u0, v0, _, v1) = boxes[origin], boxes[target]
         draw.line([(x1, (y0 + y1) // 2), (u0, (v0 + v1) // 2)], fill=(210, 180, 90), width=4)
     draw.text((32, height - 40), "SD Bridge example workflow - a drawing of the graph, not an output",
               fill=(150, 150, 160), font=font_small)
