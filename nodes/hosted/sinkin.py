@@ -290,8 +290,8 @@ def with_catalog(params, catalog: Catalog) -> list[Param]:
     for param in params:
         choices = live.get(param.name)
         if choices:
-            wanted = id_from_choice(param.default) if param.default != NO_LORA else None
-            default = next((c for c in choices if c == param.default or id_from_choice(c) == wanted), choices[0])
+            wanted = id_from_choice(param.default)
+            default = next((c for c in choices if id_from_choice(c) == wanted), choices[0])
             param = replace(param, choices=tuple(choices), default=default)
         result.append(param)
     return result
