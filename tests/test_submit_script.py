@@ -1,0 +1,91 @@
+"""example_workflows/api/submit.py against a loopback server that speaks ComfyUI's queue API."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from conftest import ROOT
+from loopback import Answer, Loopback
+
+SCRIPT = ROOT / "example_workflows" / "api" / "submit.py"
+spec = importlib.util.spec_from_file_location("submit", SCRIPT)
+submit = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(submit)
+
+
+class FakeComfy(Loopback):
+    """POST /prompt queues; /history answers after two polls; /view serves the image bytes."""
+
+    def __init__(self, fail: str | None = None, refuse: bool = False):
+        self.prompts, self.polls, self.fail, self.refuse = [], 0, fail, refuse
+        super().__init__(self.answer)
+
+    def answer(self, request):
+        url = urlsplit(request.path)
+        if request.method == "POST" and url.path == "/prompt":
+            body = json.loads(request.body)
+            if self.refuse:
+                return _json(400, {"error": {"message": "Prompt outputs failed validation"}, "node_errors": {
+                    "1": {"class_type": "SDBridgeSegmindSDXL", "errors": [{"message": "bad", "details": "img_width: 900 is not allowed"}]}}})
+            self.prompts.append(body)
+            return _json(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
+        if url.path == "/queue":
+            return _json(200, {"queue_running": [[0, "p1"]], "queue_pending": []})
+        if url.path == "/history/p1":
+            self.polls += 1
+            if self.polls < 3:
+                return _json(200, {})
+            if self.fail:
+                return _json(200, {"p1": {"outputs": {}, "status": {"status_str": "error", "messages": [
+                    ["execution_error", {"node_type": "SDBridgeSegmindSDXL", "exception_message": self.fail}]]}}})
+            return _json(200, {"p1": {"status": {"status_str": "success"}, "outputs": {
+                "2": {"images": [{"filename": "sdbridge_00001_.png", "subfolder": "sdbridge", "type": "output"}]}}}})
+        if url.path == "/view":
+            query = parse_qs(url.query)
+            assert query == {"filename": ["sdbridge_00001_.png"], "subfolder": ["sdbridge"], "type": ["output"]}
+            return Answer(200, b"\x89PNG fake", {"content-type": "image/png"})
+        return Answer(404, b"")
+
+
+def _json(status, payload):
+    return Answer(status, json.dumps(payload).encode(), {"content-type": "application/json"})
+
+
+def test_submit_with_overrides_follows_and_saves(tmp_path):
+    with FakeComfy() as server:
+        code = subprocess.run(
+            [sys.executable, str(SCRIPT), "segmind_sdxl_panda.json", "--set", "prompt=a red fox", "--set", "seed=7",
+             "--set", "1.refiner=false", "--server", server.url, "--out", str(tmp_path)],
+            capture_output=True, text=True, timeout=60)
+        assert code.returncode == 0, code.stderr
+        (sent,) = server.prompts
+    inputs = sent["prompt"]["1"]["inputs"]
+    assert inputs["prompt"] == "a red fox" and inputs["seed"] == 7 and inputs["refiner"] is False
+    assert sent["prompt"]["2"]["inputs"]["images"] == ["1", 0]  # links untouched
+    assert (tmp_path / "sdbridge_00001_.png").read_bytes() == b"\x89PNG fake"
+    assert "queued segmind_sdxl_panda.json as p1" in code.stdout and "running" in code.stdout
+
+
+def test_a_failed_run_reports_the_node_error(tmp_path):
+    with FakeComfy(fail="Segmind: says there are not enough credits (406)") as server:
+        with pytest.raises(SystemExit, match="SDBridgeSegmindSDXL failed: Segmind: says there are not enough credits"):
+            submit.main(["segmind_sdxl_panda.json", "--server", server.url, "--out", str(tmp_path)])
+
+
+def test_a_refused_workflow_lists_the_node_errors(tmp_path):
+    with FakeComfy(refuse=True) as server:
+        with pytest.raises(SystemExit, match="node 1 \\(SDBridgeSegmindSDXL\\): img_width: 900 is not allowed"):
+            submit.main(["segmind_sdxl_panda.json", "--server", server.url])
+
+
+@pytest.mark.parametrize("override, words", [("nonsense", "needs NAME=VALUE"), ("images=x", "no node"),
+                                             ("colour=red", "no node")])
+def test_bad_overrides_are_named(override, words):
+    prompt = json.loads((ROOT / "example_workflows" / "api" / "segmind_sdxl_panda.json").read_text())
+    with pytest.raises(SystemExit, match=words):
+        submit.apply_overrides(prompt, [override])
