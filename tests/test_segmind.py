@@ -441,3 +441,17 @@ def test_remaining_credits_reach_the_node_and_the_frontend(fake, monkeypatch):
     run(RV, prompt="x", seed=1, node_id="42")
     assert ("sdbridge.credits", {"provider": "segmind", "remaining": "99", "node": "42"}) in sent
     assert ("text", {"text": "Segmind: 99 credits left", "node": "42"}) in sent
+
+
+def test_json_answers_may_carry_image_urls_which_are_downloaded(fake):
+    fake.script.append(_json(200, {"image": [f"{fake.url}/results/a.jpg"]}))
+    fake.script.append(Answer(200, picture(20, 10, 1), {"content-type": "image/jpeg"}))
+    images, _ = run(RV, prompt="x", seed=1)
+    assert images.shape == (1, 10, 20, 3) and fake.requests[-1].method == "GET"
+
+
+def test_an_expired_result_url_says_so(fake):
+    fake.script.append(_json(200, {"image": [f"{fake.url}/results/gone.jpg"]}))
+    fake.script.append(_json(404, {"error": "not found"}))
+    with pytest.raises(ProviderError, match=r"a result image could not be downloaded \(404\); the link may have expired"):
+        run(RV, prompt="x", seed=1)

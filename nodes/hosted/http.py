@@ -275,6 +275,17 @@ def is_public_host(host: str) -> bool:
     return bool(infos)
 
 
+def private_results_allowed(base_url: str) -> bool:
+    """Result URLs may point at private or loopback addresses only when the API itself lives
+    on one (a local proxy, a test fake): a hostile answer cannot aim us at the user's network."""
+    host = urlsplit(base_url).hostname or ""
+    try:
+        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return not is_public_host(host)
+
+
 # ---------------------------------------------------------------- the client
 
 @dataclass
@@ -346,8 +357,16 @@ class HttpClient:
         """GET a result URL the provider gave us, refusing anything unsafe or unexpected."""
         for _ in range(max_redirects + 1):
             self._check_url(url, allow_private)
-            reply = await self.request("GET", url, node_id=node_id, label="download",
-                                       allow_redirects=False)
+            try:
+                reply = await self.request("GET", url, node_id=node_id, label="download",
+                                           allow_redirects=False)
+            except ProviderError as exc:
+                if exc.status is None or exc.status in TRANSIENT_STATUSES or exc.status == RATE_LIMITED:
+                    raise
+                # The API's wording ("unknown model", "bad key") would mislead for a result URL.
+                raise ProviderError(
+                    self.provider, f"a result image could not be downloaded ({exc.status}); the link may "
+                    "have expired. Run the node again.", exc.status) from None
             if reply.status in (301, 302, 303, 307, 308):
                 location = reply.headers.get("location")
                 if not location:

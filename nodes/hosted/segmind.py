@@ -11,7 +11,7 @@ from typing import Any
 from .. import images as imaging
 from ..params import Param, ValidationError, parse_json_object, resolve_seed
 from . import credentials
-from .http import HttpClient, ProviderError, Reply, describe_body
+from .http import HttpClient, ProviderError, Reply, describe_body, private_results_allowed
 from .nodebase import HostedNode, report_credits
 from .providers import SEGMIND
 
@@ -182,7 +182,8 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
         pictures = []
         for item in items:
             if re.match(r"^https?://", item):
-                download = await CLIENT.download(item, allow_private=False, node_id=node_id)
+                allow_private = private_results_allowed(credentials.base_url(SEGMIND))
+                download = await CLIENT.download(item, allow_private=allow_private, node_id=node_id)
                 pictures.append(imaging.decode_image(download.body))
                 continue
             try:

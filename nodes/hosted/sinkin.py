@@ -10,19 +10,17 @@ import json
 import math
 import os
 import re
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .. import images as imaging
 from .. import runtime
 from ..params import Param, input_types, resolve_seed
 from . import credentials
-from .http import HttpClient, Limits, MiB, ProviderError, Reply, describe_body, is_public_host, server_message
+from .http import HttpClient, Limits, MiB, ProviderError, Reply, describe_body, private_results_allowed, server_message
 from .nodebase import HIDDEN, HostedNode
 from .providers import SINKIN
 
@@ -321,14 +319,7 @@ async def post_form(path: str, fields: dict[str, str], node_id: str | None, labe
 
 
 def downloads_may_be_private() -> bool:
-    """Result URLs may point at private or loopback addresses only when the API itself lives
-    on one (a local proxy, a test fake): a hostile answer cannot aim us at the user's network."""
-    host = urlsplit(credentials.base_url(SINKIN)).hostname or ""
-    try:
-        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        return False
-    return not is_public_host(host)
+    return private_results_allowed(credentials.base_url(SINKIN))
 
 
 async def download_images(urls: list[str], node_id: str | None) -> list:
