@@ -14,7 +14,6 @@ from nodecalls import defaults
 from sdbridge.nodes.hosted import segmind
 from sdbridge.nodes.hosted.http import RetryPolicy
 
-
 WILD = st.one_of(st.none(), st.booleans(), st.integers(-10**16, 10**16), st.floats(allow_nan=True),
                  st.text(max_size=12))
 
