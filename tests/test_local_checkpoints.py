@@ -8,31 +8,13 @@ import socket
 import time
 
 import pytest
+import tiny_pipelines
 import torch
-from tiny_pipelines import TOKENIZER_DIR, tiny_models
 
 from sdbridge.nodes.local import checkpoints
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_models(str(tmp_path_factory.getbasetemp() / "tiny"))
-
-
-@pytest.fixture
-def local_models(tiny, monkeypatch):
-    """ComfyUI's model folders pointed at the tiny models; single files load with the tiny
-    architectures' configs (the shipped ones are real-size); an empty cache before and after."""
-    root = tiny["sd15"]["folder"].parent.parent
-    for kind in ("checkpoints", "diffusers", "loras"):
-        monkeypatch.setenv(f"SDBRIDGE_{kind.upper()}_DIR", str(root / kind))
-    for family, paths in tiny.items():
-        monkeypatch.setitem(checkpoints.CONFIG_DIRS, family, paths["folder"])
-    checkpoints.release_pipelines()
-    yield tiny
-    checkpoints.release_pipelines()
+tiny, local_models = tiny_pipelines.tiny, tiny_pipelines.local_models  # the shared fixtures
 
 
 # ---------------------------------------------------------------- shipped configs and tokenizer
@@ -70,7 +52,7 @@ def test_shipped_architectures_have_the_published_parameter_counts(family, compo
 def test_shipped_tokenizer_is_clips_vocabulary():
     from transformers import CLIPTokenizer
 
-    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_pipelines.TOKENIZER_DIR)
     assert len(tokenizer) == 49408
     # The ids the real openai/clip-vit-large-patch14 tokenizer gives.
     assert tokenizer("a photo of an astronaut riding a horse").input_ids == [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,3 +264,30 @@ def write_lora(pipe, path: Path, seed: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     type(pipe).save_lora_weights(save_directory=str(path.parent), unet_lora_layers=state, weight_name=path.name)
     return path
+
+
+# ---------------------------------------------------------------- fixtures (import them into a test module)
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return tiny_models(str(tmp_path_factory.getbasetemp() / "tiny"))
+
+
+@pytest.fixture
+def local_models(tiny, monkeypatch):
+    """ComfyUI's model folders pointed at the tiny models; single files load with the tiny
+    architectures' configs (the shipped ones are real-size); an empty cache before and after."""
+    root = tiny["sd15"]["folder"].parent.parent
+    for kind in ("checkpoints", "diffusers", "loras"):
+        monkeypatch.setenv(f"SDBRIDGE_{kind.upper()}_DIR", str(root / kind))
+    for family, paths in tiny.items():
+        monkeypatch.setitem(_checkpoints().CONFIG_DIRS, family, paths["folder"])
+    _checkpoints().release_pipelines()
+    yield tiny
+    _checkpoints().release_pipelines()
+
+
+def _checkpoints():
+    from sdbridge.nodes.local import checkpoints
+
+    return checkpoints
