@@ -7,6 +7,7 @@ before any credit is spent, and the values a request is built from all derive fr
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -45,6 +46,12 @@ class Param:
             raise ValueError(f"{self.name}: unknown kind {self.kind!r}")
         if self.kind == "COMBO" and not self.choices:
             raise ValueError(f"{self.name}: a COMBO needs choices")
+
+    @property
+    def needs_own_check(self) -> bool:
+        """True when ComfyUI's own min/max/combo check would be wrong or too weak for this
+        input, so the pack's validator must see it."""
+        return bool(self.nonempty or self.json_object or self.check or self.multiple_of or self.open_choices)
 
     # ---- ComfyUI input spec
     def input_spec(self) -> tuple:
@@ -215,6 +222,24 @@ def normalize_all(params: Iterable[Param], values: Mapping[str, Any], *, partial
             raise ValidationError(f"{param.name}: has no value (null). {param.tooltip}")
         result[param.name] = param.normalize(values[param.name])
     return result
+
+
+def validate_inputs_classmethod(params: Iterable[Param]):
+    """A VALIDATE_INPUTS classmethod whose signature names only the inputs that need the pack's
+    own checks. ComfyUI passes exactly the inputs a validator names and files a failure under
+    each of them, so naming all (**kwargs) would repeat one message on every widget; the others
+    keep ComfyUI's own range and combo checks. The node re-checks everything when it runs, which
+    also covers values linked from other nodes. The class provides PARAMS and check_together."""
+
+    def VALIDATE_INPUTS(cls, **values):
+        return validation_result(cls.PARAMS, values, cls.check_together)
+
+    names = [p.name for p in params if p.needs_own_check]
+    VALIDATE_INPUTS.__signature__ = inspect.Signature(
+        [inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for name in names]
+    )
+    return classmethod(VALIDATE_INPUTS)
 
 
 def validation_result(params: Iterable[Param], values: Mapping[str, Any], extra=None) -> bool | str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 
 
 def defaults(node_class) -> dict:
@@ -20,12 +21,47 @@ def defaults(node_class) -> dict:
     return values
 
 
+def comfy_validate(node_class, values: dict) -> list[str]:
+    """ComfyUI 0.19.3's validation of widget values, as execution.validate_inputs does it: the
+    inputs VALIDATE_INPUTS names go to it (its message filed under each of them); the others get
+    ComfyUI's own combo and min/max checks. Returns "input: message" lines; empty when valid."""
+    spec = node_class.INPUT_TYPES()
+    argspec = inspect.getfullargspec(node_class.VALIDATE_INPUTS)
+    named = [a for a in argspec.args if a != "cls"]
+    errors = []
+    for section in ("required", "optional"):
+        for name, (kind, options) in spec.get(section, {}).items():
+            if name not in values or name in named or argspec.varkw:
+                continue
+            value = values[name]
+            if isinstance(kind, list):
+                if value not in kind:
+                    errors.append(f"{name}: Value not in list: {name}: '{value}' not in {kind}")
+            elif kind in ("INT", "FLOAT"):
+                try:
+                    number = int(value) if kind == "INT" else float(value)
+                except (TypeError, ValueError):
+                    errors.append(f"{name}: Failed to convert an input value to a {kind} value")
+                    continue
+                if kind == "FLOAT" and math.isnan(number):
+                    errors.append(f"{name}: NaN is not allowed")
+                elif "min" in options and number < options["min"]:
+                    errors.append(f"{name}: Value {number} smaller than min of {options['min']}")
+                elif "max" in options and number > options["max"]:
+                    errors.append(f"{name}: Value {number} bigger than max of {options['max']}")
+    passed = {k: v for k, v in values.items() if k in named or argspec.varkw}
+    verdict = node_class.VALIDATE_INPUTS(**passed)
+    if verdict is not True:
+        errors += [f"{name}: {verdict}" for name in passed]
+    return errors
+
+
 def run(node_class, node_id: str = "7", **values):
     """Validate like ComfyUI, then run the node; returns its output tuple."""
     merged = {**defaults(node_class), **values}
-    verdict = node_class.VALIDATE_INPUTS(**merged)
-    if verdict is not True:
-        raise AssertionError(f"validation failed: {verdict}")
+    errors = comfy_validate(node_class, merged)
+    if errors:
+        raise AssertionError(f"validation failed: {errors}")
     function = getattr(node_class(), node_class.FUNCTION)
     result = function(unique_id=node_id, **merged)
     return asyncio.run(result) if inspect.isawaitable(result) else result

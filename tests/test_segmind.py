@@ -13,7 +13,7 @@ import pytest
 import torch
 from fake_segmind import KEY, FakeSegmind, _json, picture
 from loopback import Answer
-from nodecalls import defaults, run
+from nodecalls import comfy_validate, defaults, run
 from PIL import Image
 
 from sdbridge.nodes import runtime
@@ -139,11 +139,16 @@ def test_img2img_sends_the_image_losslessly(fake):
     run(IMG2IMG, image=image, prompt="x", seed=2)
     sent = Image.open(io.BytesIO(base64.b64decode(fake.bodies()[0]["image"])))
     assert sent.format == "PNG"
-    assert torch.equal(torch.tensor(list(sent.getdata()), dtype=torch.float32).reshape(8, 8, 3),
-                       (image[0] * 255).round())
+    pixels = torch.frombuffer(bytearray(sent.tobytes()), dtype=torch.uint8).reshape(8, 8, 3)
+    assert torch.equal(pixels.float(), (image[0] * 255).round())
 
 
 # ---------------------------------------------------------------- validation before spending
+
+# Values ComfyUI's own validation lets through (it does not check booleans, and truncates 25.5 to
+# 25): a queue-API script can send them, and the node refuses them when it runs, before spending.
+RUN_TIME_ONLY = pytest.mark.run_time_only
+
 
 @pytest.mark.parametrize("node, values, expected", [
     (RV, {"prompt": "   "}, "prompt: must not be empty"),
@@ -154,25 +159,46 @@ def test_img2img_sends_the_image_losslessly(fake):
     (RV, {"scheduler": "Karras 9000"}, "scheduler: 'Karras 9000' is not allowed. Pick one of: UniPC"),
     (SDXL, {"high_noise_fraction": 1.5}, "high_noise_fraction: 1.5 is out of range"),
     (SDXL, {"style": "vaporwave"}, "style: 'vaporwave' is not allowed"),
-    (SDXL, {"refiner": "maybe"}, "refiner: 'maybe' is not true or false"),
+    pytest.param(SDXL, {"refiner": "maybe"}, "refiner: 'maybe' is not true or false", marks=RUN_TIME_ONLY),
     (REALVIS, {"img_width": 900}, "img_width: 900 is not a multiple of 8; use 896 or 904"),
     (REALVIS, {"img_height": 2056}, "img_height: 2056 is out of range"),
     (REALVIS, {"seed": -2}, "seed: -2 is out of range"),
     (REALVIS, {"seed": 10**15}, "seed: 1000000000000000 is out of range"),
-    (REALVIS, {"num_inference_steps": 25.5}, "num_inference_steps: 25.5 is not a whole number"),
+    pytest.param(REALVIS, {"num_inference_steps": 25.5}, "num_inference_steps: 25.5 is not a whole number",
+                 marks=RUN_TIME_ONLY),
     (ANY, {"parameters": "{'prompt': 1}"}, "parameters: not valid JSON"),
     (ANY, {"parameters": "[1, 2]"}, "parameters: must be a JSON object in braces, got a JSON list"),
     (ANY, {"slug": "../v2/secret"}, "slug: must be a Segmind model slug"),
     (ANY, {"image_1_field": "bad field"}, "image_1_field: must be a parameter name"),
 ])
-def test_bad_values_fail_validation_with_a_clear_message(fake, node, values, expected):
+def test_bad_values_fail_validation_with_a_clear_message(fake, node, values, expected, request):
     merged = {**defaults(node), "prompt": "a cat", **values}
+    # The pack's validator gives the message above for every value it sees...
     verdict = node.VALIDATE_INPUTS(**merged)
     assert isinstance(verdict, str) and verdict.startswith(expected), verdict
+    # ...and inside ComfyUI either it or ComfyUI's own check refuses the value, under its input.
+    (name,) = values
+    errors = comfy_validate(node, merged)
+    if not request.node.get_closest_marker("run_time_only"):
+        assert errors and any(e.startswith(f"{name}: ") for e in errors), errors
     # The node itself refuses too (values linked from other nodes skip validation), before any request.
     with pytest.raises(ValueError, match="Segmind: " + expected[:20].replace("(", r"\(").replace("[", r"\[")):
         asyncio.run(node().generate(unique_id="1", **merged))
     assert fake.requests == []
+
+
+def test_the_validator_names_only_inputs_comfyui_cannot_check_itself():
+    import inspect
+
+    named = {n.__name__: inspect.getfullargspec(n.VALIDATE_INPUTS).args[1:] for n in NODES.values()}
+    assert named["SDBridgeSegmindRealVisXL"] == ["prompt", "img_width", "img_height"]  # non-empty, multiples of 8
+    assert named["SDBridgeSegmindSDXL"] == ["prompt"]
+    assert named["SDBridgeSegmindAnyModel"] == ["slug", "parameters", "image_1_field", "image_2_field", "image_3_field"]
+    # One bad value is reported once, under its own input, not under every widget.
+    # ComfyUI files the one message under the three inputs the validator names, not all eleven.
+    errors = comfy_validate(REALVIS, {**defaults(REALVIS), "prompt": "x", "img_width": 900})
+    message = "img_width: 900 is not a multiple of 8; use 896 or 904"
+    assert sorted(errors) == [f"{name}: {message}" for name in ("img_height", "img_width", "prompt")]
 
 
 def test_linked_inputs_are_left_to_run_time(fake):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .. import runtime
-from ..params import Param, ValidationError, input_types, normalize_all, validation_result
+from ..params import Param, ValidationError, input_types, normalize_all, validate_inputs_classmethod
 from .credentials import redact
 from .providers import Provider
 
@@ -33,10 +33,9 @@ class HostedNode:
     def INPUT_TYPES(cls):
         return input_types(cls.PARAMS, HIDDEN)
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, **values):
-        # Taking **values makes ComfyUI leave every check to us, so each message is ours.
-        return validation_result(cls.PARAMS, values, cls.check_together)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.VALIDATE_INPUTS = validate_inputs_classmethod(cls.PARAMS)
 
     @classmethod
     def IS_CHANGED(cls, **values):
