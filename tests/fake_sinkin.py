@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
 
+import pytest
 from loopback import Answer, Loopback, Request
 from PIL import Image
 
@@ -149,3 +150,17 @@ class FakeSinkIn(Loopback):
                 fields.get("init_image_file"), Upload):
             return "init_image_file is required for img2img"
         return None
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """A running fake SinkIn, with the key and base URL pointing at it and fast retries."""
+    from sdbridge.nodes.hosted import sinkin
+    from sdbridge.nodes.hosted.http import RetryPolicy
+
+    with FakeSinkIn() as server:
+        monkeypatch.setenv("SINKIN_API_KEY", KEY)
+        monkeypatch.setenv("SINKIN_API_BASE", server.url)
+        monkeypatch.setattr(sinkin.CLIENT, "retry", RetryPolicy(base_delay=0.01))
+        monkeypatch.setattr(sinkin.DOWNLOADS, "retry", RetryPolicy(base_delay=0.01))
+        yield server

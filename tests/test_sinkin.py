@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from fake_sinkin import KEY, FakeSinkIn, Upload, colour_of, failure
+from fake_sinkin import KEY, FakeSinkIn, Upload, colour_of, failure, fake  # noqa: F401  (fake is a fixture)
 from loopback import Answer
 from nodecalls import defaults, run
 
@@ -19,20 +19,12 @@ from sdbridge.nodes import images as imaging
 from sdbridge.nodes import runtime
 from sdbridge.nodes.hosted import credentials, sinkin
 from sdbridge.nodes.hosted.credentials import MissingKeyError
-from sdbridge.nodes.hosted.http import Limits, ProviderError, RetryPolicy
+from sdbridge.nodes.hosted.http import Limits, ProviderError
 from sdbridge.nodes.hosted.providers import SINKIN
 
 Txt2Img, Img2Img = sinkin.SDBridgeSinkInTxt2Img, sinkin.SDBridgeSinkInImg2Img
 
 
-@pytest.fixture
-def fake(monkeypatch):
-    with FakeSinkIn() as server:
-        monkeypatch.setenv("SINKIN_API_KEY", KEY)
-        monkeypatch.setenv("SINKIN_API_BASE", server.url)
-        monkeypatch.setattr(sinkin.CLIENT, "retry", RetryPolicy(base_delay=0.01))
-        monkeypatch.setattr(sinkin.DOWNLOADS, "retry", RetryPolicy(base_delay=0.01))
-        yield server
 
 
 def _json(payload) -> Answer:

@@ -10,7 +10,7 @@ import time
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from fake_sinkin import KEY, FakeSinkIn, failure
+from fake_sinkin import KEY, FakeSinkIn, failure, fake  # noqa: F401  (fake is a fixture)
 
 from sdbridge.nodes import routes
 from sdbridge.nodes.hosted import sinkin
@@ -22,13 +22,6 @@ DOCUMENTED = {"r2La2w2": "Realistic Vision", "yBG2r9O": "majicMIX realistic", "m
               "gLv9zeq": "RealCartoon3D", "qGdxrYG": "NeverEnding Dream", "76EmEaz": "Hassaku", "vln8Nwr": "MeinaMix"}
 
 
-@pytest.fixture
-def fake(monkeypatch):
-    with FakeSinkIn() as server:
-        monkeypatch.setenv("SINKIN_API_KEY", KEY)
-        monkeypatch.setenv("SINKIN_API_BASE", server.url)
-        monkeypatch.setattr(sinkin.CLIENT, "retry", RetryPolicy(base_delay=0.01))
-        yield server
 
 
 def ask(query: str = "") -> dict:

@@ -12,11 +12,10 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .. import runtime
+from .. import runtime, userdata
 from .providers import PROVIDERS, Provider
 
 KEY_FILE_NAME = "keys.json"
@@ -29,8 +28,7 @@ class MissingKeyError(RuntimeError):
 
 
 def key_file() -> Path:
-    # Beside, not inside, ComfyUI's per-user folders: its /userdata routes cannot serve it.
-    return runtime.user_directory() / "sdbridge" / KEY_FILE_NAME
+    return userdata.pack_folder() / KEY_FILE_NAME
 
 
 def _read_key_file() -> dict[str, str]:
@@ -87,18 +85,7 @@ def store_key(provider: Provider, value: str | None) -> None:
         keys[provider.id] = value
     else:
         keys.pop(provider.id, None)
-    path = key_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(keys, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    userdata.write_json(key_file(), keys)
 
 
 def base_url(provider: Provider) -> str:

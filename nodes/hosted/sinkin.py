@@ -8,16 +8,14 @@ import asyncio
 import functools
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .. import images as imaging
-from .. import runtime
+from .. import runtime, userdata
 from ..params import Param, input_types, resolve_seed
 from . import credentials
 from .http import HttpClient, Limits, MiB, ProviderError, Reply, describe_body, private_results_allowed, server_message
@@ -106,7 +104,7 @@ def bundled_catalog() -> Catalog:
 
 
 def cache_file() -> Path:
-    return runtime.user_directory() / "sdbridge" / "sinkin_catalog.json"
+    return userdata.pack_folder() / "sinkin_catalog.json"
 
 
 _memo: dict[tuple, Catalog] = {}
@@ -146,18 +144,10 @@ def _read_cache(path: Path) -> Catalog:
 
 def _write_cache(catalog: Catalog) -> None:
     path = cache_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"fetched_at": catalog.fetched_at,
             "models": [{"id": e.id, "title": e.title} for e in catalog.models],
             "loras": [{"id": e.id, "title": e.title} for e in catalog.loras]}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sinkin-catalog-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    userdata.write_json(path, data)
 
 
 async def refresh_catalog() -> Catalog:

@@ -1,0 +1,32 @@
+"""The files the pack keeps in ComfyUI's user directory (keys, the SinkIn catalog cache):
+one folder, written atomically so a crash never leaves half a file, private to the user."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import runtime
+
+
+def pack_folder() -> Path:
+    # Beside, not inside, ComfyUI's per-user folders: its /userdata routes cannot serve it.
+    return runtime.user_directory() / "sdbridge"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Replace `path` with `data` as JSON, atomically; file 0600 and folder 0700."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
