@@ -3,9 +3,11 @@ loading, the pipeline cache, component sharing between SDXL base and refiner, Lo
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
+import weakref
 
 import pytest
 import tiny_pipelines
@@ -156,7 +158,7 @@ def test_second_load_comes_from_the_cache(local_models):
     first_seconds = time.perf_counter() - started
     started = time.perf_counter()
     second = checkpoints.load_cached(path)
-    assert second is first
+    assert second.pipe is first.pipe
     assert time.perf_counter() - started < first_seconds / 100
     assert first.pipe.device.type == "cpu" and first.pipe.unet.dtype == torch.float32
 
@@ -165,15 +167,24 @@ def test_cache_keeps_at_most_max_and_reloads_a_changed_file(local_models, monkey
     monkeypatch.setattr(checkpoints, "MAX_PIPELINES", 2)
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(local_models["sd15"]["file"].read_bytes())
-    first = checkpoints.load_cached(str(copy))
+    first = checkpoints.load_cached(str(copy)).pipe
     checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
     checkpoints.load_cached(str(local_models["sd15"]["folder"]))
     assert checkpoints.cached_count() == 2
-    assert checkpoints.load_cached(str(copy)) is not first  # the least recently used was dropped
-    again = checkpoints.load_cached(str(copy))
+    assert checkpoints.load_cached(str(copy)).pipe is not first  # the least recently used was dropped
+    again = checkpoints.load_cached(str(copy)).pipe
     os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert checkpoints.load_cached(str(copy)) is not again
+    assert checkpoints.load_cached(str(copy)).pipe is not again
     assert checkpoints.release_pipelines() == 2 and checkpoints.cached_count() == 0
+
+
+def test_release_frees_the_weights_while_handles_live_on(local_models):
+    handle = checkpoints.load_cached(str(local_models["sd15"]["file"]))  # what ComfyUI keeps as a node output
+    weights = weakref.ref(handle.pipe.unet)
+    assert checkpoints.release_pipelines() == 1
+    gc.collect()
+    assert weights() is None
+    assert handle.pipe.unet is not None and checkpoints.cached_count() == 1  # the next use loads again
 
 
 def test_refiner_shares_identical_encoder_and_vae_with_the_base(local_models):

@@ -116,7 +116,7 @@ def test_loader_lists_models_and_loads_by_path(local_models):
     spec = nodes.SDBridgeLoadCheckpoint.INPUT_TYPES()["required"]["model"]
     assert "checkpoints/tiny-sd15.safetensors" in spec[0] and "diffusers/tiny-sdxl_base" in spec[0]
     by_path = nodes.SDBridgeLoadCheckpoint().load("(unused)", str(local_models["sd15"]["file"]))[0]
-    assert by_path is load("checkpoints/tiny-sd15.safetensors")  # the same cached weights
+    assert by_path.pipe is load("checkpoints/tiny-sd15.safetensors").pipe  # the same cached weights
     assert nodes.SDBridgeLoadCheckpoint.IS_CHANGED(model="checkpoints/tiny-sd15.safetensors").isdigit()
 
 

@@ -40,25 +40,15 @@ class CheckpointError(ValueError):
 
 
 @dataclasses.dataclass
-class LocalPipeline:
-    """What travels between local nodes as SDBRIDGE_PIPELINE: the loaded diffusers pipeline
-    (shared through the cache, never mutated per branch), its family and source, the
-    checkpoint's own scheduler config (every run builds its scheduler from it), and the LoRA
-    stack this branch of the graph asked for (applied at generation time)."""
+class Loaded:
+    """A pipeline in the cache: the diffusers pipeline (shared by every branch of the graph, so
+    never changed per branch), its family, the checkpoint's own scheduler config (every run
+    builds its scheduler from it), and the same weights under other pipeline classes."""
 
     pipe: Any
     family: str
-    source: str
     scheduler_config: dict
-    loras: tuple = ()  # (path, scale) pairs
-    variants: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def family_name(self) -> str:
-        return FAMILY_NAMES[self.family]
-
-    def with_loras(self, loras) -> LocalPipeline:
-        return dataclasses.replace(self, loras=self.loras + tuple(loras))
+    variants: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def variant(self, class_name: str):
         """The same weights under another pipeline class (txt2img <-> img2img), made once."""
@@ -69,6 +59,39 @@ class LocalPipeline:
 
             self.variants[class_name] = getattr(diffusers, class_name).from_pipe(self.pipe)
         return self.variants[class_name]
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPipeline:
+    """What travels between local nodes as SDBRIDGE_PIPELINE: a light handle (source, family and
+    the LoRA stack this branch asked for). The weights live in the cache, so ComfyUI keeping a
+    node's output does not keep them in memory; after a release, the next use loads them again."""
+
+    source: str
+    family: str
+    loras: tuple = ()  # (path, scale) pairs, applied at generation time
+
+    @property
+    def family_name(self) -> str:
+        return FAMILY_NAMES[self.family]
+
+    @property
+    def loaded(self) -> Loaded:
+        return _loaded(self.source)
+
+    @property
+    def pipe(self):
+        return self.loaded.pipe
+
+    @property
+    def scheduler_config(self) -> dict:
+        return self.loaded.scheduler_config
+
+    def variant(self, class_name: str):
+        return self.loaded.variant(class_name)
+
+    def with_loras(self, loras) -> LocalPipeline:
+        return dataclasses.replace(self, loras=self.loras + tuple(loras))
 
 
 # ---------------------------------------------------------------- finding models
@@ -220,7 +243,7 @@ def _download(hub_id: str) -> str:
                               "and your connection, or download the model and give its folder.") from None
 
 
-def _load(source: str, device, dtype) -> LocalPipeline:
+def _load(source: str, device, dtype) -> Loaded:
     import torch
 
     if not os.path.exists(source):
@@ -240,12 +263,12 @@ def _load(source: str, device, dtype) -> LocalPipeline:
     _share_identical_components(pipe, device, dtype)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    return LocalPipeline(pipe=pipe, family=family, source=source, scheduler_config=dict(pipe.scheduler.config))
+    return Loaded(pipe=pipe, family=family, scheduler_config=dict(pipe.scheduler.config))
 
 
 # ---------------------------------------------------------------- cache
 
-_cache: OrderedDict[tuple, LocalPipeline] = OrderedDict()
+_cache: OrderedDict[tuple, Loaded] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -261,8 +284,13 @@ def _cache_key(source: str, device, dtype) -> tuple:
 
 
 def load_cached(source: str) -> LocalPipeline:
-    """The loaded pipeline for `source`, from the cache when the same file (same modification
-    time) was loaded on the same device and dtype; the least recently used are dropped beyond
+    """A handle on the loaded pipeline for `source` (loading it now unless cached)."""
+    return LocalPipeline(source=source, family=_loaded(source).family)
+
+
+def _loaded(source: str) -> Loaded:
+    """The cached pipeline for `source` when the same file (same modification time) was loaded
+    on the same device and dtype; otherwise loaded now, dropping the least recently used beyond
     MAX_PIPELINES. When loading runs out of memory, the cache is emptied and it tries once more."""
     import torch
 
