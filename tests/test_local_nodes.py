@@ -204,8 +204,8 @@ def test_img2img_follows_the_image_by_strength(sd15):
     assert json.loads(info)["strength"] == 0.1
 
 
-def test_img2img_takes_sdxl_and_the_refiner(sdxl, refiner):
-    source = torch.rand(1, 64, 64, 3)
+def test_img2img_takes_sdxl_the_refiner_and_grey_images(sdxl, refiner):
+    source = torch.rand(1, 64, 64, 1)
     for pipeline in (sdxl, refiner):
         images, _ = nodes.SDBridgeLocalImg2Img().generate(pipeline=pipeline, image=source, strength=0.5, **COMMON)
         assert images.shape == (1, 64, 64, 3)
@@ -216,7 +216,7 @@ def test_img2img_takes_sdxl_and_the_refiner(sdxl, refiner):
 def test_split_runs_the_base_then_the_refiner_on_its_latents(sdxl, refiner, bars):
     images, info = refined(sdxl, refiner, samples=2, num_inference_steps=6, high_noise_fraction=0.5)
     assert images.shape == (2, 64, 64, 3)
-    assert info["high_noise_fraction"] == 0.5 and info["refiner"].endswith("tiny-sdxl_refiner")
+    assert info["high_noise_fraction"] == 0.5 and info["refiner"] == "tiny-sdxl_refiner"
     base_only, _ = refined(sdxl, refiner, samples=2, num_inference_steps=6, refiner=False)
     assert not torch.allclose(images, base_only, atol=1e-3)
     # One bar for the node: the base's share of the steps, then the refiner's.

@@ -7,6 +7,7 @@ denoising call with progress, preview and interrupt, and images out as a ComfyUI
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +91,7 @@ def base_and_refiner(base: LocalPipeline, refiner: LocalPipeline | None, setting
         images = _run(refiner, refiner.variant(IMG2IMG_CLASSES["sdxl_refiner"]), settings, progress,
                       image=latents, strength=strength)
         extra = {"refiner_strength": strength}
-    info = _info("sdxl base + refiner", base, settings, started, refiner=refiner.source, **extra)
+    info = _info("sdxl base + refiner", base, settings, started, refiner=_name(refiner), **extra)
     return _to_image(images), info
 
 
@@ -177,10 +178,11 @@ class _Progress:
 # ---------------------------------------------------------------- images and info
 
 def _to_pipeline_image(image, settings: Settings):
-    """One IMAGE [1,H,W,C] as the pipelines take it: [1,3,height,width] in 0..1."""
+    """One IMAGE [1,H,W,C] as the pipelines take it: [1,3,height,width] in 0..1 (grey becomes RGB,
+    alpha is dropped)."""
     import torch.nn.functional as F
 
-    pixels = image[..., :3].permute(0, 3, 1, 2).float()
+    pixels = image[..., :3].expand(-1, -1, -1, 3).permute(0, 3, 1, 2).float()
     if pixels.shape[-2:] != (settings.height, settings.width):
         pixels = F.interpolate(pixels, size=(settings.height, settings.width), mode="bicubic",
                                align_corners=False, antialias=True).clamp(0, 1)
@@ -194,10 +196,13 @@ def _to_image(images):
     return images.permute(0, 2, 3, 1).to("cpu", torch.float32).contiguous()
 
 
-def _info(mode: str, local: LocalPipeline, settings: Settings, started: float, **extra: Any) -> dict:
-    import os
+def _name(local: LocalPipeline) -> str:
+    """The model's file or folder name (its full path stays off the node)."""
+    return os.path.basename(local.source.rstrip("/\\"))
 
-    return {"mode": mode, "model": os.path.basename(local.source.rstrip("/\\")), "family": local.family_name,
+
+def _info(mode: str, local: LocalPipeline, settings: Settings, started: float, **extra: Any) -> dict:
+    return {"mode": mode, "model": _name(local), "family": local.family_name,
             "seed": settings.seed, "seeds": [settings.seed + i for i in range(settings.samples)],
             "steps": settings.num_inference_steps, "scheduler": settings.scheduler,
             "guidance_scale": settings.guidance_scale, "size": [settings.width, settings.height],
