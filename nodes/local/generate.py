@@ -83,12 +83,12 @@ def base_and_refiner(base: LocalPipeline, refiner: LocalPipeline | None, setting
     if split:
         latents = _run(base, base.pipe, settings, progress, denoising_end=high_noise_fraction,
                        output_type="latent", **size)
-        images = _run(refiner, refiner.variant(IMG2IMG_CLASSES["sdxl_refiner"]), settings, progress,
+        images = _run(refiner, refiner.pipe, settings, progress,
                       image=latents, denoising_start=high_noise_fraction)
         extra = {"high_noise_fraction": high_noise_fraction}
     else:
         latents = _run(base, base.pipe, settings, progress, output_type="latent", **size)
-        images = _run(refiner, refiner.variant(IMG2IMG_CLASSES["sdxl_refiner"]), settings, progress,
+        images = _run(refiner, refiner.pipe, settings, progress,
                       image=latents, strength=strength)
         extra = {"refiner_strength": strength}
     info = _info("sdxl base + refiner", base, settings, started, refiner=_name(refiner), **extra)
