@@ -228,3 +228,12 @@ def test_lora_loads_once_and_stays_off_until_asked_for(local_models):
     assert sd15.loras == () and with_lora.pipe is sd15.pipe
     checkpoints.activate_loras(with_lora)
     assert sd15.pipe.get_active_adapters() == [name]
+
+
+def test_hub_id_that_cannot_be_fetched_says_what_to_do(local_models, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert checkpoints.resolve("", "someone/some-model") == "someone/some-model"
+    with pytest.raises(checkpoints.CheckpointError, match="could not be downloaded.*download the model and give its folder"):
+        checkpoints.load_cached("someone/some-model")
+    with pytest.raises(checkpoints.CheckpointError, match="neither an absolute path nor a hub id"):
+        checkpoints.resolve("", "not a model")
