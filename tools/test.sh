@@ -9,4 +9,4 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -r requirements-test.txt
 ruff check .
-python -m pytest "$@"
+python -m pytest tests "$@"
