@@ -283,7 +283,12 @@ def local_models(tiny, monkeypatch):
     for family, paths in tiny.items():
         monkeypatch.setitem(_checkpoints().CONFIG_DIRS, family, paths["folder"])
     _checkpoints().release_pipelines()
+    threads = torch.get_num_threads()
+    # Tiny models gain nothing from threads, and on a shared 2-core machine extra threads make
+    # each run ten times slower.
+    torch.set_num_threads(1)
     yield tiny
+    torch.set_num_threads(threads)
     _checkpoints().release_pipelines()
 
 
