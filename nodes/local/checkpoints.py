@@ -251,8 +251,8 @@ def _load(source: str, device, dtype) -> Loaded:
     family = detect_family(source)
     try:
         pipe = _load_to_cpu(source, family, dtype)
-    except CheckpointError:
-        raise
+    except (MemoryError, torch.OutOfMemoryError):
+        raise  # the cache makes room and tries again
     except Exception as exc:  # noqa: BLE001 - shape mismatches, missing keys, damaged files
         raise CheckpointError(f"'{os.path.basename(source)}' looks like {FAMILY_NAMES[family]} but could not be "
                               f"loaded ({type(exc).__name__}: {exc}). The file may be damaged or a variant SD Bridge "
