@@ -237,3 +237,19 @@ def test_hub_id_that_cannot_be_fetched_says_what_to_do(local_models, monkeypatch
         checkpoints.load_cached("someone/some-model")
     with pytest.raises(checkpoints.CheckpointError, match="neither an absolute path nor a hub id"):
         checkpoints.resolve("", "not a model")
+
+
+def test_out_of_memory_while_loading_empties_the_cache_and_retries(local_models, monkeypatch):
+    checkpoints.load_cached(str(local_models["sd15"]["file"]))
+    real_load, failures = checkpoints._load_to_cpu, []
+
+    def fails_once(*args):
+        if not failures:
+            failures.append(checkpoints.cached_count())
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_load(*args)
+
+    monkeypatch.setattr(checkpoints, "_load_to_cpu", fails_once)
+    loaded = checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
+    assert failures == [1] and loaded.family == "sdxl_base"
+    assert checkpoints.cached_count() == 1  # the SD 1.5 model made room
