@@ -84,3 +84,19 @@ print(len(module.NODE_CLASS_MAPPINGS), heavy)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     count, heavy = out.stdout.strip().split(" ", 1)
     assert int(count) >= 5 and heavy == "[]", out.stdout + out.stderr
+
+
+def test_validators_name_only_inputs_that_need_the_packs_own_checks(pack):
+    """ComfyUI files a validator's message under every input it names: no node takes **kwargs,
+    and each named input exists and needs a check ComfyUI cannot do (non-empty, JSON, multiple
+    of 8, an open catalog)."""
+    for node_id, node in pack.NODE_CLASS_MAPPINGS.items():
+        argspec = inspect.getfullargspec(node.VALIDATE_INPUTS)
+        assert argspec.varkw is None, node_id
+        named = argspec.args[1:]
+        spec = node.INPUT_TYPES()
+        widgets = {**spec["required"], **spec.get("optional", {})}
+        params = {p.name: p for p in node.PARAMS}
+        for name in named:
+            assert name in widgets and params[name].needs_own_check, f"{node_id}.{name}"
+        assert set(named) == {name for name, p in params.items() if p.needs_own_check}, node_id

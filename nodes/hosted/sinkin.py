@@ -16,10 +16,10 @@ from typing import Any
 
 from .. import images as imaging
 from .. import runtime, userdata
-from ..params import Param, input_types, resolve_seed
+from ..params import Param, resolve_seed
 from . import credentials
 from .http import HttpClient, Limits, MiB, ProviderError, Reply, describe_body, private_results_allowed, server_message
-from .nodebase import HIDDEN, HostedNode
+from .nodebase import HostedNode
 from .providers import SINKIN
 
 CATEGORY = "SD Bridge/SinkIn"
@@ -351,8 +351,8 @@ class SinkInNode(HostedNode):
     )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return input_types(with_catalog(cls.PARAMS, current_catalog()), HIDDEN)
+    def editor_params(cls):
+        return with_catalog(cls.PARAMS, current_catalog())
 
     async def call(self, values: dict, node_id: str | None):
         seed = resolve_seed(values["seed"], SEED_MAX)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..hosted.segmind import NEGATIVE_PROMPT, PROMPT, SDXL_STYLES, SEED, SEED_MAX, STRENGTH_IMG2IMG
-from ..params import Param, ValidationError, input_types, normalize_all, resolve_seed, validation_result
+from ..nodebase import ImageNode, ParamNode, with_choices
+from ..params import Param, resolve_seed
 from . import checkpoints
 from .schedulers import SCHEDULER_NAMES
 
 CATEGORY = "SD Bridge/Local"
 PIPELINE = "SDBRIDGE_PIPELINE"
-HIDDEN = {"unique_id": "UNIQUE_ID"}
 NONE = "None"
 
 # ---------------------------------------------------------------- parameters (local ranges, and why)
@@ -134,39 +134,19 @@ class PipelineInput:
                              f"({os.path.basename(value.source)}); this input takes {wanted}. Load a matching checkpoint.")
 
 
-class LocalNode:
-    """Subclasses set PIPELINES, PARAMS, TITLE, DESCRIPTION and implement `run`. Mirrors the
-    hosted nodes: inputs and validation derive from the params, outputs are images + info JSON."""
+class LocalNode(ImageNode):
+    """Subclasses set PIPELINES, PARAMS, TITLE, DESCRIPTION and implement `run`. The same shape
+    as the hosted nodes: inputs and validation derive from the params, outputs are images + info."""
 
     PIPELINES: ClassVar[Sequence[PipelineInput]] = ()
-    PARAMS: ClassVar[Sequence[Param]] = ()
-    TITLE: ClassVar[str] = ""
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("images", "info")
     OUTPUT_TOOLTIPS = ("The generated images, as one batch.",
                        "The run as JSON: seed(s) used, steps, scheduler, size, LoRAs, seconds.")
-    FUNCTION = "generate"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        types = input_types(cls.PARAMS, HIDDEN)
-        pipelines = {p.name: p.spec() for p in cls.PIPELINES if not p.optional}
-        types["required"] = {**pipelines, **types["required"]}
-        optional = {p.name: p.spec() for p in cls.PIPELINES if p.optional}
-        if optional:
-            types["optional"] = {**optional, **types.get("optional", {})}
-        return types
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, **values):
-        # Taking **values makes ComfyUI leave every check to us, so each message is ours.
-        return validation_result(cls.PARAMS, values)
-
-    @classmethod
-    def IS_CHANGED(cls, **values):
-        # A seed of -1 asks for a new random image each run.
-        return float("nan") if str(values.get("seed")) == "-1" else ""
+    def link_inputs(cls):
+        return {"required": {p.name: p.spec() for p in cls.PIPELINES if not p.optional},
+                "optional": {p.name: p.spec() for p in cls.PIPELINES if p.optional}}
 
     def generate(self, unique_id: str | None = None, **values):
         from . import generate
@@ -175,10 +155,7 @@ class LocalNode:
         for pipeline_input in self.PIPELINES:
             pipelines[pipeline_input.name] = values.pop(pipeline_input.name, None)
             pipeline_input.check(pipelines[pipeline_input.name], self.TITLE)
-        try:
-            values = normalize_all(self.PARAMS, values)
-        except ValidationError as exc:
-            raise ValueError(f"{self.TITLE}: {exc}") from None
+        values = self.normalized(values)
         prompt, negative = styled(values.get("style", "base"), values["prompt"], values["negative_prompt"])
         settings = generate.Settings(
             prompt=prompt, negative_prompt=negative, scheduler=values["scheduler"],
@@ -246,15 +223,9 @@ class SDBridgeLocalSDXLRefiner(LocalNode):
 
 # ---------------------------------------------------------------- loaders
 
-def _choices(names: list[str], empty: str) -> tuple:
-    return tuple(names) or (empty,)
-
-
-def _model_param() -> Param:
-    return Param("model", "COMBO", "A checkpoint from ComfyUI's models/checkpoints folder (.safetensors) or a diffusers "
-                 "folder from models/diffusers. The family (SD 1.5, SDXL base, SDXL refiner) is read from the weights.",
-                 choices=_choices(checkpoints.model_choices(), "(no models found: add some to models/checkpoints)"),
-                 open_choices=True)
+MODEL = Param("model", "COMBO", "A checkpoint from ComfyUI's models/checkpoints folder (.safetensors) or a diffusers "
+              "folder from models/diffusers. The family (SD 1.5, SDXL base, SDXL refiner) is read from the weights.",
+              choices=("(no models found: add some to models/checkpoints)",), open_choices=True)
 
 
 PATH_OR_HUB_ID = Param("path_or_hub_id", "STRING", "Instead of the list: the absolute path of a .safetensors file or a "
@@ -262,22 +233,20 @@ PATH_OR_HUB_ID = Param("path_or_hub_id", "STRING", "Instead of the list: the abs
                        default="", optional=True)
 
 
-class SDBridgeLoadCheckpoint:
+class SDBridgeLoadCheckpoint(ParamNode):
+    TITLE = "SD Bridge Load Checkpoint"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads an SD 1.5, SDXL base or SDXL refiner model for the local nodes, offline. A loaded model "
                    "stays in memory for the next run (up to SDBRIDGE_LOCAL_PIPELINES models, default 2).")
+    PARAMS = (MODEL, PATH_OR_HUB_ID)
     RETURN_TYPES = (PIPELINE,)
     RETURN_NAMES = ("pipeline",)
     OUTPUT_TOOLTIPS = ("The loaded model, for the local generation nodes or Load LoRA.",)
     FUNCTION = "load"
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return input_types((_model_param(), PATH_OR_HUB_ID))
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, **values):
-        return validation_result((_model_param(), PATH_OR_HUB_ID), values)
+    def editor_params(cls):
+        return (with_choices(MODEL, checkpoints.model_choices(), MODEL.choices[0]), PATH_OR_HUB_ID)
 
     @classmethod
     def IS_CHANGED(cls, model: str = "", path_or_hub_id: str = "", **_):
@@ -288,7 +257,8 @@ class SDBridgeLoadCheckpoint:
             return ""
         return str(os.stat(path).st_mtime_ns) if os.path.exists(path) else path
 
-    def load(self, model: str, path_or_hub_id: str = ""):
+    def load(self, model: str, path_or_hub_id: str = "", unique_id: str | None = None):
+        self.normalized({"model": model, "path_or_hub_id": path_or_hub_id})
         try:
             source = checkpoints.resolve(model, path_or_hub_id or "")
             return (checkpoints.load_cached(source),)
@@ -299,8 +269,7 @@ class SDBridgeLoadCheckpoint:
 LORA_SLOTS = 3
 
 
-def _lora_params() -> tuple[Param, ...]:
-    names = (NONE, *checkpoints.lora_choices())
+def _lora_params(names: tuple[str, ...]) -> tuple[Param, ...]:
     params = []
     for i in range(1, LORA_SLOTS + 1):
         params.append(Param(f"lora_{i}", "COMBO", "A LoRA from ComfyUI's models/loras folder (.safetensors), made for "
@@ -311,10 +280,12 @@ def _lora_params() -> tuple[Param, ...]:
     return tuple(params)
 
 
-class SDBridgeLoadLoRA:
+class SDBridgeLoadLoRA(ParamNode):
+    TITLE = "SD Bridge Load LoRA"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Adds up to three LoRAs, each with its own scale, to a local model. The model other nodes use stays "
                    "unchanged: the LoRAs apply only to generations downstream of this node. Chain nodes for more.")
+    PARAMS = _lora_params((NONE,))
     RETURN_TYPES = (PIPELINE,)
     RETURN_NAMES = ("pipeline",)
     OUTPUT_TOOLTIPS = ("The model with these LoRAs added to those it had.",)
@@ -323,24 +294,19 @@ class SDBridgeLoadLoRA:
                                    tuple(checkpoints.FAMILY_NAMES))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        types = input_types(_lora_params())
-        types["required"] = {"pipeline": cls.PIPELINE_INPUT.spec(), **types["required"]}
-        return types
+    def editor_params(cls):
+        return _lora_params((NONE, *checkpoints.lora_choices()))
 
     @classmethod
-    def VALIDATE_INPUTS(cls, **values):
-        return validation_result(_lora_params(), values)
+    def link_inputs(cls):
+        return {"required": {"pipeline": cls.PIPELINE_INPUT.spec()}}
 
-    def apply(self, pipeline, **values):
+    def apply(self, pipeline, unique_id: str | None = None, **values):
         from .. import runtime
 
-        title = "SD Bridge Load LoRA"
+        title = self.TITLE
         self.PIPELINE_INPUT.check(pipeline, title)
-        try:
-            values = normalize_all(_lora_params(), values)
-        except ValidationError as exc:
-            raise ValueError(f"{title}: {exc}") from None
+        values = self.normalized(values)
         stack = []
         for i in range(1, LORA_SLOTS + 1):
             name = values[f"lora_{i}"]

@@ -1,0 +1,80 @@
+"""The node shape every SD Bridge node shares, derived from its declared params.
+
+`ParamNode`: INPUT_TYPES from PARAMS (plus any inputs that take other nodes' outputs),
+a VALIDATE_INPUTS that checks what ComfyUI cannot, and the same checks again at run time.
+`ImageNode`: a ParamNode that outputs images and an info JSON, with the seed -1 rule.
+Hosted nodes (hosted/nodebase.py) and local nodes (local/nodes.py) build on these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from .params import Param, ValidationError, input_types, normalize_all, validate_inputs_classmethod
+
+HIDDEN = {"unique_id": "UNIQUE_ID"}
+
+
+class ParamNode:
+    PARAMS: ClassVar[Sequence[Param]] = ()
+    TITLE: ClassVar[str] = ""  # names the node in run-time errors
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.VALIDATE_INPUTS = validate_inputs_classmethod(cls.PARAMS)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        types = input_types(cls.editor_params(), HIDDEN)
+        links = cls.link_inputs()
+        for section in ("required", "optional"):
+            if links.get(section):
+                types[section] = {**links[section], **types.get(section, {})}
+        return types
+
+    @classmethod
+    def editor_params(cls) -> Sequence[Param]:
+        """PARAMS as the editor shows them now (loaders refresh file lists here)."""
+        return cls.PARAMS
+
+    @classmethod
+    def link_inputs(cls) -> dict[str, dict[str, tuple]]:
+        """Inputs fed by other nodes' outputs (not widgets): {"required"|"optional": {name: spec}}."""
+        return {}
+
+    @classmethod
+    def check_together(cls, values: dict) -> None:
+        """Rules that span several inputs; raise ValidationError."""
+
+    @classmethod
+    def normalized(cls, values: dict) -> dict:
+        """Every param checked and typed at run time (linked values never reach VALIDATE_INPUTS)."""
+        try:
+            result = normalize_all(cls.PARAMS, values)
+            cls.check_together(result)
+        except ValidationError as exc:
+            raise ValueError(f"{cls.TITLE}: {exc}") from None
+        return result
+
+
+class ImageNode(ParamNode):
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("images", "info")
+    OUTPUT_TOOLTIPS = (
+        "Every image made, as one batch.",
+        "What the run returned besides pixels, as JSON: the seed used, time taken, and more.",
+    )
+    FUNCTION = "generate"
+
+    @classmethod
+    def IS_CHANGED(cls, **values):
+        # A seed of -1 asks for a new random image each run; otherwise ComfyUI's cache may reuse
+        # the last result instead of paying (or computing) the same image again.
+        return float("nan") if str(values.get("seed")) == "-1" else ""
+
+
+def with_choices(param: Param, choices: Sequence[Any], empty: str) -> Param:
+    """`param` offering today's `choices` (or one entry that says why there are none)."""
+    return dataclasses.replace(param, choices=tuple(choices) or (empty,))
