@@ -87,11 +87,11 @@ def model_filenames(kind: str) -> list[str]:
         folder = os.environ.get(f"SDBRIDGE_{kind.upper()}_DIR")
         if not folder or not os.path.isdir(folder):
             return []
-        return sorted(
-            str(p.relative_to(folder)).replace(os.sep, "/")
-            for p in Path(folder).rglob("*")
-            if p.is_file() or (kind == "diffusers" and (p / "model_index.json").is_file())
-        )
+        if kind == "diffusers":  # a diffusers model is a folder holding model_index.json
+            found = (index.parent for index in Path(folder).rglob("model_index.json"))
+        else:
+            found = (p for p in Path(folder).rglob("*") if p.is_file())
+        return sorted(str(p.relative_to(folder)).replace(os.sep, "/") for p in found)
     if kind == "diffusers":
         # ComfyUI lists files; a diffusers model is a folder holding model_index.json.
         names = set()
@@ -199,6 +199,36 @@ def torch_dtype(device):
             return torch.float16
         return torch.float32
     return torch.float16
+
+
+_unload_callbacks: list = []
+
+
+def on_models_unloaded(callback) -> bool:
+    """Call `callback()` whenever ComfyUI unloads all its models (the "Unload models" button,
+    POST /free, its out-of-memory recovery), so the pack's own caches go too. False outside
+    ComfyUI. ComfyUI has no hook for this: its function is wrapped once."""
+    mm = _comfy("comfy.model_management")
+    if mm is None:
+        return False
+    if callback in _unload_callbacks:
+        return True
+    if not _unload_callbacks:
+        original = mm.unload_all_models
+
+        @functools.wraps(original)
+        def unload_all_models(*args, **kwargs):
+            result = original(*args, **kwargs)
+            for registered in list(_unload_callbacks):
+                try:
+                    registered()
+                except Exception:  # noqa: BLE001 - a failing cache must not break ComfyUI's unload
+                    log.exception("SD Bridge: releasing a cache after ComfyUI unloaded its models failed")
+            return result
+
+        mm.unload_all_models = unload_all_models
+    _unload_callbacks.append(callback)
+    return True
 
 
 def free_memory_hint() -> None:

@@ -269,7 +269,7 @@ def _load(source: str, device, dtype) -> Loaded:
 # ---------------------------------------------------------------- cache
 
 _cache: OrderedDict[tuple, Loaded] = OrderedDict()
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: ComfyUI may unload models while a load holds it
 
 
 def _cache_key(source: str, device, dtype) -> tuple:
@@ -303,6 +303,7 @@ def _loaded(source: str) -> Loaded:
             return _cache[key]
         while len(_cache) >= max(MAX_PIPELINES, 1):
             _cache.popitem(last=False)
+        runtime.on_models_unloaded(release_pipelines)  # ComfyUI's "Unload models" frees ours too
         runtime.free_memory_hint()
         try:
             loaded = _load(source, device, dtype)
