@@ -114,9 +114,12 @@ def _check_values(node: dict, definition: dict, named: dict, pack) -> None:
             if param.kind == "COMBO" and param.name in named and named[param.name] not in param.choices:
                 # Open choices (a model catalog): the value must still be offered on a fresh install,
                 # unless it is a model file the workflow links for download.
-                assert named[param.name] in models, f"{node['type']}.{param.name}={named[param.name]!r}"
+                value = str(named[param.name]).removeprefix("checkpoints/")
+                assert value in models, f"{node['type']}.{param.name}={named[param.name]!r}"
         for model in node["properties"].get("models", []):
-            assert model["url"].startswith("https://") and model["directory"] and model["name"] in named.values()
+            # The editor checks models/<directory>/<name>; the widget may prefix the folder.
+            assert model["url"].startswith("https://huggingface.co/") and model["directory"] == "checkpoints"
+            assert any(str(v) in (model["name"], f"checkpoints/{model['name']}") for v in named.values())
         return
     for name, value in named.items():
         kind = next(definition["input"][s][name] for s in ("required", "optional") if name in definition["input"].get(s, {}))

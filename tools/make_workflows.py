@@ -182,8 +182,113 @@ def sinkin_workflows(defs: dict) -> list[Workflow]:
     ]
 
 
+def _checkpoint(node_id: int, pos: tuple[int, int], model: tuple[str, str], title: str | None = None) -> N:
+    filename, url = model
+    return N(node_id, "SDBridgeLoadCheckpoint", pos, {"model": f"checkpoints/{filename}"}, title=title,
+             models=[{"name": filename, "url": url, "directory": "checkpoints"}])
+
+
+RV3 = ("Realistic_Vision_V3.0.safetensors",
+       "https://huggingface.co/SG161222/Realistic_Vision_V3.0_VAE/resolve/main/Realistic_Vision_V3.0.safetensors")
+SD15 = ("v1-5-pruned-emaonly-fp16.safetensors",
+        "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors")
+SDXL_BASE = ("sd_xl_base_1.0.safetensors",
+             "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors")
+SDXL_REFINER = ("sd_xl_refiner_1.0.safetensors",
+                "https://huggingface.co/stabilityai/stable-diffusion-xl-refiner-1.0/resolve/main/sd_xl_refiner_1.0.safetensors")
+REALVISXL = ("RealVisXL_V4.0.safetensors",
+             "https://huggingface.co/SG161222/RealVisXL_V4.0/resolve/main/RealVisXL_V4.0.safetensors")
+
+SELFIE_SETTINGS = {"prompt": SELFIE, "negative_prompt": SELFIE_NEG, "scheduler": "dpmpp_2m", "num_inference_steps": 25,
+                   "guidance_scale": 6.0, "samples": 1, "seed": 4082622942, "img_width": 512, "img_height": 768}
+PORTRAIT_SETTINGS = {"prompt": PORTRAIT, "negative_prompt": PORTRAIT_NEG, "samples": 1, "scheduler": "UniPC",
+                     "num_inference_steps": 25, "guidance_scale": 7.0, "seed": 3195698736, "img_width": 896,
+                     "img_height": 1152}
+
+
+def _needs_checkpoints(*models: tuple[str, str]) -> str:
+    listed = "\n".join(f"- [{name}]({url})" for name, url in models)
+    return (f"**Needs:** these checkpoints in `ComfyUI/models/checkpoints/` (the editor offers to download "
+            f"them):\n{listed}\n\nRuns on your GPU (or slowly on the CPU); no key, no credits.")
+
+
 def local_workflows(defs: dict) -> list[Workflow]:
-    return []
+    if "SDBridgeLocalTxt2Img" not in defs:
+        return []
+    return [
+        Workflow(
+            "local_realistic_vision_selfie", "Local: Realistic Vision v3 — selfie at Yosemite",
+            "## Realistic Vision v3 on your GPU\nThe same request as the Segmind Realistic Vision example, with the "
+            "same input names, run locally with diffusers.\n\n" + _needs_checkpoints(RV3),
+            [_checkpoint(1, (60, 120), RV3),
+             N(2, "SDBridgeLocalTxt2Img", (520, 120), SELFIE_SETTINGS),
+             N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/local_realistic_vision"})],
+            [(1, "pipeline", 2, "pipeline"), (2, "images", 3, "images")],
+        ),
+        Workflow(
+            "local_sd15_img2img_landscape", "Local: SD 1.5 img2img — fantasy landscape",
+            "## SD 1.5 img2img on your GPU\nThe Segmind img2img example (DDIM, 25 steps, strength 0.75) run "
+            "locally. Pick your own picture in **Load Image**.\n\n" + _needs_checkpoints(SD15),
+            [_checkpoint(1, (60, 120), SD15),
+             N(2, "LoadImage", (60, 380), {"image": "example.png"}),
+             N(3, "SDBridgeLocalImg2Img", (520, 120), {
+                 "prompt": LANDSCAPE, "negative_prompt": LANDSCAPE_NEG, "scheduler": "DDIM", "num_inference_steps": 25,
+                 "guidance_scale": 10.5, "strength": 0.75, "samples": 1, "seed": 98877465625, "img_width": 512,
+                 "img_height": 512}),
+             N(4, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/local_img2img"})],
+            [(1, "pipeline", 3, "pipeline"), (2, "IMAGE", 3, "image"), (3, "images", 4, "images")],
+        ),
+        Workflow(
+            "local_sdxl_base_refiner_panda", "Local: SDXL 1.0 base + refiner — panda in a spacesuit",
+            "## SDXL base + refiner on your GPU\nThe Segmind SDXL example: the base denoises the first 80% of the "
+            "schedule (high_noise_fraction 0.8) and hands its latents to the refiner. The two share their "
+            "identical text encoder and VAE in memory.\n\n" + _needs_checkpoints(SDXL_BASE, SDXL_REFINER),
+            [_checkpoint(1, (60, 120), SDXL_BASE, "Load SDXL base"),
+             _checkpoint(2, (60, 340), SDXL_REFINER, "Load SDXL refiner"),
+             N(3, "SDBridgeLocalSDXLRefiner", (520, 120), {
+                 "prompt": PANDA, "negative_prompt": PANDA_NEG, "style": "base", "samples": 1, "scheduler": "UniPC",
+                 "num_inference_steps": 25, "guidance_scale": 8.0, "strength": 0.2, "high_noise_fraction": 0.8,
+                 "seed": 468685, "img_width": 1024, "img_height": 1024, "refiner": True}),
+             N(4, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/local_sdxl"})],
+            [(1, "pipeline", 3, "base_pipeline"), (2, "pipeline", 3, "refiner_pipeline"), (3, "images", 4, "images")],
+        ),
+        Workflow(
+            "local_realvisxl_portrait", "Local: RealVisXL — portrait of a 28-year-old man",
+            "## RealVisXL on your GPU\nThe Segmind RealVisXL example (896×1152, UniPC, 25 steps) run "
+            "locally.\n\n" + _needs_checkpoints(REALVISXL),
+            [_checkpoint(1, (60, 120), REALVISXL),
+             N(2, "SDBridgeLocalTxt2Img", (520, 120), PORTRAIT_SETTINGS),
+             N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/local_realvisxl"})],
+            [(1, "pipeline", 2, "pipeline"), (2, "images", 3, "images")],
+        ),
+        Workflow(
+            "hosted_and_local_side_by_side", "One parameter surface: the same request, hosted and local",
+            "## Hosted and local, side by side\nThe same Realistic Vision request with the same input names and "
+            "values, once on Segmind and once on your GPU: compare the two results, or delete either branch. "
+            "Swapping a hosted node for a local one needs no relearning.\n\n"
+            f"{SEGMIND_KEY}\n\n" + _needs_checkpoints(RV3),
+            [N(1, "SDBridgeSegmindRealisticVision", (520, 120), SELFIE_SETTINGS, title="Hosted: Segmind"),
+             N(2, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/side_by_side_hosted"}),
+             _checkpoint(3, (60, 820), RV3),
+             N(4, "SDBridgeLocalTxt2Img", (520, 820), SELFIE_SETTINGS, title="Local: your GPU"),
+             N(5, "SaveImage", (980, 820), {"filename_prefix": "sdbridge/side_by_side_local"})],
+            [(1, "images", 2, "images"), (3, "pipeline", 4, "pipeline"), (4, "images", 5, "images")],
+        ),
+        Workflow(
+            "hosted_draft_local_refine", "A hosted draft, refined locally with img2img",
+            "## Draft hosted, refine locally\nSegmind RealVisXL makes the draft; a light img2img pass (strength "
+            "0.3) on your own RealVisXL checkpoint refines it, with the same prompt. The draft is shown too.\n\n"
+            f"{SEGMIND_KEY}\n\n" + _needs_checkpoints(REALVISXL),
+            [N(1, "SDBridgeSegmindRealVisXL", (60, 300), PORTRAIT_SETTINGS, title="Draft: Segmind RealVisXL"),
+             N(2, "PreviewImage", (520, 860), {}, title="The draft"),
+             _checkpoint(3, (60, 120), REALVISXL),
+             N(4, "SDBridgeLocalImg2Img", (520, 120), {
+                 **PORTRAIT_SETTINGS, "scheduler": "DPM Multi", "strength": 0.3}, title="Refine: local img2img"),
+             N(5, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/draft_refined"})],
+            [(1, "images", 4, "image"), (1, "images", 2, "images"), (3, "pipeline", 4, "pipeline"),
+             (4, "images", 5, "images")],
+        ),
+    ]
 
 
 # ---------------------------------------------------------------- UI format
@@ -304,9 +409,13 @@ def thumbnail(workflow: Workflow, defs: dict, path: Path) -> None:
     font_small = ImageFont.load_default(size=15)
     plain = workflow.title.replace("—", "-")  # the built-in font has no em dash
     draw.text((32, 26), "\n".join(textwrap.wrap(plain, 44)), fill=(235, 235, 240), font=font_title)
-    needs = next((line for line in workflow.note.splitlines() if line.startswith("**Needs:**")), "")
-    needs = needs.replace("**", "").replace("`", "").replace("→", ">").split(". ")[0]
-    draw.text((32, 310), "\n".join(textwrap.wrap(needs, 70)[:3]), fill=(200, 200, 210), font=font_small)
+    needs = [f"a {name} key" for name, env in (("Segmind", "SEGMIND_API_KEY"), ("SinkIn", "SINKIN_API_KEY"))
+             if env in workflow.note]
+    files = [model["name"] for node in workflow.nodes for model in node.models]
+    if files:
+        needs.append("checkpoints " + ", ".join(files))
+    draw.text((32, height - 80), "\n".join(textwrap.wrap("Needs: " + "; ".join(needs), 95)[:2]),
+              fill=(200, 200, 210), font=font_small)
     columns = sorted({node.pos[0] for node in workflow.nodes})
     rows: dict[int, list[N]] = {}
     for node in workflow.nodes:
@@ -314,7 +423,8 @@ def thumbnail(workflow: Workflow, defs: dict, path: Path) -> None:
     box_w = min(220, (width - 64 - 40 * (len(columns) - 1)) // len(columns))
     boxes = {}
     for column, members in rows.items():
-        for row, node in enumerate(sorted(members, key=lambda n: n.pos[1])):
+        for rank, node in enumerate(sorted(members, key=lambda n: n.pos[1])):
+            row = max(rank, node.pos[1] // 600)  # a lone node low in the graph stays low
             x = 32 + column * (box_w + 40)
             y = 150 + row * 150
             boxes[node.id] = (x, y, x + box_w, y + 110)
