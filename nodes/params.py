@@ -243,14 +243,23 @@ def validate_inputs_classmethod(params: Iterable[Param]):
 
 
 def validation_result(params: Iterable[Param], values: Mapping[str, Any], extra=None) -> bool | str:
-    """What a VALIDATE_INPUTS classmethod returns: True, or the message ComfyUI shows."""
-    try:
-        normalized = normalize_all(params, values, partial=True)
-        if extra is not None:
+    """What a VALIDATE_INPUTS classmethod returns: True, or one message naming every problem
+    (ComfyUI shows a validator's single answer, so all problems go into it)."""
+    problems = []
+    normalized = {}
+    for param in params:
+        if param.name not in values:
+            continue
+        try:
+            normalized.update(normalize_all((param,), values, partial=True))
+        except ValidationError as exc:
+            problems.append(str(exc))
+    if not problems and extra is not None:
+        try:
             extra(normalized)
-    except ValidationError as exc:
-        return str(exc)
-    return True
+        except ValidationError as exc:
+            problems.append(str(exc))
+    return "; ".join(p.rstrip(".") for p in problems) if problems else True
 
 
 # ---------------------------------------------------------------- seeds

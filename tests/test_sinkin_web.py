@@ -4,26 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-import subprocess
 
 import pytest
-from conftest import ROOT
+from webjs import NODE_JS, run_extension
 
 from sdbridge.nodes.hosted import sinkin
 
-NODE_JS = shutil.which("node")
-
-APP = """export const app = {
-  extensions: [], toasts: [], graph: { nodes: [], setDirtyCanvas() {} },
-  extensionManager: { toast: { add: (toast) => app.toasts.push(toast) } },
-  registerExtension(extension) { this.extensions.push(extension); },
-};"""
-API = """export const api = {
-  calls: [], answers: {},
-  async fetchApi(path) { this.calls.push(path); return { ok: true, status: 200, json: async () => this.answers[path] }; },
-};"""
 DRIVER = """import { app } from "./scripts/app.js";
 import { api } from "./scripts/api.js";
 api.answers = JSON.parse(process.argv[2]);
@@ -50,18 +36,10 @@ console.log(JSON.stringify({ calls: api.calls, saved: lists(saved), created: lis
 
 @pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
 def test_the_extension_refreshes_model_and_lora_lists_in_place(tmp_path):
-    (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "app.js").write_text(APP)
-    (tmp_path / "scripts" / "api.js").write_text(API)
-    (tmp_path / "extensions" / "sdbridge").mkdir(parents=True)
-    shutil.copy(ROOT / "web" / "sinkin_catalog.js", tmp_path / "extensions" / "sdbridge")
-    (tmp_path / "driver.mjs").write_text(DRIVER)
     first = asyncio.run(sinkin.catalog_for_web())
     refreshed = {**first, "models": ["Today (new1)"], "loras": ["none", "Grain (l2)"], "error": "SinkIn: slow"}
     answers = {"/sdbridge/sinkin/catalog": first, "/sdbridge/sinkin/catalog?refresh=1": refreshed}
-    out = subprocess.run([NODE_JS, "driver.mjs", json.dumps(answers)], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60, check=True)
-    result = json.loads(out.stdout)
+    result = run_extension(tmp_path, "sinkin_catalog.js", DRIVER, answers)
     assert result["calls"] == ["/sdbridge/sinkin/catalog", "/sdbridge/sinkin/catalog?refresh=1"]
     assert result["created"]["model_id"] == ["m", first["models"]]
     assert result["created"]["lora"] == ["none", ["none"]]

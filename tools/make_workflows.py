@@ -91,7 +91,8 @@ KEYS_NOTE = ("**Needs:** a {provider} key. Set `{env}` before starting ComfyUI, 
              "**Settings → SD Bridge → Keys**. Keys never go into the workflow.")
 SEGMIND_KEY = KEYS_NOTE.format(provider="Segmind", env="SEGMIND_API_KEY")
 SINKIN_KEY = KEYS_NOTE.format(provider="SinkIn", env="SINKIN_API_KEY")
-COSTS = "Each run spends provider credits; the node shows the credits left, and **info** reports the seed used."
+COSTS = "Each run spends Segmind credits; the node shows the credits left, and **info** reports the seed used."
+SINKIN_COSTS = "Each image costs SinkIn credits; **info** reports the run's credit_cost and the seed used."
 
 
 def segmind_workflows() -> list[Workflow]:
@@ -122,11 +123,11 @@ def segmind_workflows() -> list[Workflow]:
             f"## SD 1.5 img2img on Segmind\nTurns the loaded picture into a fantasy landscape (the documented "
             f"example: DDIM, 25 steps, strength 0.75). Load any picture in **Load Image**.\n\n{SEGMIND_KEY}\n\n{COSTS}",
             [N(1, "LoadImage", (60, 120), {"image": "example.png"}),
-             N(2, "SDBridgeSegmindSD15Img2Img", (400, 120), {
+             N(2, "SDBridgeSegmindSD15Img2Img", (520, 120), {
                  "samples": 1, "prompt": LANDSCAPE, "negative_prompt": LANDSCAPE_NEG, "scheduler": "DDIM",
                  "num_inference_steps": 25, "guidance_scale": 10.5, "strength": 0.75, "seed": 98877465625,
                  "img_width": 512, "img_height": 512}),
-             N(3, "SaveImage", (860, 120), {"filename_prefix": "sdbridge/img2img"})],
+             N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/img2img"})],
             [(1, "IMAGE", 2, "image"), (2, "images", 3, "images")],
         ),
         Workflow(
@@ -160,7 +161,7 @@ def sinkin_workflows(defs: dict) -> list[Workflow]:
             f"## SinkIn txt2img with a LoRA\nRealistic Vision by model id, ready for a LoRA at scale 0.75. SinkIn "
             f"documents no LoRA ids, so the LoRA is left at **none**: right-click the node → **Refresh SinkIn "
             f"models and LoRAs**, then pick a LoRA from the list (the run spends no credit until you press Run)."
-            f"\n\n{SINKIN_KEY}\n\n{COSTS}",
+            f"\n\n{SINKIN_KEY}\n\n{SINKIN_COSTS}",
             [N(1, "SDBridgeSinkInTxt2Img", (60, 120), {
                 "model_id": realistic, "prompt": PORTRAIT, "negative_prompt": PORTRAIT_NEG, "num_images": 1,
                 "seed": 3195698736, "lora": "none", "lora_scale": 0.75}),
@@ -171,12 +172,12 @@ def sinkin_workflows(defs: dict) -> list[Workflow]:
             "sinkin_img2img_controlnet", "SinkIn: img2img with ControlNet (canny)",
             f"## SinkIn img2img with ControlNet\nThe documented img2img request (the angry orc), guided by the "
             f"edges of the loaded picture (canny). With a ControlNet, image_strength has no effect."
-            f"\n\n{SINKIN_KEY}\n\n{COSTS}",
+            f"\n\n{SINKIN_KEY}\n\n{SINKIN_COSTS}",
             [N(1, "LoadImage", (60, 120), {"image": "example.png"}),
-             N(2, "SDBridgeSinkInImg2Img", (400, 120), {
+             N(2, "SDBridgeSinkInImg2Img", (520, 120), {
                  "model_id": dreamshaper, "prompt": ORC, "num_images": 1, "scale": 7.0, "steps": 30,
                  "width": 512, "height": 768, "seed": 1234567, "controlnet": "canny"}),
-             N(3, "SaveImage", (860, 120), {"filename_prefix": "sdbridge/sinkin_controlnet"})],
+             N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/sinkin_controlnet"})],
             [(1, "IMAGE", 2, "image"), (2, "images", 3, "images")],
         ),
     ]
@@ -293,7 +294,12 @@ def local_workflows(defs: dict) -> list[Workflow]:
 
 # ---------------------------------------------------------------- UI format
 
+IMAGE_NODE_SIZES = {"SaveImage": (400, 480), "PreviewImage": (400, 440), "LoadImage": (400, 420)}
+
+
 def _node_size(definition: dict, widgets: dict) -> tuple[int, int]:
+    if definition["name"] in IMAGE_NODE_SIZES:  # room for the picture they show
+        return IMAGE_NODE_SIZES[definition["name"]]
     rows = len(widget_layout(definition)) + len(link_inputs(definition)) + len(definition["output"])
     tall = sum(1 for name, _ in widget_layout(definition)
                if _multiline(definition, name))
@@ -358,7 +364,7 @@ def build_ui(workflow: Workflow, defs: dict) -> dict:
         nodes.append(entry)
     note_id = max(by_id) + 1
     nodes.append({
-        "id": note_id, "type": "MarkdownNote", "pos": [60, -260], "size": [520, 240], "flags": {},
+        "id": note_id, "type": "MarkdownNote", "pos": [60, -200], "size": [520, 180], "flags": {},
         "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "title": "About this workflow",
         "properties": {}, "widgets_values": [workflow.note], "color": "#432", "bgcolor": "#653",
     })

@@ -14,7 +14,7 @@ const credits = {};
 
 function toast(severity, summary, detail) {
   const toaster = app.extensionManager?.toast;
-  if (toaster) toaster.add({ severity, summary, detail, life: 8000 });
+  if (toaster) toaster.add({ severity, summary, detail, life: 5000 });
   else console.warn(`[SD Bridge] ${summary}: ${detail}`);
 }
 
@@ -28,7 +28,7 @@ function describe(status, provider) {
   if (!state) return "status unknown";
   let text = state.set ? `set (${state.source === "environment" ? `from ${state.env}` : "saved on the server"})` : "not set";
   if (state.source === "environment") text += `; ${state.env} wins over a key saved here`;
-  if (credits[provider.id] !== undefined) text += ` · ${credits[provider.id]} credits left`;
+  if (state.set && credits[provider.id] !== undefined) text += ` · ${credits[provider.id]} credits left`;
   return text;
 }
 
@@ -67,12 +67,21 @@ function keyEditor(provider) {
   };
 }
 
-// What a failed hosted call says, mapped to the toast that tells the user where to go.
+// What a failed hosted call says, mapped to a short toast that names the fix.
 const FIXES = [
-  [/no API key is set/, "Set the key in Settings → SD Bridge, or in the environment variable named on the node."],
-  [/did not accept the API key \(401\)/, "The key was refused: paste a valid one in Settings → SD Bridge."],
-  [/not enough credits \(406\)|payment is required \(402\)/, "Out of credits: top up with the provider, then run again."],
+  [/no API key is set/, "no API key", (env) => `Set ${env} before starting ComfyUI, or paste the key in Settings → SD Bridge.`],
+  [/did not accept the API key \(401\)/, "key refused", () => "Paste a valid key in Settings → SD Bridge."],
+  [/not enough credits \(406\)|payment is required \(402\)/, "out of credits", () => "Top up with the provider, then run again."],
 ];
+
+function explain(message) {
+  const provider = message.split(":")[0] || "SD Bridge";
+  const env = (message.match(/\b[A-Z]+_API_KEY\b/) || ["the provider's key variable"])[0];
+  for (const [pattern, title, fix] of FIXES) {
+    if (pattern.test(message)) return [`${provider}: ${title}`, fix(env)];
+  }
+  return null;
+}
 
 app.registerExtension({
   name: "SDBridge.KeysAndCredits",
@@ -90,13 +99,8 @@ app.registerExtension({
     });
     api.addEventListener("execution_error", ({ detail }) => {
       if (!String(detail?.node_type || "").startsWith("SDBridge")) return;
-      const message = String(detail.exception_message || "");
-      for (const [pattern, fix] of FIXES) {
-        if (pattern.test(message)) {
-          toast("error", message.split(":")[0] || "SD Bridge", fix);
-          return;
-        }
-      }
+      const found = explain(String(detail.exception_message || ""));
+      if (found) toast("warn", ...found);
     });
   },
 });

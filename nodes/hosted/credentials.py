@@ -24,7 +24,10 @@ _KEY_SHAPE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces
 
 
 class MissingKeyError(RuntimeError):
-    pass
+    """No key for a provider; the message says both ways to set one."""
+
+    # ComfyUI titles its error card with the exception's module path: keep it short.
+    __module__ = "sdbridge"
 
 
 def key_file() -> Path:

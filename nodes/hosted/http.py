@@ -64,6 +64,9 @@ _STATUS_TEXT: dict[int, tuple[str, str]] = {
 class ProviderError(RuntimeError):
     """A failed provider call. `str()` is the whole message a user sees on the node."""
 
+    # ComfyUI titles its error card with the exception's module path: keep it short.
+    __module__ = "sdbridge"
+
     def __init__(self, provider: Provider, message: str, status: int | None = None):
         self.provider = provider
         self.status = status
@@ -409,6 +412,7 @@ class HttpClient:
                     break
                 if runtime.interrupted():
                     cancel.set()
+                    runtime.show_text(node_id, f"{self.provider.name} {label}: cancelled")
                     runtime.raise_if_interrupted()
                 waited = int(time.monotonic() - started)
                 if waited > shown:  # a status line each second, as ComfyUI's API nodes do

@@ -24,6 +24,8 @@ class HostedNode(ImageNode):
 
     async def generate(self, unique_id: str | None = None, **values):
         values = self.normalized(values)
+        # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
+        runtime.show_text(unique_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
         started = time.monotonic()
         images, info = await self.call(values, unique_id)
         info["seconds"] = round(time.monotonic() - started, 2)

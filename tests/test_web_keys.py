@@ -1,0 +1,67 @@
+"""web/sdbridge.js in Node.js: key settings that never store the key, credits, and toasts."""
+
+from __future__ import annotations
+
+import pytest
+from webjs import NODE_JS, run_extension
+
+pytestmark = pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
+
+DRIVER = """import { app } from "./scripts/app.js";
+import { api } from "./scripts/api.js";
+// A tiny DOM: the settings rows are plain elements with children, values and click handlers.
+const element = (tag) => ({ tag, children: [], style: {}, value: "", textContent: "",
+  append(...kids) { this.children.push(...kids); } });
+globalThis.document = { createElement: element };
+api.answers = JSON.parse(process.argv[2]);
+await import("./extensions/sdbridge/sdbridge.js");
+const [extension] = app.extensions;
+await extension.setup();
+const settings = extension.settings.map((s) => ({ id: s.id, category: s.category, default: s.defaultValue,
+                                                  type: typeof s.type }));
+const row = extension.settings[0].type();
+await new Promise((resolve) => setTimeout(resolve, 10));
+const [status, controls] = row.children;
+const [input, save, clear] = controls.children;
+const before = status.textContent;
+api.emit("sdbridge.credits", { provider: "segmind", remaining: 42 });
+input.value = "  sg-secret-1234  ";
+save.onclick();
+await new Promise((resolve) => setTimeout(resolve, 10));
+const typedAfterSave = input.value;
+clear.onclick();
+await new Promise((resolve) => setTimeout(resolve, 10));
+for (const message of [
+  "Segmind: no API key is set. Either set the environment variable SEGMIND_API_KEY before starting ComfyUI",
+  "SinkIn: did not accept the API key (401). Set a valid key",
+  "Segmind: says there are not enough credits (406). Top up",
+  "Segmind: had a server error (500, after 3 tries).",
+]) api.emit("execution_error", { node_type: "SDBridgeSegmindSDXL", exception_message: message });
+api.emit("execution_error", { node_type: "KSampler", exception_message: "no API key is set" });
+console.log(JSON.stringify({ settings, before, typedAfterSave, calls: api.calls,
+  toasts: app.toasts.map((t) => [t.severity, t.summary, t.detail]) }));
+"""
+
+
+def test_key_settings_credits_and_toasts(tmp_path):
+    status = {"segmind": {"set": True, "source": "environment", "env": "SEGMIND_API_KEY"},
+              "sinkin": {"set": False, "source": None, "env": "SINKIN_API_KEY"}}
+    answers = {"/sdbridge/keys": status, "/sdbridge/keys/segmind": {"set": True, "source": "file"}}
+    result = run_extension(tmp_path, "sdbridge.js", DRIVER, answers)
+    # Two settings rows, rendered by the pack: no stored default value that could hold a key.
+    assert [s["id"] for s in result["settings"]] == ["SDBridge.Keys.Segmind", "SDBridge.Keys.SinkIn"]
+    assert all(s["type"] == "function" and s.get("default") is None for s in result["settings"])
+    assert result["before"] == "set (from SEGMIND_API_KEY); SEGMIND_API_KEY wins over a key saved here"
+    # Save posts the trimmed key once, then the field is emptied; Clear posts an empty key.
+    posts = [call for call in result["calls"] if isinstance(call, list)]
+    assert posts == [["/sdbridge/keys/segmind", "POST", {"key": "sg-secret-1234"}],
+                     ["/sdbridge/keys/segmind", "POST", {"key": ""}]]
+    assert result["typedAfterSave"] == ""
+    toasts = result["toasts"]
+    assert ["success", "Segmind API key", "saved"] in toasts and ["success", "Segmind API key", "cleared"] in toasts
+    failures = [t for t in toasts if t[0] == "warn"]
+    assert failures == [
+        ["warn", "Segmind: no API key", "Set SEGMIND_API_KEY before starting ComfyUI, or paste the key in Settings → SD Bridge."],
+        ["warn", "SinkIn: key refused", "Paste a valid key in Settings → SD Bridge."],
+        ["warn", "Segmind: out of credits", "Top up with the provider, then run again."],
+    ]  # a server error or another pack's node gets no toast: ComfyUI's own error card says it all
