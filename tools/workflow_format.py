@@ -17,32 +17,25 @@ def is_widget(kind) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
-def widget_layout(definition: dict) -> list[tuple[str, bool]]:
-    """[(input name, has an extra editor-only value after it)] in `widgets_values` order."""
-    layout = []
+def _inputs_in_order(definition: dict):
+    """(name, type, options) of every required then optional input, in the node's own order."""
     inputs = definition["input"]
     order = definition.get("input_order") or {s: list(inputs.get(s, {})) for s in ("required", "optional")}
     for section in ("required", "optional"):
         for name in order.get(section, []):
             kind, *rest = inputs[section][name]
-            options = rest[0] if rest else {}
-            if is_widget(kind):
-                extra = bool(options.get("control_after_generate") or options.get("image_upload"))
-                layout.append((name, extra))
-    return layout
+            yield name, kind, (rest[0] if rest else {})
+
+
+def widget_layout(definition: dict) -> list[tuple[str, bool]]:
+    """[(input name, has an extra editor-only value after it)] in `widgets_values` order."""
+    return [(name, bool(options.get("control_after_generate") or options.get("image_upload")))
+            for name, kind, options in _inputs_in_order(definition) if is_widget(kind)]
 
 
 def link_inputs(definition: dict) -> list[tuple[str, str]]:
     """[(input name, type)] of the inputs that take links, in slot order."""
-    result = []
-    inputs = definition["input"]
-    order = definition.get("input_order") or {s: list(inputs.get(s, {})) for s in ("required", "optional")}
-    for section in ("required", "optional"):
-        for name in order.get(section, []):
-            kind = inputs[section][name][0]
-            if not is_widget(kind):
-                result.append((name, kind))
-    return result
+    return [(name, kind) for name, kind, _ in _inputs_in_order(definition) if not is_widget(kind)]
 
 
 def widget_values_by_name(definition: dict, values: list) -> dict:
