@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from fake_segmind import KEY, FakeSegmind
+from fuzzing import ANYTHING, valid_value
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nodecalls import defaults
@@ -14,30 +15,14 @@ from nodecalls import defaults
 from sdbridge.nodes.hosted import segmind
 from sdbridge.nodes.hosted.http import RetryPolicy
 
-WILD = st.one_of(st.none(), st.booleans(), st.integers(-10**16, 10**16), st.floats(allow_nan=True),
-                 st.text(max_size=12))
-
-
-def _good(param):
-    if param.kind == "COMBO":
-        return st.sampled_from(param.choices)
-    if param.kind == "INT":
-        step = param.multiple_of or 1
-        return st.integers(int(param.min) // step, int(param.max) // step).map(lambda n: n * step)
-    if param.kind == "FLOAT":
-        return st.floats(param.min, param.max)
-    if param.kind == "BOOLEAN":
-        return st.booleans()
-    return st.text(min_size=0, max_size=40)
-
 
 @st.composite
 def _inputs(draw, params):
     """Valid values everywhere, then up to two inputs replaced by anything at all: about half
     the cases are valid requests, the rest exercise one or two validators at a time."""
-    values = {p.name: draw(_good(p)) for p in params}
+    values = {p.name: draw(valid_value(p)) for p in params}
     for name in draw(st.lists(st.sampled_from([p.name for p in params]), max_size=2, unique=True)):
-        values[name] = draw(WILD)
+        values[name] = draw(ANYTHING)
     return values
 
 

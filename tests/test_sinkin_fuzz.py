@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from fake_sinkin import CATALOG, KEY, FakeSinkIn, Upload
+from fuzzing import ANYTHING, valid_value
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nodecalls import defaults
@@ -18,29 +19,17 @@ from sdbridge.nodes.hosted import sinkin
 from sdbridge.nodes.hosted.http import ProviderError, RetryPolicy
 
 KNOWN_IDS = {m["id"] for m in CATALOG["models"]} | {lora["id"] for lora in CATALOG["loras"]}
-WIDE = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-                 st.text(max_size=12))
 
 
 def _good_value(param):
+    """Valid values, plus the spellings SinkIn's own ids and versions come in."""
     if param.name == "model_id":
-        good = st.sampled_from(param.choices + ("yBG2r9O", " 4zdwGOB ", "Renamed (newModel1)", "zz9"))
-    elif param.name == "lora":
-        good = st.sampled_from(param.choices + ("lora01", "Film Grain (lora02)", "gone (lora99)"))
-    elif param.kind == "COMBO":
-        good = st.sampled_from(param.choices)
-    elif param.kind == "INT":
-        step = param.multiple_of or 1
-        good = st.integers(int(param.min) // step, int(param.max) // step).map(lambda n: n * step)
-    elif param.kind == "FLOAT":
-        good = st.floats(param.min, param.max)
-    elif param.kind == "BOOLEAN":
-        good = st.booleans()
-    elif param.name == "version":
-        good = st.sampled_from(("", " ", "v2", "1.0"))
-    else:
-        good = st.text(max_size=30) if not param.nonempty else st.text(max_size=30).filter(str.strip)
-    return good
+        return st.sampled_from(param.choices + ("yBG2r9O", " 4zdwGOB ", "Renamed (newModel1)", "zz9"))
+    if param.name == "lora":
+        return st.sampled_from(param.choices + ("lora01", "Film Grain (lora02)", "gone (lora99)"))
+    if param.name == "version":
+        return st.sampled_from(("", " ", "v2", "1.0"))
+    return valid_value(param)
 
 
 def expected_fields(node, values: dict) -> dict:
@@ -78,7 +67,7 @@ def test_fuzz_node_inputs(node, server, monkeypatch):
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
     # Good values everywhere but in up to two inputs, so both outcomes are common.
     @given(st.fixed_dictionaries({p.name: _good_value(p) for p in params}),
-           st.one_of(st.just({}), st.dictionaries(st.sampled_from([p.name for p in params]), WIDE, max_size=2)))
+           st.one_of(st.just({}), st.dictionaries(st.sampled_from([p.name for p in params]), ANYTHING, max_size=2)))
     def check(good, wild):
         merged = {**defaults(node), **good, **wild}
         if node is sinkin.SDBridgeSinkInImg2Img:
