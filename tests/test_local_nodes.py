@@ -12,7 +12,8 @@ import torch
 from sdbridge.nodes import runtime
 from sdbridge.nodes.hosted import segmind
 from sdbridge.nodes.local import checkpoints, nodes
-from sdbridge.nodes.local.schedulers import SCHEDULER_NAMES, make_scheduler
+from sdbridge.nodes.local.schedulers import make_scheduler
+from sdbridge.nodes.surface import SCHEDULERS, SEED_MAX, STYLE_TEMPLATES, styled
 
 pytestmark = pytest.mark.slow
 tiny, local_models = tiny_pipelines.tiny, tiny_pipelines.local_models  # the shared fixtures
@@ -85,9 +86,10 @@ def test_local_nodes_take_the_segmind_input_names(node, endpoint):
 
 
 def test_every_style_has_a_template():
-    assert set(nodes.STYLE_TEMPLATES) == set(segmind.SDXL_STYLES)
-    assert nodes.styled("base", "a cat", "") == ("a cat", "")
-    prompt, negative = nodes.styled("cinematic", " a cat ", "dogs")
+    segmind_styles = next(p.choices for p in segmind.SDXL.params if p.name == "style")
+    assert tuple(STYLE_TEMPLATES) == segmind_styles == nodes.SDBridgeLocalTxt2Img.INPUT_TYPES()["required"]["style"][0]
+    assert styled("base", "a cat", "") == ("a cat", "")
+    prompt, negative = styled("cinematic", " a cat ", "dogs")
     assert prompt.startswith("cinematic film still of a cat,") and negative.startswith("dogs, ")
 
 
@@ -138,7 +140,7 @@ def test_txt2img_makes_images_and_reports_the_run(local_models, name):
 
 def test_random_seed_is_reported_and_reproduces(sd15):
     images, info = txt2img(sd15, seed=-1)
-    assert 0 <= info["seed"] <= segmind.SEED_MAX
+    assert 0 <= info["seed"] <= SEED_MAX
     again, _ = txt2img(sd15, seed=info["seed"])
     assert torch.equal(images, again)
     assert nodes.SDBridgeLocalTxt2Img.IS_CHANGED(**{**COMMON, "seed": -1}) != nodes.SDBridgeLocalTxt2Img.IS_CHANGED(
@@ -149,7 +151,7 @@ def distinct_schedulers() -> list[str]:
     """One name per distinct sampler (several documented names are aliases of one)."""
     config = json.loads((checkpoints.CONFIGS / "sd15" / "scheduler" / "scheduler_config.json").read_text())
     seen = {}
-    for name in SCHEDULER_NAMES:
+    for name in SCHEDULERS:
         scheduler = make_scheduler(name, config)
         seen.setdefault((type(scheduler).__name__, json.dumps(dict(scheduler.config), sort_keys=True)), name)
     return list(seen.values())

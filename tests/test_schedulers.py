@@ -8,8 +8,12 @@ import inspect
 import pytest
 import torch
 
-from sdbridge.nodes.hosted import segmind
-from sdbridge.nodes.local.schedulers import SCHEDULER_NAMES, make_scheduler
+from sdbridge.nodes.hosted import segmind, sinkin
+from sdbridge.nodes.local import schedulers
+from sdbridge.nodes.local.schedulers import make_scheduler
+from sdbridge.nodes.surface import SCHEDULERS
+
+SCHEDULER_NAMES = tuple(SCHEDULERS)
 
 # The scheduler configs the real checkpoints ship (runwayml SD 1.5, stabilityai SDXL 1.0 base).
 SD15_CONFIG = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
@@ -21,7 +25,6 @@ SDXL_CONFIG = {"_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "
                "prediction_type": "epsilon", "interpolation_type": "linear", "sample_max_value": 1.0,
                "timestep_spacing": "leading", "use_karras_sigmas": False}
 CONFIGS = {"sd15": SD15_CONFIG, "sdxl": SDXL_CONFIG}
-SINKIN_NAMES = ("DPMSolverMultistep", "K_EULER_ANCESTRAL", "DDIM", "K_EULER", "PNDM", "KLMS")
 
 # What each name must become: the class and the options that make the named sampler.
 EXPECTED = {
@@ -48,9 +51,9 @@ EXPECTED = {
 
 def test_every_documented_name_is_offered_segmind_first():
     assert SCHEDULER_NAMES[:len(segmind.SCHEDULERS)] == segmind.SCHEDULERS
-    documented = set(segmind.SCHEDULERS) | set(segmind.SCHEDULERS_RV) | set(SINKIN_NAMES)
+    documented = set(segmind.SCHEDULERS) | set(segmind.SCHEDULERS_RV) | set(sinkin.SCHEDULERS)
     assert set(SCHEDULER_NAMES) == documented == set(EXPECTED)
-    assert len(set(SCHEDULER_NAMES)) == len(SCHEDULER_NAMES)
+    assert set(SCHEDULERS.values()) == set(schedulers._RECIPES)  # every sampler named is built, none unused
 
 
 @pytest.mark.parametrize("family", CONFIGS)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import images as imaging
+from .. import surface
 from ..params import Param, ValidationError, parse_json_object, resolve_seed
 from . import credentials
 from .http import HttpClient, ProviderError, Reply, describe_body, private_results_allowed
@@ -16,31 +17,22 @@ from .nodebase import HostedNode, report_credits
 from .providers import SEGMIND
 
 CATEGORY = "SD Bridge/Segmind"
-SEED_MAX = 999_999_999_999_999
+SEED_MAX = 999_999_999_999_999   # the documented seed range
 CLIENT = HttpClient(SEGMIND)
 
 # ---------------------------------------------------------------- shared parameter shapes
 
-SCHEDULERS = ("DDIM", "DPM Multi", "DPM Single", "Euler a", "Euler", "Heun", "DPM2 a Karras",
-              "DPM2 Karras", "LMS", "PNDM", "DDPM", "UniPC")
+SCHEDULERS = surface.scheduler_names("segmind")
 # Realistic Vision documents the default UniPC and uses dpmpp_2m in its example; its full
 # list is unpublished, so it offers the documented names of its sibling endpoints too.
-SCHEDULERS_RV = ("UniPC", "dpmpp_2m", "DPM++ SDE Karras") + tuple(s for s in SCHEDULERS if s != "UniPC")
-SDXL_STYLES = ("base", "cinematic", "photographic", "hdr", "enhance", "anime", "digital-art",
-               "comic-book", "fantasy-art", "line-art", "analog-film", "neon-punk", "isometric",
-               "low-poly", "origami", "modeling-compound", "3d-model", "pixel-art", "tile-texture")
+SCHEDULERS_RV = ((surface.TXT2IMG_SCHEDULER,) + surface.scheduler_names("realistic_vision")
+                 + tuple(s for s in SCHEDULERS if s != surface.TXT2IMG_SCHEDULER))
 # The SD 1.5 endpoints document an enum of sizes without listing it: multiples of 64 around 512.
 SD15_SIZES = (256, 320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024)
 
-PROMPT = Param("prompt", "STRING", "What to render. A1111 emphasis such as (word:1.3) or ((word)) works.",
-               default="", multiline=True, nonempty=True)
-NEGATIVE_PROMPT = Param("negative_prompt", "STRING",
-                        "What to keep out of the image, e.g. 'bad anatomy, bad hands, missing fingers'.",
-                        default="", multiline=True)
 SAMPLES = Param("samples", "INT", "Number of images to generate. Affects pricing: each costs credits.",
                 default=1, min=1, max=4)
-SEED = Param("seed", "INT", "Seed for image generation. -1 picks a random seed; the seed used is in 'info'.",
-             default=-1, min=-1, max=SEED_MAX, seed=True)
+SEED = surface.seed(SEED_MAX)
 
 
 def _steps(default: int) -> Param:
@@ -67,9 +59,6 @@ def _size_range(name: str) -> Param:
                  "in multiples of 8. Affects pricing.", default=1024, min=512, max=2048, multiple_of=8)
 
 
-STRENGTH_IMG2IMG = Param("strength", "FLOAT", "How much to transform the input image: 0.1 keeps it nearly as "
-                         "is, 1 replaces it.", default=1.0, min=0.1, max=1.0, step=0.01)
-
 SD15_SIZE_NOTE = "Segmind lists these as an enum without publishing the values."
 
 
@@ -83,8 +72,8 @@ class Endpoint:
 
 REALISTIC_VISION = Endpoint(
     "sd1.5-realisticvision", "Realistic Vision v3",
-    (PROMPT, NEGATIVE_PROMPT,
-     _scheduler(SCHEDULERS_RV, "UniPC", " Segmind suggests Euler a or DPM++ SDE Karras for this model; "
+    (surface.PROMPT, surface.NEGATIVE_PROMPT,
+     _scheduler(SCHEDULERS_RV, surface.TXT2IMG_SCHEDULER, " Segmind suggests Euler a or DPM++ SDE Karras for this model; "
                 "its full list is unpublished."),
      _steps(20), _guidance(0.1), SAMPLES, SEED,
      _size_enum("img_width", SD15_SIZES, 512, SD15_SIZE_NOTE),
@@ -94,10 +83,10 @@ REALISTIC_VISION = Endpoint(
 
 SDXL = Endpoint(
     "sdxl1.0-txt2img", "SDXL 1.0 (base + refiner)",
-    (PROMPT, NEGATIVE_PROMPT,
-     Param("style", "COMBO", "Style preset for SDXL. Segmind's full list is unpublished; 'base' applies none.",
-           default="base", choices=SDXL_STYLES),
-     SAMPLES, _scheduler(SCHEDULERS, "UniPC"), _steps(25), _guidance(1.0),
+    (surface.PROMPT, surface.NEGATIVE_PROMPT,
+     Param("style", "COMBO", f"Style preset for SDXL. Segmind's full list is unpublished; '{surface.NO_STYLE}' "
+           "applies none.", default=surface.NO_STYLE, choices=surface.STYLE_NAMES),
+     SAMPLES, _scheduler(SCHEDULERS, surface.TXT2IMG_SCHEDULER), _steps(25), _guidance(1.0),
      Param("strength", "FLOAT", "How much the refiner transforms the base image when it runs as img2img "
            "after the base (used when the base/refiner split does not apply).",
            default=0.2, min=0.1, max=1.0, step=0.01),
@@ -114,8 +103,8 @@ SDXL = Endpoint(
 SD15_IMG2IMG = Endpoint(
     "sd1.5-img2img", "SD 1.5 img2img",
     (Param("image", "IMAGE", "The input image. Each image of a batch is sent as its own paid request."),
-     SAMPLES, PROMPT, NEGATIVE_PROMPT, _scheduler(SCHEDULERS[:11], "DDIM"), _steps(20), _guidance(0.1),
-     STRENGTH_IMG2IMG, SEED,
+     SAMPLES, surface.PROMPT, surface.NEGATIVE_PROMPT, _scheduler(SCHEDULERS[:11], surface.IMG2IMG_SCHEDULER), _steps(20), _guidance(0.1),
+     surface.STRENGTH_IMG2IMG, SEED,
      _size_enum("img_width", SD15_SIZES, 512, SD15_SIZE_NOTE),
      _size_enum("img_height", SD15_SIZES, 512, SD15_SIZE_NOTE)),
     "Stable Diffusion 1.5 image-to-image on Segmind.",
@@ -123,8 +112,8 @@ SD15_IMG2IMG = Endpoint(
 
 REALVIS = Endpoint(
     "sdxl1.0-realvis", "RealVisXL (SDXL)",
-    (PROMPT, NEGATIVE_PROMPT, SAMPLES,
-     _scheduler(SCHEDULERS, "UniPC", " The last four names are likely but not confirmed by Segmind's page."),
+    (surface.PROMPT, surface.NEGATIVE_PROMPT, SAMPLES,
+     _scheduler(SCHEDULERS, surface.TXT2IMG_SCHEDULER, " The last four names are likely but not confirmed by Segmind's page."),
      _steps(25), _guidance(1.0), SEED, _size_range("img_width"), _size_range("img_height")),
     "RealVisXL, a photoreal SDXL fine-tune, on Segmind.",
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import images as imaging
-from .. import runtime, userdata
+from .. import runtime, surface, userdata
 from ..params import Param, resolve_seed
 from . import credentials
 from .http import HttpClient, Limits, MiB, ProviderError, Reply, describe_body, private_results_allowed, server_message
@@ -24,6 +24,7 @@ from .providers import SINKIN
 
 CATEGORY = "SD Bridge/SinkIn"
 SEED_MAX = 2**32 - 1              # SinkIn documents no maximum; SD 1.5 seeds are 32-bit
+SCHEDULERS = surface.scheduler_names("sinkin")
 CLIENT = HttpClient(SINKIN)
 # Result images are fetched from URLs in the answer: tighter limits than the API call itself.
 DOWNLOADS = HttpClient(SINKIN, limits=Limits(connect_timeout=10.0, read_timeout=30.0, deadline=120.0,
@@ -208,8 +209,8 @@ LORA = Param("lora", "COMBO", "A LoRA from SinkIn's catalog applied to the model
 
 TXT2IMG_PARAMS = (
     MODEL,
-    Param("prompt", "STRING", "What to render.", default="", multiline=True, nonempty=True),
-    Param("negative_prompt", "STRING", "What to keep out of the image.", default="", multiline=True),
+    replace(surface.PROMPT, tooltip="What to render."),
+    replace(surface.NEGATIVE_PROMPT, tooltip="What to keep out of the image."),
     Param("use_default_neg", "BOOLEAN", "Append SinkIn's default negative prompt to yours.", default=True),
     Param("lcm", "BOOLEAN", "Use LCM: half the cost, with some loss of quality.", default=False),
     Param("version", "STRING", "The model version to use; empty for the latest.", default="",
@@ -220,10 +221,8 @@ TXT2IMG_PARAMS = (
     Param("scale", "FLOAT", "Guidance scale: how closely to follow the prompt.", default=7.5, min=1.0, max=20.0,
           step=0.1),
     Param("num_images", "INT", "Number of images to generate. Each one costs credits.", default=1, min=1, max=4),
-    Param("seed", "INT", "Seed for generation. -1 picks a random seed; the seed used is in 'info'.",
-          default=-1, min=-1, max=SEED_MAX, seed=True),
-    Param("scheduler", "COMBO", "The sampler.", default="DPMSolverMultistep",
-          choices=("DPMSolverMultistep", "K_EULER_ANCESTRAL", "DDIM", "K_EULER", "PNDM", "KLMS")),
+    surface.seed(SEED_MAX),
+    Param("scheduler", "COMBO", "The sampler.", default=SCHEDULERS[0], choices=SCHEDULERS),
     LORA,
     Param("lora_scale", "FLOAT", "How strongly the LoRA applies (SinkIn documents no range). Unused without a LoRA.",
           default=0.75, min=0.0, max=2.0, step=0.05),

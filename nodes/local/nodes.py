@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..hosted.segmind import NEGATIVE_PROMPT, PROMPT, SDXL_STYLES, SEED, SEED_MAX, STRENGTH_IMG2IMG
+from .. import surface
 from ..nodebase import ImageNode, ParamNode, with_choices
 from ..params import Param, resolve_seed
 from . import checkpoints
-from .schedulers import SCHEDULER_NAMES
 
 CATEGORY = "SD Bridge/Local"
 PIPELINE = "SDBRIDGE_PIPELINE"
@@ -32,12 +31,13 @@ GUIDANCE = Param("guidance_scale", "FLOAT", "Classifier-free guidance: how close
                  default=7.5, min=0.0, max=30.0, step=0.1)
 STYLE = Param("style", "COMBO", "Style preset, Segmind's SDXL style names: wraps the prompt in a template (e.g. "
               "'cinematic' gives 'cinematic film still of <prompt>, ...') and adds to the negative prompt. "
-              "'base' applies none.", default="base", choices=SDXL_STYLES)
+              f"'{surface.NO_STYLE}' applies none.", default=surface.NO_STYLE, choices=surface.STYLE_NAMES)
+SEED = surface.seed()
 
 
 def _scheduler(default: str) -> Param:
     return Param("scheduler", "COMBO", "Type of scheduler (sampler), built fresh for every run from the "
-                 "checkpoint's own scheduler settings.", default=default, choices=tuple(SCHEDULER_NAMES))
+                 "checkpoint's own scheduler settings.", default=default, choices=tuple(surface.SCHEDULERS))
 
 
 def _size(name: str, default: int) -> Param:
@@ -59,55 +59,6 @@ HIGH_NOISE_FRACTION = Param("high_noise_fraction", "FLOAT", "Share of the denois
                             "split: the base runs all steps and the refiner then refines its image as img2img with "
                             "'strength'.", default=0.8, min=0.0, max=1.0, step=0.01)
 REFINER = Param("refiner", "BOOLEAN", "Run the refiner (connect refiner_pipeline). Off: the base alone.", default=True)
-
-# Prompt templates for the style names ("{prompt}" is the user's prompt) and negative additions.
-STYLE_TEMPLATES = {
-    "base": ("{prompt}", ""),
-    "cinematic": ("cinematic film still of {prompt}, shallow depth of field, vignette, highly detailed, film grain",
-                  "anime, cartoon, graphic, painting, drawing, sketch"),
-    "photographic": ("cinematic photo of {prompt}, 35mm photograph, film, bokeh, professional, 4k, highly detailed",
-                     "drawing, painting, crayon, sketch, graphite, impressionist, noisy, blurry, deformed, ugly"),
-    "hdr": ("HDR photo of {prompt}, high dynamic range, vivid, rich details, clear shadows and highlights, realistic",
-            "flat, low contrast, oversaturated, underexposed, overexposed, blurry, noisy"),
-    "enhance": ("breathtaking {prompt}, award-winning, professional, highly detailed",
-                "ugly, deformed, noisy, blurry, distorted, grainy"),
-    "anime": ("anime artwork of {prompt}, anime style, key visual, vibrant, studio anime, highly detailed",
-              "photo, deformed, black and white, realism, disfigured, low contrast"),
-    "digital-art": ("concept art of {prompt}, digital artwork, illustrative, painterly, matte painting, highly detailed",
-                    "photo, photorealistic, realism, ugly"),
-    "comic-book": ("comic of {prompt}, graphic illustration, comic art, graphic novel art, vibrant, highly detailed",
-                   "photograph, deformed, glitch, noisy, realistic, stock photo"),
-    "fantasy-art": ("ethereal fantasy concept art of {prompt}, magnificent, celestial, epic, painterly, dreamy",
-                    "photographic, realistic, realism, 35mm film, dslr, cropped, frame, text, deformed, ugly"),
-    "line-art": ("line art drawing of {prompt}, professional, sleek, modern, minimalist, graphic, line art, vector",
-                 "anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, realistic, abstract"),
-    "analog-film": ("analog film photo of {prompt}, faded film, desaturated, 35mm photo, grainy, vignette, vintage",
-                    "painting, drawing, illustration, glitch, deformed, cartoon, anime, 3d render"),
-    "neon-punk": ("neonpunk style {prompt}, cyberpunk, vaporwave, neon, vibes, vibrant, sharp, ultramodern, magenta",
-                  "painting, drawing, illustration, glitch, deformed, mutated, cross-eyed, ugly, disfigured"),
-    "isometric": ("isometric style {prompt}, vibrant, beautiful, crisp, detailed, ultra detailed, intricate",
-                  "deformed, mutated, ugly, disfigured, blur, blurry, noise, noisy, realistic, photographic"),
-    "low-poly": ("low-poly style {prompt}, low-poly game art, polygon mesh, jagged, blocky, wireframe edges, centered",
-                 "noisy, sloppy, messy, grainy, highly detailed, ultra textured, photo"),
-    "origami": ("origami style {prompt}, paper art, pleated paper, folded, origami art, pleats, cut and fold, centered",
-                "noisy, sloppy, messy, grainy, highly detailed, ultra textured, photo"),
-    "modeling-compound": ("play-doh style {prompt}, sculpture, clay art, centered composition, claymation",
-                          "sloppy, messy, grainy, highly detailed, ultra textured, photo"),
-    "3d-model": ("professional 3d model of {prompt}, octane render, highly detailed, volumetric, dramatic lighting",
-                 "ugly, deformed, noisy, low poly, blurry, painting"),
-    "pixel-art": ("pixel-art {prompt}, low-res, blocky, pixel art style, 8-bit graphics",
-                  "sloppy, messy, blurry, noisy, highly detailed, ultra textured, photo, realistic"),
-    "tile-texture": ("{prompt}, seamless tileable texture, repeating pattern, top-down view, even lighting",
-                     "perspective, horizon, shadows, vignette, border, frame, text"),
-}
-
-
-def styled(style: str, prompt: str, negative_prompt: str) -> tuple[str, str]:
-    """The prompt and negative prompt with a style preset applied."""
-    template, negative = STYLE_TEMPLATES[style]
-    negative_prompt = ", ".join(part for part in (negative_prompt.strip(), negative) if part)
-    return template.replace("{prompt}", prompt.strip()), negative_prompt
-
 
 # ---------------------------------------------------------------- pipeline inputs
 
@@ -156,14 +107,14 @@ class LocalNode(ImageNode):
             pipelines[pipeline_input.name] = values.pop(pipeline_input.name, None)
             pipeline_input.check(pipelines[pipeline_input.name], self.TITLE)
         values = self.normalized(values)
-        prompt, negative = styled(values.get("style", "base"), values["prompt"], values["negative_prompt"])
+        prompt, negative = surface.styled(values.get("style", surface.NO_STYLE), values["prompt"], values["negative_prompt"])
         settings = generate.Settings(
             prompt=prompt, negative_prompt=negative, scheduler=values["scheduler"],
             num_inference_steps=values["num_inference_steps"], guidance_scale=values["guidance_scale"],
-            samples=values["samples"], seed=resolve_seed(values["seed"], SEED_MAX),
+            samples=values["samples"], seed=resolve_seed(values["seed"], surface.SEED_MAX),
             width=values["img_width"], height=values["img_height"])
         images, info = self.run(pipelines, values, settings, unique_id)
-        if values.get("style", "base") != "base":
+        if values.get("style", surface.NO_STYLE) != surface.NO_STYLE:
             info["style"] = values["style"]
         return (images, json.dumps(info, indent=1))
 
@@ -177,7 +128,7 @@ class SDBridgeLocalTxt2Img(LocalNode):
                    "RealVisXL), with the inputs of the Segmind nodes.")
     PIPELINES = (PipelineInput("pipeline", "An SD 1.5 or SDXL base model from SD Bridge Load Checkpoint.",
                                ("sd15", "sdxl_base")),)
-    PARAMS = (PROMPT, NEGATIVE_PROMPT, STYLE, _scheduler("UniPC"), STEPS, GUIDANCE, SAMPLES, SEED,
+    PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, STYLE, _scheduler(surface.TXT2IMG_SCHEDULER), STEPS, GUIDANCE, SAMPLES, SEED,
               _size("img_width", 512), _size("img_height", 512))
 
     def run(self, pipelines, values, settings, node_id):
@@ -191,7 +142,7 @@ class SDBridgeLocalImg2Img(LocalNode):
     DESCRIPTION = "Image to image on your own GPU with an SD 1.5, SDXL or SDXL refiner checkpoint."
     PIPELINES = (PipelineInput("pipeline", "An SD 1.5, SDXL base or SDXL refiner model from SD Bridge Load "
                                "Checkpoint.", ("sd15", "sdxl_base", "sdxl_refiner")),)
-    PARAMS = (IMAGE, PROMPT, NEGATIVE_PROMPT, STYLE, _scheduler("DDIM"), STEPS, GUIDANCE, STRENGTH_IMG2IMG, SAMPLES,
+    PARAMS = (IMAGE, surface.PROMPT, surface.NEGATIVE_PROMPT, STYLE, _scheduler(surface.IMG2IMG_SCHEDULER), STEPS, GUIDANCE, surface.STRENGTH_IMG2IMG, SAMPLES,
               SEED, _size("img_width", 512), _size("img_height", 512))
 
     def run(self, pipelines, values, settings, node_id):
@@ -207,7 +158,7 @@ class SDBridgeLocalSDXLRefiner(LocalNode):
     PIPELINES = (PipelineInput("base_pipeline", "The SDXL base model.", ("sdxl_base",)),
                  PipelineInput("refiner_pipeline", "The SDXL refiner model (needed when 'refiner' is on).",
                                ("sdxl_refiner",), optional=True))
-    PARAMS = (PROMPT, NEGATIVE_PROMPT, STYLE, SAMPLES, _scheduler("UniPC"), STEPS, GUIDANCE, REFINER_STRENGTH,
+    PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, STYLE, SAMPLES, _scheduler(surface.TXT2IMG_SCHEDULER), STEPS, GUIDANCE, REFINER_STRENGTH,
               HIGH_NOISE_FRACTION, SEED, _size("img_width", 1024), _size("img_height", 1024), REFINER)
 
     def run(self, pipelines, values, settings, node_id):

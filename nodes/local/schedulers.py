@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from ..surface import SCHEDULERS
+
 SDE_SCHEDULER = "DPMSolverSDEScheduler"  # draws its noise from a Brownian tree seeded by noise_sampler_seed
 
 
@@ -21,36 +23,22 @@ class _Recipe:
         self.options = MappingProxyType(options)
 
 
-_DPM_2M = _Recipe("DPMSolverMultistepScheduler", algorithm_type="dpmsolver++", solver_order=2)
-_EULER_ANCESTRAL = _Recipe("EulerAncestralDiscreteScheduler")
-_EULER = _Recipe("EulerDiscreteScheduler")
-_LMS = _Recipe("LMSDiscreteScheduler")
-_DDIM = _Recipe("DDIMScheduler")
-_PNDM = _Recipe("PNDMScheduler", skip_prk_steps=True)
-
-# In COMBO order: Segmind's names in Segmind's order, Realistic Vision's extra names, then SinkIn's.
+# One recipe per sampler; the documented names map to samplers in surface.SCHEDULERS.
 _RECIPES = {
-    "DDIM": _DDIM,
-    "DPM Multi": _DPM_2M,
-    "DPM Single": _Recipe("DPMSolverSinglestepScheduler", lower_order_final=True),
-    "Euler a": _EULER_ANCESTRAL,
-    "Euler": _EULER,
-    "Heun": _Recipe("HeunDiscreteScheduler"),
-    "DPM2 a Karras": _Recipe("KDPM2AncestralDiscreteScheduler", use_karras_sigmas=True),
-    "DPM2 Karras": _Recipe("KDPM2DiscreteScheduler", use_karras_sigmas=True),
-    "LMS": _LMS,
-    "PNDM": _PNDM,
-    "DDPM": _Recipe("DDPMScheduler"),
-    "UniPC": _Recipe("UniPCMultistepScheduler"),
-    "dpmpp_2m": _DPM_2M,
-    "DPM++ SDE Karras": _Recipe(SDE_SCHEDULER, use_karras_sigmas=True),
-    "DPMSolverMultistep": _DPM_2M,
-    "K_EULER_ANCESTRAL": _EULER_ANCESTRAL,
-    "K_EULER": _EULER,
-    "KLMS": _LMS,
+    "ddim": _Recipe("DDIMScheduler"),
+    "dpm_2m": _Recipe("DPMSolverMultistepScheduler", algorithm_type="dpmsolver++", solver_order=2),
+    "dpm_single": _Recipe("DPMSolverSinglestepScheduler", lower_order_final=True),
+    "euler_ancestral": _Recipe("EulerAncestralDiscreteScheduler"),
+    "euler": _Recipe("EulerDiscreteScheduler"),
+    "heun": _Recipe("HeunDiscreteScheduler"),
+    "kdpm2_ancestral_karras": _Recipe("KDPM2AncestralDiscreteScheduler", use_karras_sigmas=True),
+    "kdpm2_karras": _Recipe("KDPM2DiscreteScheduler", use_karras_sigmas=True),
+    "lms": _Recipe("LMSDiscreteScheduler"),
+    "pndm": _Recipe("PNDMScheduler", skip_prk_steps=True),
+    "ddpm": _Recipe("DDPMScheduler"),
+    "unipc": _Recipe("UniPCMultistepScheduler"),
+    "dpm_sde_karras": _Recipe(SDE_SCHEDULER, use_karras_sigmas=True),
 }
-
-SCHEDULER_NAMES: tuple[str, ...] = tuple(_RECIPES)
 
 
 def make_scheduler(name: str, config, seed: int | None = None):
@@ -60,9 +48,9 @@ def make_scheduler(name: str, config, seed: int | None = None):
     `seed` seeds DPM++ SDE Karras's noise (that scheduler ignores the pipeline's `generator`);
     the other schedulers take their noise from the generator and ignore it.
     """
-    recipe = _RECIPES.get(name)
-    if recipe is None:
-        raise ValueError(f"Unknown scheduler {name!r}. Choose one of: {', '.join(SCHEDULER_NAMES)}.")
+    if name not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {name!r}. Choose one of: {', '.join(SCHEDULERS)}.")
+    recipe = _RECIPES[SCHEDULERS[name]]
     import diffusers
 
     options = dict(recipe.options)
