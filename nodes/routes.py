@@ -7,7 +7,7 @@ to ComfyUI's server (through runtime; a no-op outside ComfyUI). No route ever re
 from __future__ import annotations
 
 from . import runtime
-from .hosted import credentials, sinkin
+from .hosted import credentials, sinkin_catalog
 from .hosted.providers import PROVIDERS
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
@@ -19,11 +19,17 @@ def _json(data: dict, status: int = 200):
     return web.json_response(data, status=status)
 
 
-async def sinkin_catalog(request):
+async def sinkin_models(request):
     """GET /sdbridge/sinkin/catalog[?refresh=1]: SinkIn's model and LoRA choices, their age,
     and why a refresh failed if it did."""
     refresh = request.query.get("refresh", "").lower() in ("1", "true", "yes")
-    return _json(await sinkin.catalog_for_web(refresh=refresh))
+    return _json(await sinkin_catalog.catalog_for_web(refresh=refresh))
+
+
+async def providers(request):
+    """GET /sdbridge/providers: the provider table (names, env vars, pages, what each key is
+    called), so the web extension keeps no list of its own. Never a key."""
+    return _json({"providers": [provider.for_web() for provider in PROVIDERS.values()]})
 
 
 def _key_status() -> dict:
@@ -68,7 +74,8 @@ async def store_key(request):
 
 def register(routes) -> None:
     """Add every route to an aiohttp RouteTableDef."""
-    routes.get("/sdbridge/sinkin/catalog")(sinkin_catalog)
+    routes.get("/sdbridge/providers")(providers)
+    routes.get("/sdbridge/sinkin/catalog")(sinkin_models)
     routes.get("/sdbridge/keys")(key_status)
     routes.post("/sdbridge/keys/{provider}")(store_key)
 

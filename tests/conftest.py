@@ -1,5 +1,10 @@
 """Loads the pack exactly as ComfyUI does: by file path, as a package named after its folder
-("sdbridge"), so the tests exercise the relative imports users get."""
+("sdbridge"), so the tests exercise the relative imports users get. Every shared fixture is
+registered here, once: the isolation every test gets, the fake providers, the tiny pipelines.
+
+Helpers live in support/ (loopback server, node calls, fuzzing, Node.js runner, tiny pipeline
+builders); fake providers in fakes/; benchmarks outside the test run, in ../benchmarks/.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests' own helpers (loopback, ...)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # support/ and fakes/ import as packages
 
 
 def _load_pack():
@@ -28,6 +33,18 @@ def _load_pack():
 
 PACK = _load_pack()
 
+from fakes.segmind import FakeSegmind  # noqa: E402  (the fakes import the pack's names)
+from fakes.sinkin import FakeSinkIn  # noqa: E402
+from support import tiny_pipelines  # noqa: E402
+
+from sdbridge.nodes import runtime  # noqa: E402
+from sdbridge.nodes.hosted import segmind, sinkin_api  # noqa: E402
+from sdbridge.nodes.hosted.providers import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
+from sdbridge.nodes.hosted.transport import RetryPolicy  # noqa: E402
+from sdbridge.nodes.local import pipeline_cache  # noqa: E402
+
+FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05)
+
 
 @pytest.fixture
 def pack():
@@ -39,10 +56,9 @@ def _isolated_user_dir(tmp_path, monkeypatch):
     """Every test gets its own user directory and no provider keys or base URLs from the
     machine, and starts uninterrupted."""
     monkeypatch.setenv("SDBRIDGE_USER_DIR", str(tmp_path / "user"))
-    for name in ("SEGMIND_API_KEY", "SINKIN_API_KEY", "SEGMIND_API_BASE", "SINKIN_API_BASE"):
-        monkeypatch.delenv(name, raising=False)
-    from sdbridge.nodes import runtime
-
+    for provider in PROVIDERS.values():
+        monkeypatch.delenv(provider.key_env, raising=False)
+        monkeypatch.delenv(provider.base_env, raising=False)
     runtime.request_interrupt(False)
     yield
     runtime.request_interrupt(False)
@@ -53,3 +69,54 @@ def pack_log(caplog):
     """Everything the pack logs during a test, at every level."""
     caplog.set_level(logging.DEBUG, logger="sdbridge")
     return caplog
+
+
+def serve_fake(monkeypatch, provider, server, clients=()):
+    """Point `provider`'s key and base URL (from the provider table) at a running fake, with
+    fast retries on `clients`."""
+    monkeypatch.setenv(provider.key_env, server.key)
+    monkeypatch.setenv(provider.base_env, server.url)
+    for client in clients:
+        monkeypatch.setattr(client, "retry", FAST_RETRIES)
+    return server
+
+
+@pytest.fixture
+def fake_segmind(monkeypatch):
+    """A running fake Segmind, with the key and base URL pointing at it and fast retries."""
+    with FakeSegmind() as server:
+        yield serve_fake(monkeypatch, SEGMIND, server, (segmind.CLIENT,))
+
+
+@pytest.fixture
+def fake_sinkin(monkeypatch):
+    """A running fake SinkIn, with the key and base URL pointing at it and fast retries."""
+    with FakeSinkIn() as server:
+        yield serve_fake(monkeypatch, SINKIN, server, (sinkin_api.CLIENT, sinkin_api.DOWNLOADS))
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Tiny random-weight SD 1.5, SDXL base and refiner models, built once per session."""
+    return tiny_pipelines.tiny_models(str(tmp_path_factory.getbasetemp() / "tiny"))
+
+
+@pytest.fixture
+def local_models(tiny, monkeypatch):
+    """ComfyUI's model folders pointed at the tiny models; single files load with the tiny
+    architectures' configs (the shipped ones are real-size); an empty cache before and after."""
+    import torch
+
+    root = tiny["sd15"]["folder"].parent.parent
+    for kind in ("checkpoints", "diffusers", "loras"):
+        monkeypatch.setenv(f"SDBRIDGE_{kind.upper()}_DIR", str(root / kind))
+    for family, paths in tiny.items():
+        monkeypatch.setitem(pipeline_cache.CONFIG_DIRS, family, paths["folder"])
+    pipeline_cache.release_pipelines()
+    threads = torch.get_num_threads()
+    # Tiny models gain nothing from threads, and on a shared 2-core machine extra threads make
+    # each run ten times slower.
+    torch.set_num_threads(1)
+    yield tiny
+    torch.set_num_threads(threads)
+    pipeline_cache.release_pipelines()

@@ -6,17 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-import tiny_pipelines
 import torch
 
 from sdbridge.nodes import runtime
 from sdbridge.nodes.hosted import segmind
-from sdbridge.nodes.local import checkpoints, nodes
+from sdbridge.nodes.local import local_nodes, pipeline_cache
 from sdbridge.nodes.local.schedulers import make_scheduler
 from sdbridge.nodes.surface import SCHEDULERS, SEED_MAX, STYLE_TEMPLATES, styled
 
 pytestmark = pytest.mark.slow
-tiny, local_models = tiny_pipelines.tiny, tiny_pipelines.local_models  # the shared fixtures
 
 COMMON = {"prompt": "a red cube on a table", "negative_prompt": "blurry", "style": "base", "scheduler": "Euler",
           "num_inference_steps": 4, "guidance_scale": 7.5, "samples": 1, "seed": 7, "img_width": 64,
@@ -24,7 +22,7 @@ COMMON = {"prompt": "a red cube on a table", "negative_prompt": "blurry", "style
 
 
 def load(name: str):
-    return nodes.SDBridgeLoadCheckpoint().load(name)[0]
+    return local_nodes.SDBridgeLoadCheckpoint().load(name)[0]
 
 
 @pytest.fixture
@@ -43,13 +41,13 @@ def refiner(local_models):
 
 
 def txt2img(pipeline, **changes):
-    images, info = nodes.SDBridgeLocalTxt2Img().generate(pipeline=pipeline, **{**COMMON, **changes})
+    images, info = local_nodes.SDBridgeLocalTxt2Img().generate(pipeline=pipeline, **{**COMMON, **changes})
     return images, json.loads(info)
 
 
 def refined(base, refiner_pipeline, **changes):
     values = {**COMMON, "strength": 0.3, "high_noise_fraction": 0.5, "refiner": True, **changes}
-    images, info = nodes.SDBridgeLocalSDXLRefiner().generate(base_pipeline=base, refiner_pipeline=refiner_pipeline, **values)
+    images, info = local_nodes.SDBridgeLocalSDXLRefiner().generate(base_pipeline=base, refiner_pipeline=refiner_pipeline, **values)
     return images, json.loads(info)
 
 
@@ -77,8 +75,8 @@ def bars(monkeypatch):
 # ---------------------------------------------------------------- contract
 
 @pytest.mark.parametrize(("node", "endpoint"), [
-    (nodes.SDBridgeLocalTxt2Img, segmind.REALISTIC_VISION), (nodes.SDBridgeLocalTxt2Img, segmind.REALVIS),
-    (nodes.SDBridgeLocalImg2Img, segmind.SD15_IMG2IMG), (nodes.SDBridgeLocalSDXLRefiner, segmind.SDXL)])
+    (local_nodes.SDBridgeLocalTxt2Img, segmind.REALISTIC_VISION), (local_nodes.SDBridgeLocalTxt2Img, segmind.REALVIS),
+    (local_nodes.SDBridgeLocalImg2Img, segmind.SD15_IMG2IMG), (local_nodes.SDBridgeLocalSDXLRefiner, segmind.SDXL)])
 def test_local_nodes_take_the_segmind_input_names(node, endpoint):
     types = node.INPUT_TYPES()
     local_names = set(types["required"]) | set(types.get("optional", {}))
@@ -87,7 +85,7 @@ def test_local_nodes_take_the_segmind_input_names(node, endpoint):
 
 def test_every_style_has_a_template():
     segmind_styles = next(p.choices for p in segmind.SDXL.params if p.name == "style")
-    assert tuple(STYLE_TEMPLATES) == segmind_styles == nodes.SDBridgeLocalTxt2Img.INPUT_TYPES()["required"]["style"][0]
+    assert list(STYLE_TEMPLATES) == list(segmind_styles) == local_nodes.SDBridgeLocalTxt2Img.INPUT_TYPES()["required"]["style"][0]
     assert styled("base", "a cat", "") == ("a cat", "")
     prompt, negative = styled("cinematic", " a cat ", "dogs")
     assert prompt.startswith("cinematic film still of a cat,") and negative.startswith("dogs, ")
@@ -102,9 +100,9 @@ def test_every_style_has_a_template():
     ({"style": "vaporwave"}, "style: 'vaporwave' is not allowed"),
 ])
 def test_bad_values_fail_validation_before_running(changes, message):
-    result = nodes.SDBridgeLocalTxt2Img.VALIDATE_INPUTS(**{**COMMON, **changes})
+    result = local_nodes.SDBridgeLocalTxt2Img.VALIDATE_INPUTS(**{**COMMON, **changes})
     assert isinstance(result, str) and message in result
-    assert nodes.SDBridgeLocalTxt2Img.VALIDATE_INPUTS(**COMMON) is True
+    assert local_nodes.SDBridgeLocalTxt2Img.VALIDATE_INPUTS(**COMMON) is True
 
 
 def test_bad_values_are_refused_when_run_too(sd15):
@@ -115,11 +113,11 @@ def test_bad_values_are_refused_when_run_too(sd15):
 # ---------------------------------------------------------------- loader
 
 def test_loader_lists_models_and_loads_by_path(local_models):
-    spec = nodes.SDBridgeLoadCheckpoint.INPUT_TYPES()["required"]["model"]
+    spec = local_nodes.SDBridgeLoadCheckpoint.INPUT_TYPES()["required"]["model"]
     assert "checkpoints/tiny-sd15.safetensors" in spec[0] and "diffusers/tiny-sdxl_base" in spec[0]
-    by_path = nodes.SDBridgeLoadCheckpoint().load("(unused)", str(local_models["sd15"]["file"]))[0]
+    by_path = local_nodes.SDBridgeLoadCheckpoint().load("(unused)", str(local_models["sd15"]["file"]))[0]
     assert by_path.pipe is load("checkpoints/tiny-sd15.safetensors").pipe  # the same cached weights
-    assert nodes.SDBridgeLoadCheckpoint.IS_CHANGED(model="checkpoints/tiny-sd15.safetensors").isdigit()
+    assert local_nodes.SDBridgeLoadCheckpoint.IS_CHANGED(model="checkpoints/tiny-sd15.safetensors").isdigit()
 
 
 def test_loader_reports_a_missing_file_on_the_node(local_models):
@@ -143,13 +141,13 @@ def test_random_seed_is_reported_and_reproduces(sd15):
     assert 0 <= info["seed"] <= SEED_MAX
     again, _ = txt2img(sd15, seed=info["seed"])
     assert torch.equal(images, again)
-    assert nodes.SDBridgeLocalTxt2Img.IS_CHANGED(**{**COMMON, "seed": -1}) != nodes.SDBridgeLocalTxt2Img.IS_CHANGED(
+    assert local_nodes.SDBridgeLocalTxt2Img.IS_CHANGED(**{**COMMON, "seed": -1}) != local_nodes.SDBridgeLocalTxt2Img.IS_CHANGED(
         **{**COMMON, "seed": -1})  # NaN: a new image every run
 
 
 def distinct_schedulers() -> list[str]:
     """One name per distinct sampler (several documented names are aliases of one)."""
-    config = json.loads((checkpoints.CONFIGS / "sd15" / "scheduler" / "scheduler_config.json").read_text())
+    config = json.loads((pipeline_cache.CONFIGS / "sd15" / "scheduler" / "scheduler_config.json").read_text())
     seen = {}
     for name in SCHEDULERS:
         scheduler = make_scheduler(name, config)
@@ -205,8 +203,8 @@ def test_img2img_follows_the_image_by_strength(sd15):
     source[0, :, :20] = 1.0
     source[1, :24] = 0.5
     values = {**COMMON, "scheduler": "DDIM", "samples": 2, "num_inference_steps": 10}
-    light, info = nodes.SDBridgeLocalImg2Img().generate(pipeline=sd15, image=source, strength=0.1, **values)
-    heavy, _ = nodes.SDBridgeLocalImg2Img().generate(pipeline=sd15, image=source, strength=1.0, **values)
+    light, info = local_nodes.SDBridgeLocalImg2Img().generate(pipeline=sd15, image=source, strength=0.1, **values)
+    heavy, _ = local_nodes.SDBridgeLocalImg2Img().generate(pipeline=sd15, image=source, strength=1.0, **values)
     assert light.shape == (4, 64, 64, 3)  # each input image, `samples` times, at img_width x img_height
     resized = torch.nn.functional.interpolate(source.permute(0, 3, 1, 2), size=(64, 64)).permute(0, 2, 3, 1)
     target = resized.repeat_interleave(2, dim=0)
@@ -217,7 +215,7 @@ def test_img2img_follows_the_image_by_strength(sd15):
 def test_img2img_takes_sdxl_the_refiner_and_grey_images(sdxl, refiner):
     source = torch.rand(1, 64, 64, 1)
     for pipeline in (sdxl, refiner):
-        images, _ = nodes.SDBridgeLocalImg2Img().generate(pipeline=pipeline, image=source, strength=0.5, **COMMON)
+        images, _ = local_nodes.SDBridgeLocalImg2Img().generate(pipeline=pipeline, image=source, strength=0.5, **COMMON)
         assert images.shape == (1, 64, 64, 3)
 
 
@@ -262,7 +260,7 @@ def test_wrong_family_in_a_slot_is_refused(sd15, sdxl, refiner, slot):
 # ---------------------------------------------------------------- LoRA
 
 def lora_node(pipeline, name, scale=1.0):
-    return nodes.SDBridgeLoadLoRA().apply(pipeline, lora_1=name, scale_1=scale, lora_2="None", scale_2=1.0,
+    return local_nodes.SDBridgeLoadLoRA().apply(pipeline, lora_1=name, scale_1=scale, lora_2="None", scale_2=1.0,
                                           lora_3="None", scale_3=1.0)[0]
 
 
@@ -292,6 +290,6 @@ def test_missing_lora_names_the_folder(sd15):
 
 def test_sdxl_vae_decodes_in_fp32_when_the_model_is_fp16(local_models, monkeypatch):
     monkeypatch.setattr(runtime, "torch_dtype", lambda device: torch.float16)
-    local = checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
+    local = pipeline_cache.load_cached(str(local_models["sdxl_base"]["file"]))
     assert local.pipe.unet.dtype == torch.float16
     assert local.pipe.vae.config.force_upcast

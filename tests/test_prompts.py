@@ -115,7 +115,7 @@ def test_parse_keeps_all_text_without_weights_or_breaks(text):
 
 @pytest.fixture(scope="module")
 def pipes():
-    import tiny_pipelines
+    from support import tiny_pipelines
 
     base = tiny_pipelines.build_sdxl_base()
     return {"sd15": tiny_pipelines.build_sd15(), "sdxl_base": base,

@@ -11,28 +11,20 @@ import time
 
 import pytest
 import torch
-from fake_segmind import KEY, FakeSegmind, _json, picture
-from loopback import Answer
-from nodecalls import comfy_validate, defaults, run
+from fakes.segmind import KEY, picture
 from PIL import Image
+from support.loopback import Answer, json_answer
+from support.nodecalls import comfy_validate, defaults, run
 
 from sdbridge.nodes import runtime
 from sdbridge.nodes.hosted import segmind
-from sdbridge.nodes.hosted.http import Limits, ProviderError, RetryPolicy
+from sdbridge.nodes.hosted.replies import ProviderError
+from sdbridge.nodes.hosted.transport import Limits, RetryPolicy
 
-NODES = segmind.NODE_CLASS_MAPPINGS
+NODES = {node.__name__: node for node in segmind.NODES}
 RV, SDXL, IMG2IMG, REALVIS, ANY = (NODES[n] for n in (
     "SDBridgeSegmindRealisticVision", "SDBridgeSegmindSDXL", "SDBridgeSegmindSD15Img2Img",
     "SDBridgeSegmindRealVisXL", "SDBridgeSegmindAnyModel"))
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    with FakeSegmind() as server:
-        monkeypatch.setenv("SEGMIND_API_KEY", KEY)
-        monkeypatch.setenv("SEGMIND_API_BASE", server.url)
-        monkeypatch.setattr(segmind.CLIENT, "retry", RetryPolicy(base_delay=0.01, max_delay=0.05))
-        yield server
 
 
 def _input_image(width=64, height=48):
@@ -70,11 +62,11 @@ DOC_EXAMPLES = {
 
 
 @pytest.mark.parametrize("node", list(DOC_EXAMPLES), ids=lambda n: n.__name__)
-def test_request_body_is_the_documented_example(fake, node):
+def test_request_body_is_the_documented_example(fake_segmind, node):
     example = DOC_EXAMPLES[node]
     extra = {"image": _input_image()} if node is IMG2IMG else {}
     images, info = run(node, **example, **extra)
-    (body,) = fake.bodies()
+    (body,) = fake_segmind.bodies()
     sent_image = body.pop("image", None)
     assert body == {**example, "base64": False}
     # Real JSON types: numbers as numbers, booleans as booleans.
@@ -93,51 +85,51 @@ def test_request_body_is_the_documented_example(fake, node):
     assert report["remaining_credits"] == 99 and report["seconds"] >= 0
 
 
-def test_request_goes_to_the_slug_with_the_key_header(fake):
+def test_request_goes_to_the_slug_with_the_key_header(fake_segmind):
     run(REALVIS, prompt="a cat", seed=5)
-    (request,) = fake.requests
+    (request,) = fake_segmind.requests
     assert request.path == "/v1/sdxl1.0-realvis" and request.headers["x-api-key"] == KEY
     assert request.headers["content-type"] == "application/json"
 
 
 @pytest.mark.parametrize("samples", [1, 2, 3, 4])
-def test_every_sample_comes_back(fake, samples):
+def test_every_sample_comes_back(fake_segmind, samples):
     images, info = run(RV, prompt="a cat", samples=samples, seed=1000)
     assert images.shape == (samples, 512, 512, 3)
-    assert fake.bodies()[0]["base64"] is (samples > 1)
+    assert fake_segmind.bodies()[0]["base64"] is (samples > 1)
     # Each sample is its own picture (the fake colours them by seed + i).
     firsts = {tuple((images[i, 0, 0] * 255).round().tolist()) for i in range(samples)}
     assert len(firsts) == samples
     assert json.loads(info)["images"] == samples
 
 
-def test_base64_answer_with_a_single_string(fake):
+def test_base64_answer_with_a_single_string(fake_segmind):
     png = base64.b64encode(picture(32, 16, 3, "PNG")).decode()
-    fake.script.append(_json(200, {"image": png}))
+    fake_segmind.script.append(json_answer(200, {"image": png}))
     images, _ = run(RV, prompt="x", seed=1)
     assert images.shape == (1, 16, 32, 3)
 
 
-def test_random_seed_is_drawn_sent_and_reported(fake):
+def test_random_seed_is_drawn_sent_and_reported(fake_segmind):
     assert RV.IS_CHANGED(**{**defaults(RV), "seed": -1}) != RV.IS_CHANGED(**{**defaults(RV), "seed": -1})
     assert RV.IS_CHANGED(**{**defaults(RV), "seed": 4}) == ""
     _, info = run(RV, prompt="x", seed=-1)
-    sent = fake.bodies()[0]["seed"]
+    sent = fake_segmind.bodies()[0]["seed"]
     assert 0 <= sent <= segmind.SEED_MAX and json.loads(info)["seed"] == sent
 
 
-def test_img2img_sends_each_batch_image(fake):
+def test_img2img_sends_each_batch_image(fake_segmind):
     batch = torch.rand((3, 40, 56, 3))
     images, info = run(IMG2IMG, image=batch, prompt="x", seed=2, img_width=256, img_height=256)
-    assert len(fake.bodies()) == 3 and images.shape == (3, 256, 256, 3)
-    sent = [Image.open(io.BytesIO(base64.b64decode(b["image"]))) for b in fake.bodies()]
+    assert len(fake_segmind.bodies()) == 3 and images.shape == (3, 256, 256, 3)
+    sent = [Image.open(io.BytesIO(base64.b64decode(b["image"]))) for b in fake_segmind.bodies()]
     assert {s.size for s in sent} == {(56, 40)}
 
 
-def test_img2img_sends_the_image_losslessly(fake):
+def test_img2img_sends_the_image_losslessly(fake_segmind):
     image = torch.rand((1, 8, 8, 3))
     run(IMG2IMG, image=image, prompt="x", seed=2)
-    sent = Image.open(io.BytesIO(base64.b64decode(fake.bodies()[0]["image"])))
+    sent = Image.open(io.BytesIO(base64.b64decode(fake_segmind.bodies()[0]["image"])))
     assert sent.format == "PNG"
     pixels = torch.frombuffer(bytearray(sent.tobytes()), dtype=torch.uint8).reshape(8, 8, 3)
     assert torch.equal(pixels.float(), (image[0] * 255).round())
@@ -171,7 +163,7 @@ RUN_TIME_ONLY = pytest.mark.run_time_only
     (ANY, {"slug": "../v2/secret"}, "slug: must be a Segmind model slug"),
     (ANY, {"image_1_field": "bad field"}, "image_1_field: must be a parameter name"),
 ])
-def test_bad_values_fail_validation_with_a_clear_message(fake, node, values, expected, request):
+def test_bad_values_fail_validation_with_a_clear_message(fake_segmind, node, values, expected, request):
     merged = {**defaults(node), "prompt": "a cat", **values}
     # The pack's validator gives the message above for every value it sees...
     verdict = node.VALIDATE_INPUTS(**merged)
@@ -184,7 +176,7 @@ def test_bad_values_fail_validation_with_a_clear_message(fake, node, values, exp
     # The node itself refuses too (values linked from other nodes skip validation), before any request.
     with pytest.raises(ValueError, match="Segmind: " + expected[:20].replace("(", r"\(").replace("[", r"\[")):
         asyncio.run(node().generate(unique_id="1", **merged))
-    assert fake.requests == []
+    assert fake_segmind.requests == []
 
 
 def test_the_validator_names_only_inputs_comfyui_cannot_check_itself():
@@ -201,21 +193,21 @@ def test_the_validator_names_only_inputs_comfyui_cannot_check_itself():
     assert sorted(errors) == [f"{name}: {message}" for name in ("img_height", "img_width", "prompt")]
 
 
-def test_linked_inputs_are_left_to_run_time(fake):
+def test_linked_inputs_are_left_to_run_time(fake_segmind):
     # ComfyUI leaves linked inputs out of validation: a missing prompt must not fail there.
     values = defaults(RV)
     values.pop("prompt")
     assert RV.VALIDATE_INPUTS(**values) is True
 
 
-def test_queue_api_strings_are_read_as_numbers(fake):
+def test_queue_api_strings_are_read_as_numbers(fake_segmind):
     images, _ = run(REALVIS, prompt="x", seed="12", num_inference_steps="30", guidance_scale="7", img_width="512")
-    body = fake.bodies()[0]
+    body = fake_segmind.bodies()[0]
     assert body["seed"] == 12 and body["num_inference_steps"] == 30 and body["guidance_scale"] == 7.0
     assert body["img_width"] == 512
 
 
-def test_any_model_field_names_must_differ(fake):
+def test_any_model_field_names_must_differ(fake_segmind):
     image = _input_image()
     verdict = ANY.VALIDATE_INPUTS(**{**defaults(ANY), "image_1": image, "image_2": image, "image_2_field": "image"})
     assert "share one field name" in verdict
@@ -223,16 +215,16 @@ def test_any_model_field_names_must_differ(fake):
 
 # ---------------------------------------------------------------- the any-model node
 
-def test_any_model_sends_json_and_images_under_chosen_fields(fake):
+def test_any_model_sends_json_and_images_under_chosen_fields(fake_segmind):
     params = json.dumps({"prompt": "a dog", "samples": 1, "seed": 9, "base64": False, "img_width": 40, "img_height": 24})
     images, info = run(ANY, slug="custom-model", parameters=params, image_1=_input_image(), image_1_field="input_image")
-    (body,) = fake.bodies()
+    (body,) = fake_segmind.bodies()
     assert body["prompt"] == "a dog" and body["seed"] == 9 and "input_image" in body
     assert images.shape == (1, 24, 40, 3) and json.loads(info)["seed"] == 9
 
 
-def test_any_model_returns_json_text_when_the_answer_is_not_an_image(fake):
-    fake.script.append(_json(200, {"text": "a caption", "tokens": 3}, {"x-remaining-credits": "5"}))
+def test_any_model_returns_json_text_when_the_answer_is_not_an_image(fake_segmind):
+    fake_segmind.script.append(json_answer(200, {"text": "a caption", "tokens": 3}, {"x-remaining-credits": "5"}))
     images, info = run(ANY, slug="custom-model", parameters="{}")
     assert images.shape == (1, 64, 64, 3) and float(images.abs().sum()) == 0.0
     report = json.loads(info)
@@ -242,7 +234,7 @@ def test_any_model_returns_json_text_when_the_answer_is_not_an_image(fake):
 # ---------------------------------------------------------------- errors
 
 def _status(status, payload=None, **headers):
-    return _json(status, payload or {"error": f"problem {status}"}, headers)
+    return json_answer(status, payload or {"error": f"problem {status}"}, headers)
 
 
 @pytest.mark.parametrize("status, words", [
@@ -253,47 +245,47 @@ def _status(status, payload=None, **headers):
     (405, "does not allow this request method (405)"),
     (406, "says there are not enough credits (406). It said: \"problem 406\". Top up at https://cloud.segmind.com"),
 ])
-def test_permanent_errors_fail_at_once(fake, status, words):
-    fake.script.append(_status(status))
+def test_permanent_errors_fail_at_once(fake_segmind, status, words):
+    fake_segmind.script.append(_status(status))
     with pytest.raises(ProviderError) as caught:
         run(RV, prompt="x", seed=1)
     assert str(caught.value).startswith(f"Segmind: {words}")
-    assert caught.value.status == status and len(fake.requests) == 1
+    assert caught.value.status == status and len(fake_segmind.requests) == 1
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
-def test_transient_errors_retry_then_succeed(fake, status):
-    fake.script += [_status(status), _status(status)]
+def test_transient_errors_retry_then_succeed(fake_segmind, status):
+    fake_segmind.script += [_status(status), _status(status)]
     images, _ = run(RV, prompt="x", seed=1)
-    assert images.shape[0] == 1 and len(fake.requests) == 3
+    assert images.shape[0] == 1 and len(fake_segmind.requests) == 3
 
 
 @pytest.mark.parametrize("status, tries", [(500, 3), (502, 3), (504, 3), (429, 5)])
-def test_transient_errors_give_up_after_a_bounded_number_of_tries(fake, status, tries):
-    fake.script += [_status(status)] * 10
+def test_transient_errors_give_up_after_a_bounded_number_of_tries(fake_segmind, status, tries):
+    fake_segmind.script += [_status(status)] * 10
     with pytest.raises(ProviderError, match=rf"\({status}, after {tries} tries\)"):
         run(RV, prompt="x", seed=1)
-    assert len(fake.requests) == tries
+    assert len(fake_segmind.requests) == tries
 
 
-def test_retry_after_is_honoured(fake):
-    fake.script.append(_status(429, **{"retry-after": "1"}))
+def test_retry_after_is_honoured(fake_segmind):
+    fake_segmind.script.append(_status(429, **{"retry-after": "1"}))
     started = time.monotonic()
     run(RV, prompt="x", seed=1)
-    assert 1.0 <= time.monotonic() - started < 3.0 and len(fake.requests) == 2
+    assert 1.0 <= time.monotonic() - started < 3.0 and len(fake_segmind.requests) == 2
 
 
-def test_a_long_retry_after_fails_at_once_and_says_how_long(fake):
-    fake.script.append(_status(429, **{"retry-after": "3600"}))
+def test_a_long_retry_after_fails_at_once_and_says_how_long(fake_segmind):
+    fake_segmind.script.append(_status(429, **{"retry-after": "3600"}))
     with pytest.raises(ProviderError, match="asks to wait 3600 s"):
         run(RV, prompt="x", seed=1)
-    assert len(fake.requests) == 1
+    assert len(fake_segmind.requests) == 1
 
 
-def test_dropped_connections_are_retried(fake):
-    fake.script += [Answer(drop=True), Answer(drop=True)]
+def test_dropped_connections_are_retried(fake_segmind):
+    fake_segmind.script += [Answer(drop=True), Answer(drop=True)]
     images, _ = run(RV, prompt="x", seed=1)
-    assert images.shape[0] == 1 and len(fake.requests) == 3
+    assert images.shape[0] == 1 and len(fake_segmind.requests) == 3
 
 
 def test_unreachable_server_is_a_clear_error(monkeypatch):
@@ -304,10 +296,10 @@ def test_unreachable_server_is_a_clear_error(monkeypatch):
         run(RV, prompt="x", seed=1)
 
 
-def test_a_slow_answer_times_out_and_says_so(fake, monkeypatch):
+def test_a_slow_answer_times_out_and_says_so(fake_segmind, monkeypatch):
     monkeypatch.setattr(segmind.CLIENT, "limits", Limits(read_timeout=0.3))
     monkeypatch.setattr(segmind.CLIENT, "retry", RetryPolicy(transient_attempts=1))
-    fake.script.append(Answer(delay=1.0))
+    fake_segmind.script.append(Answer(delay=1.0))
     with pytest.raises(ProviderError, match="no answer in time"):
         run(RV, prompt="x", seed=1)
 
@@ -324,16 +316,16 @@ def test_a_slow_answer_times_out_and_says_so(fake, monkeypatch):
      "sent an image that could not be read"),
     (Answer(200, picture(64, 64, 1), {"content-type": "image/jpeg"}, truncate=True), "after 3 tries"),
 ])
-def test_malformed_answers_become_clear_errors(fake, answer, words):
-    fake.script += [answer] * 3
+def test_malformed_answers_become_clear_errors(fake_segmind, answer, words):
+    fake_segmind.script += [answer] * 3
     with pytest.raises(ProviderError, match=words.replace("(", r"\(").replace(")", r"\)")):
         run(RV, prompt="x", seed=1)
 
 
-def test_a_decompression_bomb_is_refused_before_decoding(fake):
+def test_a_decompression_bomb_is_refused_before_decoding(fake_segmind):
     # A PNG header claiming 100000 x 100000 pixels, with almost no data behind it.
     bomb = _png_header(100_000, 100_000)
-    fake.script.append(Answer(200, bomb, {"content-type": "image/png"}))
+    fake_segmind.script.append(Answer(200, bomb, {"content-type": "image/png"}))
     with pytest.raises(ProviderError, match="over the limit of 67,108,864 pixels"):
         run(RV, prompt="x", seed=1)
 
@@ -349,67 +341,67 @@ def _png_header(width: int, height: int) -> bytes:
         chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
-def test_a_body_over_the_byte_limit_is_refused(fake, monkeypatch):
+def test_a_body_over_the_byte_limit_is_refused(fake_segmind, monkeypatch):
     monkeypatch.setattr(segmind.CLIENT, "limits", Limits(max_bytes=1024))
     with pytest.raises(ProviderError, match="larger than the 0 MiB limit|larger than the"):
         run(RV, prompt="x", seed=1)
 
 
-def test_html_error_bodies_are_cleaned(fake):
-    fake.script.append(Answer(500, b"<html><script>x()</script><p>Internal   <b>error</b></p></html>",
+def test_html_error_bodies_are_cleaned(fake_segmind):
+    fake_segmind.script.append(Answer(500, b"<html><script>x()</script><p>Internal   <b>error</b></p></html>",
                               {"content-type": "text/html"}))
-    fake.script += [_status(500)] * 2
+    fake_segmind.script += [_status(500)] * 2
     with pytest.raises(ProviderError) as caught:
         run(RV, prompt="x", seed=1)
     assert "<" not in str(caught.value)
 
 
-def test_html_message_bodies_are_read(fake):
-    fake.script.append(_json(400, {"html-message": "<p>img_width must be 512</p>"}))
+def test_html_message_bodies_are_read(fake_segmind):
+    fake_segmind.script.append(json_answer(400, {"html-message": "<p>img_width must be 512</p>"}))
     with pytest.raises(ProviderError, match='It said: "img_width must be 512"'):
         run(RV, prompt="x", seed=1)
 
 
 # ---------------------------------------------------------------- keys
 
-def test_missing_key_says_both_ways_to_set_it(fake, monkeypatch):
+def test_missing_key_says_both_ways_to_set_it(fake_segmind, monkeypatch):
     monkeypatch.delenv("SEGMIND_API_KEY")
     with pytest.raises(Exception) as caught:
         run(RV, prompt="x", seed=1)
     text = str(caught.value)
-    assert "SEGMIND_API_KEY" in text and "Settings > SD Bridge" in text and fake.requests == []
+    assert "SEGMIND_API_KEY" in text and "Settings > SD Bridge" in text and fake_segmind.requests == []
 
 
-def test_key_file_is_used_when_no_env_var(fake, monkeypatch):
+def test_key_file_is_used_when_no_env_var(fake_segmind, monkeypatch):
     from sdbridge.nodes.hosted import credentials
     from sdbridge.nodes.hosted.providers import SEGMIND
 
     monkeypatch.delenv("SEGMIND_API_KEY")
     credentials.store_key(SEGMIND, KEY)
     run(RV, prompt="x", seed=1)
-    assert fake.requests[0].headers["x-api-key"] == KEY
+    assert fake_segmind.requests[0].headers["x-api-key"] == KEY
 
 
 CANARY = "sg-CANARY-5f1e2d3c4b5a69788796"
 
 
-def test_the_key_never_leaks(fake, monkeypatch, pack_log, capsys):
+def test_the_key_never_leaks(fake_segmind, monkeypatch, pack_log, capsys):
     """A canary key, echoed back by a hostile server in every way, appears nowhere we control."""
     monkeypatch.setenv("SEGMIND_API_KEY", CANARY)
-    fake.key = CANARY
+    fake_segmind.key = CANARY
     seen: list[str] = []
     outputs = []
     outputs.append(run(RV, prompt="x", seed=1)[1])
     for status in (400, 401, 403, 404, 406, 500):
-        fake.script[:] = [_json(status, {"error": f"key {CANARY} rejected"}, {"x-echo": CANARY})] * 3
+        fake_segmind.script[:] = [json_answer(status, {"error": f"key {CANARY} rejected"}, {"x-echo": CANARY})] * 3
         with pytest.raises(ProviderError) as caught:
             run(RV, prompt="x", seed=1)
         seen += [str(caught.value), repr(caught.value), str(caught.value.args)]
-    fake.script[:] = [Answer(200, f"<html>{CANARY}</html>".encode(), {"content-type": "text/html"})]
+    fake_segmind.script[:] = [Answer(200, f"<html>{CANARY}</html>".encode(), {"content-type": "text/html"})]
     with pytest.raises(ProviderError) as caught:
         run(RV, prompt="x", seed=1)
     seen.append(str(caught.value))
-    fake.script.append(_json(200, {"echo": CANARY}))
+    fake_segmind.script.append(json_answer(200, {"echo": CANARY}))
     outputs.append(run(ANY, slug="custom-model", parameters="{}")[1])
     captured = capsys.readouterr()
     everything = "\n".join(seen + outputs + [pack_log.text, captured.out, captured.err])
@@ -421,8 +413,8 @@ def test_the_key_never_leaks(fake, monkeypatch, pack_log, capsys):
 
 # ---------------------------------------------------------------- interrupt and concurrency
 
-def test_interrupt_stops_a_waiting_call_within_a_second(fake):
-    fake.script.append(Answer(delay=5.0))
+def test_interrupt_stops_a_waiting_call_within_a_second(fake_segmind):
+    fake_segmind.script.append(Answer(delay=5.0))
     threading.Timer(0.3, runtime.request_interrupt).start()
     started = time.monotonic()
     with pytest.raises(runtime.Interrupted):
@@ -430,9 +422,9 @@ def test_interrupt_stops_a_waiting_call_within_a_second(fake):
     assert time.monotonic() - started < 1.3
 
 
-def test_interrupt_stops_a_retry_wait(fake, monkeypatch):
+def test_interrupt_stops_a_retry_wait(fake_segmind, monkeypatch):
     monkeypatch.setattr(segmind.CLIENT, "retry", RetryPolicy(base_delay=10, max_delay=10))
-    fake.script.append(_status(503))
+    fake_segmind.script.append(_status(503))
     threading.Timer(0.3, runtime.request_interrupt).start()
     started = time.monotonic()
     with pytest.raises(runtime.Interrupted):
@@ -440,8 +432,8 @@ def test_interrupt_stops_a_retry_wait(fake, monkeypatch):
     assert time.monotonic() - started < 1.3
 
 
-def test_independent_nodes_wait_at_the_same_time(fake):
-    fake.script += [Answer(200, picture(64, 64, i), {"content-type": "image/jpeg"}, delay=1.0) for i in range(4)]
+def test_independent_nodes_wait_at_the_same_time(fake_segmind):
+    fake_segmind.script += [Answer(200, picture(64, 64, i), {"content-type": "image/jpeg"}, delay=1.0) for i in range(4)]
     values = {**defaults(RV), "prompt": "x", "seed": 1}
 
     async def four():
@@ -453,7 +445,7 @@ def test_independent_nodes_wait_at_the_same_time(fake):
     assert len(results) == 4 and elapsed < 1.8, elapsed
 
 
-def test_remaining_credits_reach_the_node_and_the_frontend(fake, monkeypatch):
+def test_remaining_credits_reach_the_node_and_the_frontend(fake_segmind, monkeypatch):
     sent = []
 
     class Server:
@@ -469,15 +461,15 @@ def test_remaining_credits_reach_the_node_and_the_frontend(fake, monkeypatch):
     assert ("text", {"text": "Segmind: 99 credits left", "node": "42"}) in sent
 
 
-def test_json_answers_may_carry_image_urls_which_are_downloaded(fake):
-    fake.script.append(_json(200, {"image": [f"{fake.url}/results/a.jpg"]}))
-    fake.script.append(Answer(200, picture(20, 10, 1), {"content-type": "image/jpeg"}))
+def test_json_answers_may_carry_image_urls_which_are_downloaded(fake_segmind):
+    fake_segmind.script.append(json_answer(200, {"image": [f"{fake_segmind.url}/results/a.jpg"]}))
+    fake_segmind.script.append(Answer(200, picture(20, 10, 1), {"content-type": "image/jpeg"}))
     images, _ = run(RV, prompt="x", seed=1)
-    assert images.shape == (1, 10, 20, 3) and fake.requests[-1].method == "GET"
+    assert images.shape == (1, 10, 20, 3) and fake_segmind.requests[-1].method == "GET"
 
 
-def test_an_expired_result_url_says_so(fake):
-    fake.script.append(_json(200, {"image": [f"{fake.url}/results/gone.jpg"]}))
-    fake.script.append(_json(404, {"error": "not found"}))
+def test_an_expired_result_url_says_so(fake_segmind):
+    fake_segmind.script.append(json_answer(200, {"image": [f"{fake_segmind.url}/results/gone.jpg"]}))
+    fake_segmind.script.append(json_answer(404, {"error": "not found"}))
     with pytest.raises(ProviderError, match=r"a result image could not be downloaded \(404\); the link may have expired"):
         run(RV, prompt="x", seed=1)

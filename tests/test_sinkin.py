@@ -11,34 +11,31 @@ import time
 
 import pytest
 import torch
-from fake_sinkin import KEY, FakeSinkIn, Upload, colour_of, failure, fake  # noqa: F401  (fake is a fixture)
-from loopback import Answer
-from nodecalls import defaults, run
+from fakes.sinkin import KEY, Upload, colour_of, failure
+from support.loopback import Answer, json_answer
+from support.nodecalls import defaults, run
 
 from sdbridge.nodes import images as imaging
 from sdbridge.nodes import runtime
-from sdbridge.nodes.hosted import credentials, sinkin
+from sdbridge.nodes.hosted import credentials, sinkin, sinkin_api
 from sdbridge.nodes.hosted.credentials import MissingKeyError
-from sdbridge.nodes.hosted.http import Limits, ProviderError
 from sdbridge.nodes.hosted.providers import SINKIN
+from sdbridge.nodes.hosted.replies import ProviderError
+from sdbridge.nodes.hosted.transport import Limits
 
 Txt2Img, Img2Img = sinkin.SDBridgeSinkInTxt2Img, sinkin.SDBridgeSinkInImg2Img
 
 
 
 
-def _json(payload) -> Answer:
-    return Answer(200, json.dumps(payload).encode(), {"content-type": "application/json"})
-
-
-def _answer_with(fake, urls) -> Answer:
-    return _json({"error_code": 0, "images": urls, "credit_cost": 0.5, "inf_id": "inf1"})
+def _answer_with(fake_sinkin, urls) -> Answer:
+    return json_answer(200, {"error_code": 0, "images": urls, "credit_cost": 0.5, "inf_id": "inf1"})
 
 
 # ---------------------------------------------------------------- the node contract
 
 def test_node_ids_category_and_inputs_follow_the_document():
-    assert set(sinkin.NODE_CLASS_MAPPINGS) == {"SDBridgeSinkInTxt2Img", "SDBridgeSinkInImg2Img"}
+    assert {node.__name__ for node in sinkin.NODES} == {"SDBridgeSinkInTxt2Img", "SDBridgeSinkInImg2Img"}
     common = ["model_id", "prompt", "negative_prompt", "use_default_neg", "lcm", "version", "width", "height",
               "steps", "scale", "num_images", "seed", "scheduler", "lora", "lora_scale"]
     assert list(Txt2Img.INPUT_TYPES()["required"]) == common
@@ -74,24 +71,24 @@ def test_node_ids_category_and_inputs_follow_the_document():
     ({"prompt": "  "}, "prompt: must not be empty"),
     ({"version": "v1\nv2"}, "version: must be a short version name"),
 ])
-def test_bad_values_fail_validation_before_any_request(fake, values, problem):
+def test_bad_values_fail_validation_before_any_request(fake_sinkin, values, problem):
     merged = {**defaults(Img2Img), "prompt": "a cat", **values}
     assert Img2Img.VALIDATE_INPUTS(**merged).startswith(problem)
     with pytest.raises(ValueError, match=problem.split(":")[0]):
         asyncio.run(Img2Img().generate(unique_id="1", image=torch.rand(1, 8, 8, 3), **merged))
-    assert fake.requests == []
+    assert fake_sinkin.requests == []
 
 
 # ---------------------------------------------------------------- what goes over the wire
 
-def test_txt2img_sends_every_input_as_multipart_text(fake):
+def test_txt2img_sends_every_input_as_multipart_text(fake_sinkin):
     images, info = run(Txt2Img, model_id="majicMIX realistic (yBG2r9O)", prompt="a red fox", negative_prompt="blur",
                        use_default_neg=False, lcm=True, version="v2", width=640, height=512, steps=20, scale=9.5,
                        num_images=2, seed=1234, scheduler="K_EULER", lora="Detail Tweaker (lora01)",
                        lora_scale=0.5)
-    [request] = [r for r in fake.requests if r.method == "POST"]
+    [request] = [r for r in fake_sinkin.requests if r.method == "POST"]
     assert request.path == "/api/inference" and request.headers["content-type"].startswith("multipart/form-data")
-    assert fake.forms()[0] == {
+    assert fake_sinkin.forms()[0] == {
         "access_token": KEY, "model_id": "yBG2r9O", "prompt": "a red fox", "negative_prompt": "blur",
         "use_default_neg": "false", "lcm": "true", "version": "v2", "width": "640", "height": "512",
         "steps": "20", "scale": "9.5", "num_images": "2", "seed": "1234", "scheduler": "K_EULER",
@@ -103,9 +100,9 @@ def test_txt2img_sends_every_input_as_multipart_text(fake):
                                 "credit_cost": 1.0, "inf_id": "inf0001", "seconds": json.loads(info)["seconds"]}
 
 
-def test_defaults_send_the_documented_values_and_leave_out_empty_choices(fake):
+def test_defaults_send_the_documented_values_and_leave_out_empty_choices(fake_sinkin):
     run(Txt2Img, prompt="a cat", seed=7)
-    assert fake.forms()[0] == {
+    assert fake_sinkin.forms()[0] == {
         "access_token": KEY, "model_id": "r2La2w2", "prompt": "a cat", "negative_prompt": "",
         "use_default_neg": "true", "lcm": "false", "width": "512", "height": "768", "steps": "30",
         "scale": "7.5", "num_images": "1", "seed": "7", "scheduler": "DPMSolverMultistep"}
@@ -113,63 +110,63 @@ def test_defaults_send_the_documented_values_and_leave_out_empty_choices(fake):
 
 @pytest.mark.parametrize("model", ["yBG2r9O", "  yBG2r9O ", "majicMIX realistic (yBG2r9O)",
                                    "an old title, renamed since (yBG2r9O)"])
-def test_a_bare_id_or_any_title_carrying_the_id_selects_the_model(fake, model):
+def test_a_bare_id_or_any_title_carrying_the_id_selects_the_model(fake_sinkin, model):
     run(Txt2Img, model_id=model, prompt="a cat", seed=1)
-    assert fake.forms()[0]["model_id"] == "yBG2r9O"
+    assert fake_sinkin.forms()[0]["model_id"] == "yBG2r9O"
 
 
-def test_a_saved_model_or_lora_missing_from_todays_list_still_validates_and_runs(fake):
+def test_a_saved_model_or_lora_missing_from_todays_list_still_validates_and_runs(fake_sinkin):
     assert "A Model Added Today (newModel1)" not in Txt2Img.INPUT_TYPES()["required"]["model_id"][0]
     images, _ = run(Txt2Img, model_id="A Model Added Today (newModel1)", prompt="a cat", seed=1,
                     lora="Film Grain (lora02)")
-    assert fake.forms()[0]["model_id"] == "newModel1" and fake.forms()[0]["lora"] == "lora02"
+    assert fake_sinkin.forms()[0]["model_id"] == "newModel1" and fake_sinkin.forms()[0]["lora"] == "lora02"
     assert images.shape[0] == 1
 
 
-def test_img2img_uploads_the_image_as_a_png_file_with_strength_and_controlnet(fake):
+def test_img2img_uploads_the_image_as_a_png_file_with_strength_and_controlnet(fake_sinkin):
     source = torch.zeros((1, 16, 24, 3))
     source[..., 0] = 1.0
     run(Img2Img, image=source, prompt="a cat", seed=3, image_strength=0.3, controlnet="depth")
-    form = fake.forms()[0]
+    form = fake_sinkin.forms()[0]
     upload = form.pop("init_image_file")
     assert isinstance(upload, Upload) and upload.content_type == "image/png"
     assert torch.equal(imaging.pil_to_tensor([imaging.decode_image(upload.data)]), source)
     assert form["image_strength"] == "0.3" and form["controlnet"] == "depth"
     run(Img2Img, image=source, prompt="a cat", seed=3)
-    assert "controlnet" not in fake.forms()[1] and fake.forms()[1]["image_strength"] == "0.75"
+    assert "controlnet" not in fake_sinkin.forms()[1] and fake_sinkin.forms()[1]["image_strength"] == "0.75"
 
 
-def test_img2img_sends_each_image_of_a_batch_as_its_own_request(fake):
+def test_img2img_sends_each_image_of_a_batch_as_its_own_request(fake_sinkin):
     images, info = run(Img2Img, image=torch.rand((2, 8, 8, 3)), prompt="a cat", seed=3, num_images=2)
-    assert len(fake.forms()) == 2 and images.shape[0] == 4
+    assert len(fake_sinkin.forms()) == 2 and images.shape[0] == 4
     info = json.loads(info)
     assert info["credit_cost"] == 2.0 and sorted(info["inf_id"]) == ["inf0001", "inf0002"]
 
 
-def test_a_random_seed_is_drawn_sent_and_reported(fake):
+def test_a_random_seed_is_drawn_sent_and_reported(fake_sinkin):
     _, info = run(Txt2Img, prompt="a cat", seed=-1)
-    sent = int(fake.forms()[0]["seed"])
+    sent = int(fake_sinkin.forms()[0]["seed"])
     assert 0 <= sent <= sinkin.SEED_MAX and json.loads(info)["seed"] == sent
     assert math.isnan(Txt2Img.IS_CHANGED(seed=-1)) and Txt2Img.IS_CHANGED(seed=5) == ""
 
 
-def test_more_urls_than_images_asked_for_are_not_fetched(fake):
-    fake.script.append(_answer_with(fake, [f"{fake.url}/images/{i}_8x8.png" for i in range(10)]))
+def test_more_urls_than_images_asked_for_are_not_fetched(fake_sinkin):
+    fake_sinkin.script.append(_answer_with(fake_sinkin, [f"{fake_sinkin.url}/images/{i}_8x8.png" for i in range(10)]))
     images, _ = run(Txt2Img, prompt="a cat", seed=1, num_images=1)
     assert images.shape[0] == 1
-    assert len([r for r in fake.requests if r.method == "GET"]) == 1
+    assert len([r for r in fake_sinkin.requests if r.method == "GET"]) == 1
 
 
 # ---------------------------------------------------------------- failures
 
-def test_error_code_1_with_http_200_is_a_clear_error_with_sinkins_message(fake):
-    fake.script.append(failure("Not enough credits. Please top up."))
+def test_error_code_1_with_http_200_is_a_clear_error_with_sinkins_message(fake_sinkin):
+    fake_sinkin.script.append(failure("Not enough credits. Please top up."))
     with pytest.raises(ProviderError, match=r'SinkIn: refused the request: "Not enough credits. Please top up."'):
         run(Txt2Img, prompt="a cat", seed=1)
-    assert len(fake.requests) == 1  # a refusal is not retried
+    assert len(fake_sinkin.requests) == 1  # a refusal is not retried
 
 
-def test_a_wrong_key_is_reported_and_an_unknown_model_too(fake, monkeypatch):
+def test_a_wrong_key_is_reported_and_an_unknown_model_too(fake_sinkin, monkeypatch):
     monkeypatch.setenv("SINKIN_API_KEY", "not-the-right-token")
     with pytest.raises(ProviderError, match="Invalid access token"):
         run(Txt2Img, prompt="a cat", seed=1)
@@ -178,49 +175,45 @@ def test_a_wrong_key_is_reported_and_an_unknown_model_too(fake, monkeypatch):
         run(Txt2Img, model_id="zzzz9", prompt="a cat", seed=1)
 
 
-def test_without_a_key_the_error_says_how_to_set_one_and_nothing_is_sent(fake, monkeypatch):
+def test_without_a_key_the_error_says_how_to_set_one_and_nothing_is_sent(fake_sinkin, monkeypatch):
     monkeypatch.delenv("SINKIN_API_KEY")
     with pytest.raises(MissingKeyError, match="SINKIN_API_KEY"):
         run(Txt2Img, prompt="a cat", seed=1)
-    assert fake.requests == []
+    assert fake_sinkin.requests == []
 
 
-def test_the_key_can_come_from_the_users_key_file(fake, monkeypatch):
+def test_the_key_can_come_from_the_users_key_file(fake_sinkin, monkeypatch):
     monkeypatch.delenv("SINKIN_API_KEY")
     credentials.store_key(SINKIN, KEY)
     run(Txt2Img, prompt="a cat", seed=1)
-    assert fake.forms()[0]["access_token"] == KEY
+    assert fake_sinkin.forms()[0]["access_token"] == KEY
 
 
-def test_transient_http_errors_are_retried_then_succeed(fake):
-    fake.script += [Answer(503, b"busy"), Answer(429, b"slow down", {"retry-after": "0"})]
+def test_transient_http_errors_are_retried_then_succeed(fake_sinkin):
+    fake_sinkin.script += [Answer(503, b"busy"), Answer(429, b"slow down", {"retry-after": "0"})]
     images, _ = run(Txt2Img, prompt="a cat", seed=1)
-    assert images.shape[0] == 1 and len(fake.forms()) == 3
+    assert images.shape[0] == 1 and len(fake_sinkin.forms()) == 3
 
 
-def test_permanent_http_errors_fail_at_once_and_repeated_5xx_give_up(fake):
-    fake.script.append(_json_status(401, {"error_code": 1, "message": "bad token"}))
+def test_permanent_http_errors_fail_at_once_and_repeated_5xx_give_up(fake_sinkin):
+    fake_sinkin.script.append(json_answer(401, {"error_code": 1, "message": "bad token"}))
     with pytest.raises(ProviderError, match=r"did not accept the API key \(401\).*bad token.*SINKIN_API_KEY"):
         run(Txt2Img, prompt="a cat", seed=1)
-    assert len(fake.requests) == 1
-    fake.script += [Answer(500, b"oops")] * 3
+    assert len(fake_sinkin.requests) == 1
+    fake_sinkin.script += [Answer(500, b"oops")] * 3
     with pytest.raises(ProviderError, match=r"\(500, after 3 tries\)"):
         run(Txt2Img, prompt="a cat", seed=1)
 
 
-def _json_status(status, payload) -> Answer:
-    return Answer(status, json.dumps(payload).encode(), {"content-type": "application/json"})
-
-
 @pytest.mark.parametrize(("answer", "problem"), [
     (Answer(200, b"<html>maintenance</html>", {"content-type": "text/html"}), "not JSON"),
-    (_json([1, 2]), "not an object"),
-    (_json({"error_code": 0, "credit_cost": 1}), "without a list of image URLs"),
-    (_json({"error_code": 0, "images": [42]}), "without a list of image URLs"),
-    (_json({"error_code": 2}), 'refused the request: "no reason given"'),
+    (json_answer(200, [1, 2]), "not an object"),
+    (json_answer(200, {"error_code": 0, "credit_cost": 1}), "without a list of image URLs"),
+    (json_answer(200, {"error_code": 0, "images": [42]}), "without a list of image URLs"),
+    (json_answer(200, {"error_code": 2}), 'refused the request: "no reason given"'),
 ])
-def test_malformed_answers_become_clear_errors(fake, answer, problem):
-    fake.script.append(answer)
+def test_malformed_answers_become_clear_errors(fake_sinkin, answer, problem):
+    fake_sinkin.script.append(answer)
     with pytest.raises(ProviderError, match=problem):
         run(Txt2Img, prompt="a cat", seed=1)
 
@@ -232,11 +225,11 @@ def _interrupt_after(seconds: float) -> threading.Thread:
 
 
 @pytest.mark.parametrize("where", ["inference", "download"])
-def test_an_interrupt_returns_within_a_second(fake, where):
+def test_an_interrupt_returns_within_a_second(fake_sinkin, where):
     if where == "inference":
-        fake.script.append(Answer(200, b"{}", {"content-type": "application/json"}, delay=5))
+        fake_sinkin.script.append(Answer(200, b"{}", {"content-type": "application/json"}, delay=5))
     else:
-        fake.image_delay = 5
+        fake_sinkin.image_delay = 5
     thread = _interrupt_after(0.3)
     started = time.monotonic()
     with pytest.raises(runtime.Interrupted):
@@ -247,8 +240,8 @@ def test_an_interrupt_returns_within_a_second(fake, where):
 
 # ---------------------------------------------------------------- downloads
 
-def test_downloads_run_concurrently(fake):
-    fake.image_delay = 0.5
+def test_downloads_run_concurrently(fake_sinkin):
+    fake_sinkin.image_delay = 0.5
     started = time.monotonic()
     images, _ = run(Txt2Img, prompt="a cat", seed=1, num_images=4)
     assert images.shape[0] == 4
@@ -262,11 +255,11 @@ def test_downloads_run_concurrently(fake):
 ])
 def test_unsafe_result_urls_are_refused_when_the_api_is_public(url):
     with pytest.raises(ProviderError, match="refused a result URL"):
-        sinkin.DOWNLOADS._check_url(url, allow_private=False)
+        sinkin_api.DOWNLOADS._check_url(url, allow_private=False)
 
 
 def test_public_result_urls_pass_the_check():
-    sinkin.DOWNLOADS._check_url("https://93.184.215.14/result.png", allow_private=False)
+    sinkin_api.DOWNLOADS._check_url("https://93.184.215.14/result.png", allow_private=False)
 
 
 @pytest.mark.parametrize(("base", "private"), [
@@ -275,61 +268,61 @@ def test_public_result_urls_pass_the_check():
 ])
 def test_private_results_are_allowed_only_when_the_api_base_is_private(monkeypatch, base, private):
     monkeypatch.setenv("SINKIN_API_BASE", base)
-    assert sinkin.downloads_may_be_private() is private
+    assert sinkin_api.downloads_may_be_private() is private
 
 
-def test_a_hostile_answer_cannot_aim_the_server_at_the_local_network(fake, monkeypatch):
-    monkeypatch.setattr(sinkin, "downloads_may_be_private", lambda: False)  # as with the public API
+def test_a_hostile_answer_cannot_aim_the_server_at_the_local_network(fake_sinkin, monkeypatch):
+    monkeypatch.setattr(sinkin_api, "downloads_may_be_private", lambda: False)  # as with the public API
     with pytest.raises(ProviderError, match="private, loopback or unresolvable"):
         run(Txt2Img, prompt="a cat", seed=1)
-    assert [r.method for r in fake.requests] == ["POST"]  # the URL on 127.0.0.1 was never fetched
+    assert [r.method for r in fake_sinkin.requests] == ["POST"]  # the URL on 127.0.0.1 was never fetched
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/a.png", "file:///etc/hostname"])
-def test_non_http_result_urls_are_refused_even_on_a_private_api(fake, url):
-    fake.script.append(_answer_with(fake, [url]))
+def test_non_http_result_urls_are_refused_even_on_a_private_api(fake_sinkin, url):
+    fake_sinkin.script.append(_answer_with(fake_sinkin, [url]))
     with pytest.raises(ProviderError, match="not http"):
         run(Txt2Img, prompt="a cat", seed=1)
 
 
-def test_redirects_are_followed_a_few_times_and_each_hop_is_checked(fake):
-    image = f"{fake.url}/images/5_8x8.png"
-    fake.script += [_answer_with(fake, [f"{fake.url}/r1"]), Answer(302, b"", {"location": "/r2"}),
+def test_redirects_are_followed_a_few_times_and_each_hop_is_checked(fake_sinkin):
+    image = f"{fake_sinkin.url}/images/5_8x8.png"
+    fake_sinkin.script += [_answer_with(fake_sinkin, [f"{fake_sinkin.url}/r1"]), Answer(302, b"", {"location": "/r2"}),
                     Answer(302, b"", {"location": image})]
     images, _ = run(Txt2Img, prompt="a cat", seed=1)
     assert tuple(images.shape) == (1, 8, 8, 3)
-    fake.script += [_answer_with(fake, [f"{fake.url}/r1"]), Answer(302, b"", {"location": "file:///etc/passwd"})]
+    fake_sinkin.script += [_answer_with(fake_sinkin, [f"{fake_sinkin.url}/r1"]), Answer(302, b"", {"location": "file:///etc/passwd"})]
     with pytest.raises(ProviderError, match="not http"):
         run(Txt2Img, prompt="a cat", seed=1)
-    fake.script += [_answer_with(fake, [f"{fake.url}/r"])] + [Answer(302, b"", {"location": "/r"})] * 4
+    fake_sinkin.script += [_answer_with(fake_sinkin, [f"{fake_sinkin.url}/r"])] + [Answer(302, b"", {"location": "/r"})] * 4
     with pytest.raises(ProviderError, match="redirected more than 3 times"):
         run(Txt2Img, prompt="a cat", seed=1)
 
 
-def test_oversize_non_image_and_unreadable_bodies_are_refused(fake, monkeypatch):
-    assert sinkin.DOWNLOADS.limits.max_bytes <= 32 * 1024 * 1024
-    monkeypatch.setattr(sinkin.DOWNLOADS, "limits", Limits(max_bytes=1000))
-    url = f"{fake.url}/big.png"
-    fake.script += [_answer_with(fake, [url]), Answer(200, b"\0" * 5000, {"content-type": "image/png"})]
+def test_oversize_non_image_and_unreadable_bodies_are_refused(fake_sinkin, monkeypatch):
+    assert sinkin_api.DOWNLOADS.limits.max_bytes <= 32 * 1024 * 1024
+    monkeypatch.setattr(sinkin_api.DOWNLOADS, "limits", Limits(max_bytes=1000))
+    url = f"{fake_sinkin.url}/big.png"
+    fake_sinkin.script += [_answer_with(fake_sinkin, [url]), Answer(200, b"\0" * 5000, {"content-type": "image/png"})]
     with pytest.raises(ProviderError, match="larger than"):
         run(Txt2Img, prompt="a cat", seed=1)
-    fake.script += [_answer_with(fake, [url]), Answer(200, b"<html>hi</html>", {"content-type": "text/html"})]
+    fake_sinkin.script += [_answer_with(fake_sinkin, [url]), Answer(200, b"<html>hi</html>", {"content-type": "text/html"})]
     with pytest.raises(ProviderError, match=r"did not hold an image \(text/html"):
         run(Txt2Img, prompt="a cat", seed=1)
-    fake.script += [_answer_with(fake, [url]), Answer(200, b"not a png", {"content-type": "image/png"})]
+    fake_sinkin.script += [_answer_with(fake_sinkin, [url]), Answer(200, b"not a png", {"content-type": "image/png"})]
     with pytest.raises(ProviderError, match="a result image could not be read: not a readable image"):
         run(Txt2Img, prompt="a cat", seed=1)
 
 
-def test_results_over_the_pixel_limit_are_refused(fake, monkeypatch):
-    monkeypatch.setattr(sinkin, "MAX_RESULT_PIXELS", 32 * 32)
+def test_results_over_the_pixel_limit_are_refused(fake_sinkin, monkeypatch):
+    monkeypatch.setattr(sinkin_api, "MAX_RESULT_PIXELS", 32 * 32)
     with pytest.raises(ProviderError, match="over the limit of 1,024 pixels"):
         run(Txt2Img, prompt="a cat", seed=1, width=128, height=128)
 
 
-def test_a_download_that_stalls_times_out(fake, monkeypatch):
-    monkeypatch.setattr(sinkin.DOWNLOADS, "limits", Limits(read_timeout=0.2))
-    fake.image_delay = 1.0
+def test_a_download_that_stalls_times_out(fake_sinkin, monkeypatch):
+    monkeypatch.setattr(sinkin_api.DOWNLOADS, "limits", Limits(read_timeout=0.2))
+    fake_sinkin.image_delay = 1.0
     with pytest.raises(ProviderError, match="no answer in time .*after 3 tries"):
         run(Txt2Img, prompt="a cat", seed=1)
 
@@ -339,23 +332,23 @@ def test_a_download_that_stalls_times_out(fake, monkeypatch):
 CANARY = "CANARY-sinkin-token-5b1f0c9e"
 
 
-def test_the_token_never_shows_in_outputs_info_logs_or_errors(fake, monkeypatch, pack_log):
+def test_the_token_never_shows_in_outputs_info_logs_or_errors(fake_sinkin, monkeypatch, pack_log):
     monkeypatch.setenv("SINKIN_API_KEY", CANARY)
-    fake.key = CANARY
+    fake_sinkin.key = CANARY
     seen: list[str] = []
-    echo = {"error_code": 0, "images": [f"{fake.url}/images/1_8x8.png"], "credit_cost": 0.5, "inf_id": CANARY}
-    fake.script.append(_json(echo))
+    echo = {"error_code": 0, "images": [f"{fake_sinkin.url}/images/1_8x8.png"], "credit_cost": 0.5, "inf_id": CANARY}
+    fake_sinkin.script.append(json_answer(200, echo))
     images, info = run(Txt2Img, prompt=f"a cat {CANARY[:6]}", seed=1)
     seen.append(info)
     for answer in (failure(f"bad token {CANARY}"), Answer(400, f"token {CANARY} rejected".encode()),
-                   _json_status(500, {"message": CANARY})):
-        fake.script += [answer] * 3
+                   json_answer(500, {"message": CANARY})):
+        fake_sinkin.script += [answer] * 3
         with pytest.raises(ProviderError) as caught:
             run(Txt2Img, prompt="a cat", seed=1)
         seen.append(str(caught.value))
-    fake.script.clear()
+    fake_sinkin.script.clear()
     seen += [json.dumps(Txt2Img.INPUT_TYPES()), json.dumps(defaults(Img2Img)), pack_log.text]
     seen += [r.getMessage() for r in pack_log.records]
     assert all(CANARY not in text for text in seen)
     assert "***" in seen[0] and any("***" in text for text in seen[1:4])
-    assert fake.forms()[0]["access_token"] == CANARY  # it did go where it belongs
+    assert fake_sinkin.forms()[0]["access_token"] == CANARY  # it did go where it belongs

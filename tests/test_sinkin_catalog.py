@@ -10,12 +10,12 @@ import time
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from fake_sinkin import KEY, FakeSinkIn, failure, fake  # noqa: F401  (fake is a fixture)
+from fakes.sinkin import KEY, FakeSinkIn, failure
 
 from sdbridge.nodes import routes
-from sdbridge.nodes.hosted import sinkin
-from sdbridge.nodes.hosted.http import RetryPolicy
-from sdbridge.nodes.hosted.sinkin import Entry, id_from_choice, parse_entries
+from sdbridge.nodes.hosted import sinkin, sinkin_api, sinkin_catalog
+from sdbridge.nodes.hosted.sinkin_catalog import Entry, id_from_choice, parse_entries
+from sdbridge.nodes.hosted.transport import RetryPolicy
 
 DOCUMENTED = {"r2La2w2": "Realistic Vision", "yBG2r9O": "majicMIX realistic", "mGYMaD5": "AbsoluteReality",
               "4zdwGOB": "DreamShaper", "K6KkkKl": "Deliberate", "RR6lMmw": "MeinaHentai", "mG9Pvko": "Babes",
@@ -27,13 +27,13 @@ DOCUMENTED = {"r2La2w2": "Realistic Vision", "yBG2r9O": "majicMIX realistic", "m
 def ask(query: str = "") -> dict:
     """The route's JSON, through the handler with a real aiohttp request object."""
     request = make_mocked_request("GET", "/sdbridge/sinkin/catalog" + query)
-    response = asyncio.run(routes.sinkin_catalog(request))
+    response = asyncio.run(routes.sinkin_models(request))
     assert response.status == 200 and response.content_type == "application/json"
     return json.loads(response.text)
 
 
 def write_cache(data) -> None:
-    path = sinkin.cache_file()
+    path = sinkin_catalog.cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
 
@@ -83,7 +83,7 @@ def test_each_choice_shows_the_title_and_carries_the_id():
 # ---------------------------------------------------------------- bundled and cached lists
 
 def test_a_fresh_install_offers_the_documented_models_offline():
-    bundled = sinkin.bundled_catalog()
+    bundled = sinkin_catalog.bundled_catalog()
     assert {e.id: e.title for e in bundled.models} == DOCUMENTED
     assert bundled.fetched_at is None and bundled.lora_choices() == ["none"]
     assert model_choices()[:5] == ["Realistic Vision (r2La2w2)", "majicMIX realistic (yBG2r9O)",
@@ -92,48 +92,48 @@ def test_a_fresh_install_offers_the_documented_models_offline():
                      "age_seconds": None, "error": None}
 
 
-def test_refresh_reads_the_live_list_into_the_cache_and_the_node_inputs(fake):
+def test_refresh_reads_the_live_list_into_the_cache_and_the_node_inputs(fake_sinkin):
     answer = ask("?refresh=1")
     assert answer["models"] == ["Realistic Vision V6.0 (r2La2w2)", "majicMIX realistic (yBG2r9O)",
                                 "DreamShaper (4zdwGOB)", "A Model Added Today (newModel1)"]
     assert answer["loras"] == ["none", "Detail Tweaker (lora01)", "Film Grain (lora02)"]
     assert answer["source"] == "sinkin" and answer["age_seconds"] == 0 and answer["error"] is None
-    [form] = fake.forms("/api/models")
+    [form] = fake_sinkin.forms("/api/models")
     assert form == {"access_token": KEY}
-    cached = json.loads(sinkin.cache_file().read_text())
-    assert abs(cached["fetched_at"] - time.time()) < 60 and KEY not in sinkin.cache_file().read_text()
+    cached = json.loads(sinkin_catalog.cache_file().read_text())
+    assert abs(cached["fetched_at"] - time.time()) < 60 and KEY not in sinkin_catalog.cache_file().read_text()
     spec = sinkin.SDBridgeSinkInImg2Img.INPUT_TYPES()["required"]
     assert spec["model_id"][0] == answer["models"] and spec["lora"][0] == answer["loras"]
     assert spec["model_id"][1]["default"] == "Realistic Vision V6.0 (r2La2w2)"  # the same model, renamed
     assert spec["lora"][1]["default"] == "none"
 
 
-def test_the_default_falls_back_to_the_first_model_when_its_id_is_gone(fake):
-    fake.catalog = {"error_code": 0, "models": [{"id": "only1", "title": "Only"}], "loras": []}
+def test_the_default_falls_back_to_the_first_model_when_its_id_is_gone(fake_sinkin):
+    fake_sinkin.catalog = {"error_code": 0, "models": [{"id": "only1", "title": "Only"}], "loras": []}
     ask("?refresh=1")
     assert sinkin.SDBridgeSinkInTxt2Img.INPUT_TYPES()["required"]["model_id"][1]["default"] == "Only (only1)"
 
 
-def test_the_cache_reports_its_age_and_is_not_reread_while_fresh(fake):
+def test_the_cache_reports_its_age_and_is_not_reread_while_fresh(fake_sinkin):
     write_cache({"fetched_at": time.time() - 3600, "models": [{"id": "abc1", "title": "Cached"}], "loras": []})
     answer = ask()
     assert answer["models"] == ["Cached (abc1)"] and answer["source"] == "sinkin"
     assert 3590 <= answer["age_seconds"] <= 3700
-    assert fake.requests == []
+    assert fake_sinkin.requests == []
 
 
-def test_a_stale_cache_is_reread_when_a_key_is_set(fake):
-    week_ago = time.time() - sinkin.CATALOG_MAX_AGE - 60
+def test_a_stale_cache_is_reread_when_a_key_is_set(fake_sinkin):
+    week_ago = time.time() - sinkin_catalog.CATALOG_MAX_AGE - 60
     write_cache({"fetched_at": week_ago, "models": [{"id": "abc1", "title": "Cached"}], "loras": []})
-    assert ask()["models"][0] == "Realistic Vision V6.0 (r2La2w2)" and len(fake.requests) == 1
+    assert ask()["models"][0] == "Realistic Vision V6.0 (r2La2w2)" and len(fake_sinkin.requests) == 1
 
 
-def test_without_a_key_the_bundled_or_stale_list_is_served_as_is(fake, monkeypatch):
+def test_without_a_key_the_bundled_or_stale_list_is_served_as_is(fake_sinkin, monkeypatch):
     monkeypatch.delenv("SINKIN_API_KEY")
     assert ask()["source"] == "bundled"
     write_cache({"fetched_at": 0, "models": [{"id": "abc1", "title": "Old"}], "loras": []})
     answer = ask()
-    assert answer["models"] == ["Old (abc1)"] and answer["error"] is None and fake.requests == []
+    assert answer["models"] == ["Old (abc1)"] and answer["error"] is None and fake_sinkin.requests == []
     answer = ask("?refresh=1")  # asked for explicitly: say why it cannot
     assert answer["models"] == ["Old (abc1)"] and "SINKIN_API_KEY" in answer["error"]
 
@@ -145,12 +145,12 @@ def test_without_a_key_the_bundled_or_stale_list_is_served_as_is(fake, monkeypat
     json.dumps({"fetched_at": 1.0, "models": [{"id": "bad id"}, 3], "loras": []}),
     json.dumps({"fetched_at": 1.0, "models": "r2La2w2", "loras": []}),
 ])
-def test_a_corrupt_cache_falls_back_to_the_bundled_list_and_a_refresh_rewrites_it(fake, pack_log, content):
+def test_a_corrupt_cache_falls_back_to_the_bundled_list_and_a_refresh_rewrites_it(fake_sinkin, pack_log, content):
     write_cache(content)
-    assert model_choices() == sinkin.bundled_catalog().model_choices()
+    assert model_choices() == sinkin_catalog.bundled_catalog().model_choices()
     assert "catalog cache" in pack_log.text
     assert ask()["source"] == "sinkin"  # no usable date counts as stale: read again
-    assert json.loads(sinkin.cache_file().read_text())["models"][0]["id"] == "r2La2w2"
+    assert json.loads(sinkin_catalog.cache_file().read_text())["models"][0]["id"] == "r2La2w2"
 
 
 def test_the_cache_file_is_reread_when_it_changes():
@@ -164,23 +164,23 @@ def test_the_cache_file_is_reread_when_it_changes():
     (failure("Invalid access token"), 'refused the request: "Invalid access token"'),
     (None, "listed no usable models"),
 ])
-def test_a_failed_refresh_keeps_the_current_list_and_says_why(fake, answer, problem):
+def test_a_failed_refresh_keeps_the_current_list_and_says_why(fake_sinkin, answer, problem):
     write_cache({"fetched_at": time.time(), "models": [{"id": "keep1", "title": "Kept"}], "loras": []})
-    before = sinkin.cache_file().read_text()
+    before = sinkin_catalog.cache_file().read_text()
     if answer is None:
-        fake.catalog = {"error_code": 0, "models": [{"id": "bad id"}], "loras": []}
+        fake_sinkin.catalog = {"error_code": 0, "models": [{"id": "bad id"}], "loras": []}
     else:
-        fake.script.append(answer)
+        fake_sinkin.script.append(answer)
     result = ask("?refresh=1")
     assert result["models"] == ["Kept (keep1)"] and problem in result["error"]
     assert result["error"].startswith("SinkIn: ")
-    assert sinkin.cache_file().read_text() == before
+    assert sinkin_catalog.cache_file().read_text() == before
 
 
 def test_an_unreachable_api_is_reported_without_the_token(monkeypatch):
     canary = "CANARY-catalog-token-8c2d"
     monkeypatch.setenv("SINKIN_API_KEY", canary)
-    monkeypatch.setattr(sinkin.CLIENT, "retry", RetryPolicy(transient_attempts=1))
+    monkeypatch.setattr(sinkin_api.CLIENT, "retry", RetryPolicy(transient_attempts=1))
     with FakeSinkIn(key=canary) as server:
         monkeypatch.setenv("SINKIN_API_BASE", server.url)
         server.script.append(failure(f"token {canary} is disabled"))
@@ -195,12 +195,12 @@ def test_an_unreachable_api_is_reported_without_the_token(monkeypatch):
 def test_routes_register_the_catalog_under_sdbridge():
     table = web.RouteTableDef()
     routes.register(table)
-    assert ("GET", "/sdbridge/sinkin/catalog", routes.sinkin_catalog) in [(r.method, r.path, r.handler)
+    assert ("GET", "/sdbridge/sinkin/catalog", routes.sinkin_models) in [(r.method, r.path, r.handler)
                                                                           for r in table]
     assert routes.install() is False  # outside ComfyUI there is no server to add them to
 
 
-def test_the_route_works_in_a_real_aiohttp_app_on_loopback(fake):
+def test_the_route_works_in_a_real_aiohttp_app_on_loopback(fake_sinkin):
     async def main():
         app = web.Application()
         table = web.RouteTableDef()

@@ -4,21 +4,19 @@ fake then accepts it, or refuses only an id that SinkIn alone can know is unknow
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import pytest
-import torch
-from fake_sinkin import CATALOG, KEY, FakeSinkIn, Upload
-from fuzzing import ANYTHING, valid_value
-from hypothesis import HealthCheck, given, settings
+from fakes.sinkin import CATALOG, KEY, Upload
 from hypothesis import strategies as st
-from nodecalls import defaults
+from support.fuzzing import fuzz_node, valid_value
 
-from sdbridge.nodes.hosted import sinkin
-from sdbridge.nodes.hosted.http import ProviderError, RetryPolicy
+from sdbridge.nodes.hosted import sinkin, sinkin_catalog
 
-KNOWN_IDS = {m["id"] for m in CATALOG["models"]} | {lora["id"] for lora in CATALOG["loras"]}
+# The fake knows every model the node lists (SinkIn does), and one that is new today.
+FUZZ_CATALOG = {**CATALOG, "models": CATALOG["models"] + [
+    {"id": entry.id, "title": entry.title} for entry in sinkin_catalog.bundled_catalog().models]}
+KNOWN_IDS = {m["id"] for m in FUZZ_CATALOG["models"]} | {lora["id"] for lora in FUZZ_CATALOG["loras"]}
 
 
 def _good_value(param):
@@ -50,47 +48,13 @@ def expected_fields(node, values: dict) -> dict:
     return fields
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FakeSinkIn() as fake:
-        yield fake
-
-
-@pytest.mark.parametrize("node", [sinkin.SDBridgeSinkInTxt2Img, sinkin.SDBridgeSinkInImg2Img],
-                         ids=lambda n: n.__name__)
-def test_fuzz_node_inputs(node, server, monkeypatch):
-    monkeypatch.setenv("SINKIN_API_KEY", KEY)
-    monkeypatch.setenv("SINKIN_API_BASE", server.url)
-    monkeypatch.setattr(sinkin.CLIENT, "retry", RetryPolicy(transient_attempts=1, rate_limit_attempts=1))
-    params = [p for p in node.PARAMS if p.kind != "IMAGE"]
-
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-    # Good values everywhere but in up to two inputs, so both outcomes are common.
-    @given(st.fixed_dictionaries({p.name: _good_value(p) for p in params}),
-           st.one_of(st.just({}), st.dictionaries(st.sampled_from([p.name for p in params]), ANYTHING, max_size=2)))
-    def check(good, wild):
-        merged = {**defaults(node), **good, **wild}
-        if node is sinkin.SDBridgeSinkInImg2Img:
-            merged["image"] = torch.rand((1, 8, 8, 3))
-        before = len(server.requests)
-        verdict = node.VALIDATE_INPUTS(**merged)
-        if verdict is not True:
-            assert isinstance(verdict, str) and verdict.split(":")[0] in {p.name for p in params}
-            with pytest.raises(ValueError, match=verdict.split(":")[0]):
-                asyncio.run(node().generate(unique_id="1", **merged))
-            assert len(server.requests) == before  # refused before spending anything
-            return
-        try:
-            images, _ = asyncio.run(node().generate(unique_id="1", **merged))
-        except ProviderError as exc:  # only SinkIn can know an id is unknown
-            assert "not found" in str(exc)
-            sent = server.forms()[-1]
-            assert sent["model_id"] not in KNOWN_IDS or sent.get("lora", "lora01") not in KNOWN_IDS
-        else:
-            assert images.ndim == 4 and images.shape[-1] == 3 and images.dtype == torch.float32
-        sent = server.forms()[-1]
+@pytest.mark.parametrize("node", sinkin.NODES, ids=lambda n: n.__name__)
+def test_fuzz_node_inputs(node, fake_sinkin):
+    fake_sinkin.catalog = FUZZ_CATALOG
+    def check_sent(values):
+        sent = fake_sinkin.forms()[-1]
         assert isinstance(sent.pop("init_image_file", Upload("", "", b"")), Upload)
-        want = expected_fields(node, merged)
+        want = expected_fields(node, values)
         assert set(sent) == set(want) | {"seed"}
         for name, value in want.items():
             if isinstance(value, float):
@@ -100,4 +64,10 @@ def test_fuzz_node_inputs(node, server, monkeypatch):
         seed = int(want["seed"])
         assert int(sent["seed"]) == seed if seed != -1 else 0 <= int(sent["seed"]) <= sinkin.SEED_MAX
 
-    check()
+    def only_sinkin_knows(error) -> bool:  # an id that is not in SinkIn's catalog
+        sent = fake_sinkin.forms()[-1]
+        unknown = sent["model_id"] not in KNOWN_IDS or sent.get("lora", "lora01") not in KNOWN_IDS
+        return "not found" in str(error) and unknown
+
+    fuzz_node(node, fake_sinkin, check_sent=check_sent, good=_good_value, provider_may_refuse=only_sinkin_knows,
+              max_examples=60, min_accepted=5)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from webjs import NODE_JS, run_extension
+from support.webjs import NODE_JS, run_extension
 
-from sdbridge.nodes.hosted import sinkin
+from sdbridge.nodes.hosted import sinkin_catalog
 
 DRIVER = """import { app } from "./scripts/app.js";
 import { api } from "./scripts/api.js";
@@ -36,7 +36,7 @@ console.log(JSON.stringify({ calls: api.calls, saved: lists(saved), created: lis
 
 @pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
 def test_the_extension_refreshes_model_and_lora_lists_in_place(tmp_path):
-    first = asyncio.run(sinkin.catalog_for_web())
+    first = asyncio.run(sinkin_catalog.catalog_for_web())
     refreshed = {**first, "models": ["Today (new1)"], "loras": ["none", "Grain (l2)"], "error": "SinkIn: slow"}
     answers = {"/sdbridge/sinkin/catalog": first, "/sdbridge/sinkin/catalog?refresh=1": refreshed}
     result = run_extension(tmp_path, "sinkin_catalog.js", DRIVER, answers)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import ROOT
-from loopback import Answer, Loopback
+from support.loopback import Answer, Loopback, json_answer
 
 SCRIPT = ROOT / "example_workflows" / "api" / "submit.py"
 spec = importlib.util.spec_from_file_location("submit", SCRIPT)
@@ -30,30 +30,26 @@ class FakeComfy(Loopback):
         if request.method == "POST" and url.path == "/prompt":
             body = json.loads(request.body)
             if self.refuse:
-                return _json(400, {"error": {"message": "Prompt outputs failed validation"}, "node_errors": {
+                return json_answer(400, {"error": {"message": "Prompt outputs failed validation"}, "node_errors": {
                     "1": {"class_type": "SDBridgeSegmindSDXL", "errors": [{"message": "bad", "details": "img_width: 900 is not allowed"}]}}})
             self.prompts.append(body)
-            return _json(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
+            return json_answer(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
         if url.path == "/queue":
-            return _json(200, {"queue_running": [[0, "p1"]], "queue_pending": []})
+            return json_answer(200, {"queue_running": [[0, "p1"]], "queue_pending": []})
         if url.path == "/history/p1":
             self.polls += 1
             if self.polls < 3:
-                return _json(200, {})
+                return json_answer(200, {})
             if self.fail:
-                return _json(200, {"p1": {"outputs": {}, "status": {"status_str": "error", "messages": [
+                return json_answer(200, {"p1": {"outputs": {}, "status": {"status_str": "error", "messages": [
                     ["execution_error", {"node_type": "SDBridgeSegmindSDXL", "exception_message": self.fail}]]}}})
-            return _json(200, {"p1": {"status": {"status_str": "success"}, "outputs": {
+            return json_answer(200, {"p1": {"status": {"status_str": "success"}, "outputs": {
                 "2": {"images": [{"filename": "sdbridge_00001_.png", "subfolder": "sdbridge", "type": "output"}]}}}})
         if url.path == "/view":
             query = parse_qs(url.query)
             assert query == {"filename": ["sdbridge_00001_.png"], "subfolder": ["sdbridge"], "type": ["output"]}
             return Answer(200, b"\x89PNG fake", {"content-type": "image/png"})
         return Answer(404, b"")
-
-
-def _json(status, payload):
-    return Answer(status, json.dumps(payload).encode(), {"content-type": "application/json"})
 
 
 def test_submit_with_overrides_follows_and_saves(tmp_path):

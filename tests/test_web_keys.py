@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from webjs import NODE_JS, run_extension
+from support.webjs import NODE_JS, run_extension
 
 pytestmark = pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
 

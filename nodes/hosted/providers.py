@@ -1,9 +1,15 @@
-"""What the pack knows about each hosted provider, as data: names, env vars, pages to send
-users to. The HTTP layer and credentials read this; nothing else hard-codes a provider."""
+"""Every hosted provider, declared once, as data: names, env vars, pages to send users to, what
+its key is called, its documented rate limits. Credentials, the HTTP layer's messages, the
+routes (and through them the web extension), the example workflows and the tests all read this
+table; nothing else names a provider's env vars or pages.
+
+A new provider is one entry here, one module beside this one, and one fake in tests/fakes/
+(CONTRIBUTING.md walks through it).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -15,26 +21,21 @@ class Provider:
     default_base: str
     key_page: str           # where a user gets a key
     billing_page: str       # where a user tops up credits
+    key_label: str = "API key"   # what the provider calls its key
+    rate_limits: str = ""   # the documented limits, quoted when a provider answers 429
+
+    def for_web(self) -> dict:
+        """What the web extension may know: everything here (no key is ever part of it)."""
+        return asdict(self)
 
 
 SEGMIND = Provider(
-    id="segmind",
-    name="Segmind",
-    key_env="SEGMIND_API_KEY",
-    base_env="SEGMIND_API_BASE",
-    default_base="https://api.segmind.com",
-    key_page="https://cloud.segmind.com/console/api-keys",
+    "segmind", "Segmind", key_env="SEGMIND_API_KEY", base_env="SEGMIND_API_BASE",
+    default_base="https://api.segmind.com", key_page="https://cloud.segmind.com/console/api-keys",
     billing_page="https://cloud.segmind.com/console/billing",
-)
-
+    rate_limits="free Segmind accounts allow 5 requests a minute, pro accounts 50")
 SINKIN = Provider(
-    id="sinkin",
-    name="SinkIn",
-    key_env="SINKIN_API_KEY",
-    base_env="SINKIN_API_BASE",
-    default_base="https://sinkin.ai",
-    key_page="https://sinkin.ai/api",
-    billing_page="https://sinkin.ai/api",
-)
+    "sinkin", "SinkIn", key_env="SINKIN_API_KEY", base_env="SINKIN_API_BASE", default_base="https://sinkin.ai",
+    key_page="https://sinkin.ai/api", billing_page="https://sinkin.ai/api", key_label="access token")
 
-PROVIDERS = {p.id: p for p in (SEGMIND, SINKIN)}
+PROVIDERS: dict[str, Provider] = {p.id: p for p in (SEGMIND, SINKIN)}

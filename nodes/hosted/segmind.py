@@ -12,11 +12,12 @@ from .. import images as imaging
 from .. import surface
 from ..params import Param, ValidationError, parse_json_object, resolve_seed
 from . import credentials
-from .http import HttpClient, ProviderError, Reply, describe_body, private_results_allowed
-from .nodebase import HostedNode, report_credits
+from .addresses import private_results_allowed
+from .hosted_node import HostedNode, report_credits
 from .providers import SEGMIND
+from .replies import ProviderError, Reply, describe_body
+from .transport import HttpClient
 
-CATEGORY = "SD Bridge/Segmind"
 SEED_MAX = 999_999_999_999_999   # the documented seed range
 CLIENT = HttpClient(SEGMIND)
 
@@ -111,7 +112,7 @@ SD15_IMG2IMG = Endpoint(
 )
 
 REALVIS = Endpoint(
-    "sdxl1.0-realvis", "RealVisXL (SDXL)",
+    "sdxl1.0-realvis", "RealVisXL",
     (surface.PROMPT, surface.NEGATIVE_PROMPT, SAMPLES,
      _scheduler(SCHEDULERS, surface.TXT2IMG_SCHEDULER, " The last four names are likely but not confirmed by Segmind's page."),
      _steps(25), _guidance(1.0), SEED, _size_range("img_width"), _size_range("img_height")),
@@ -185,7 +186,7 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
     if required:
         raise ProviderError(
             SEGMIND, f"answered with something that is not an image ({describe_body(reply)}). The service may "
-            "be down, or SEGMIND_API_BASE may point at the wrong place.", reply.status)
+            f"be down, or {SEGMIND.base_env} may point at the wrong place.", reply.status)
     return [], None
 
 
@@ -210,9 +211,17 @@ def _number(text: str) -> Any:
 # ---------------------------------------------------------------- nodes
 
 class SegmindNode(HostedNode):
+    """A node for one documented endpoint: its inputs, name and description come from ENDPOINT."""
+
     ENDPOINT: Endpoint
     PROVIDER = SEGMIND
-    CATEGORY = CATEGORY
+
+    def __init_subclass__(cls, **kwargs):
+        endpoint = cls.__dict__.get("ENDPOINT")
+        if endpoint is not None:
+            cls.PARAMS, cls.ABOUT = endpoint.params, endpoint.description
+            cls.DISPLAY_NAME = f"{SEGMIND.name} {endpoint.title}"
+        super().__init_subclass__(**kwargs)
 
     async def call(self, values: dict, node_id: str | None):
         endpoint = self.ENDPOINT
@@ -233,17 +242,21 @@ class SegmindNode(HostedNode):
         return imaging.pil_to_tensor(pictures), info(endpoint.slug, replies[-1], seed, len(pictures))
 
 
-def _segmind_node(class_name: str, endpoint: Endpoint) -> type:
-    return type(class_name, (SegmindNode,), {
-        "ENDPOINT": endpoint, "PARAMS": endpoint.params,
-        "DESCRIPTION": f"{endpoint.description} Needs a Segmind API key (SEGMIND_API_KEY or Settings > SD Bridge).",
-    })
+class SDBridgeSegmindRealisticVision(SegmindNode):
+    ENDPOINT = REALISTIC_VISION
 
 
-SDBridgeSegmindRealisticVision = _segmind_node("SDBridgeSegmindRealisticVision", REALISTIC_VISION)
-SDBridgeSegmindSDXL = _segmind_node("SDBridgeSegmindSDXL", SDXL)
-SDBridgeSegmindSD15Img2Img = _segmind_node("SDBridgeSegmindSD15Img2Img", SD15_IMG2IMG)
-SDBridgeSegmindRealVisXL = _segmind_node("SDBridgeSegmindRealVisXL", REALVIS)
+class SDBridgeSegmindSDXL(SegmindNode):
+    ENDPOINT = SDXL
+
+
+class SDBridgeSegmindSD15Img2Img(SegmindNode):
+    ENDPOINT = SD15_IMG2IMG
+
+
+class SDBridgeSegmindRealVisXL(SegmindNode):
+    ENDPOINT = REALVIS
+
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
@@ -280,11 +293,11 @@ ANY_MODEL_PARAMS = (
 class SDBridgeSegmindAnyModel(HostedNode):
     """Any Segmind slug: the body is a JSON object the user writes."""
 
+    DISPLAY_NAME = f"{SEGMIND.name} Any Model"
     PARAMS = ANY_MODEL_PARAMS
     PROVIDER = SEGMIND
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Calls any Segmind model by slug with a JSON body. Returns the images when the answer holds "
-                   "images; otherwise a black placeholder and the answer's JSON in 'info'.")
+    ABOUT = ("Calls any Segmind model by slug with a JSON body. Returns the images when the answer holds "
+             "images; otherwise a black placeholder and the answer's JSON in 'info'.")
 
     @classmethod
     def check_together(cls, values: dict) -> None:
@@ -312,17 +325,5 @@ class SDBridgeSegmindAnyModel(HostedNode):
         return imaging.placeholder(), result
 
 
-NODE_CLASS_MAPPINGS = {
-    "SDBridgeSegmindRealisticVision": SDBridgeSegmindRealisticVision,
-    "SDBridgeSegmindSDXL": SDBridgeSegmindSDXL,
-    "SDBridgeSegmindSD15Img2Img": SDBridgeSegmindSD15Img2Img,
-    "SDBridgeSegmindRealVisXL": SDBridgeSegmindRealVisXL,
-    "SDBridgeSegmindAnyModel": SDBridgeSegmindAnyModel,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SDBridgeSegmindRealisticVision": "Segmind Realistic Vision v3",
-    "SDBridgeSegmindSDXL": "Segmind SDXL 1.0 (base + refiner)",
-    "SDBridgeSegmindSD15Img2Img": "Segmind SD 1.5 img2img",
-    "SDBridgeSegmindRealVisXL": "Segmind RealVisXL",
-    "SDBridgeSegmindAnyModel": "Segmind Any Model",
-}
+NODES = (SDBridgeSegmindRealisticVision, SDBridgeSegmindSDXL, SDBridgeSegmindSD15Img2Img, SDBridgeSegmindRealVisXL,
+         SDBridgeSegmindAnyModel)

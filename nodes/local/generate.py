@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import runtime
-from .checkpoints import LocalPipeline, activate_loras
+from .loras import activate_loras
+from .pipeline_cache import LocalPipeline
 
 IMG2IMG_CLASSES = {"sd15": "StableDiffusionImg2ImgPipeline", "sdxl_base": "StableDiffusionXLImg2ImgPipeline",
                    "sdxl_refiner": "StableDiffusionXLImg2ImgPipeline"}

@@ -14,8 +14,8 @@ import base64
 import io
 import json
 
-from loopback import Answer, Loopback, Request
 from PIL import Image
+from support.loopback import Answer, Loopback, Request, json_answer
 
 KEY = "sg-test-key-0123456789"
 SLUGS = {"sd1.5-realisticvision", "sdxl1.0-txt2img", "sd1.5-img2img", "sdxl1.0-realvis", "custom-model"}
@@ -44,16 +44,16 @@ class FakeSegmind(Loopback):
         if request.method != "POST":
             return Answer(405, b'{"error": "Method Not Allowed"}', {"content-type": "application/json"})
         if request.headers.get("x-api-key") != self.key:
-            return _json(401, {"error": "Unauthorized: invalid API key"})
+            return json_answer(401, {"error": "Unauthorized: invalid API key"})
         slug = request.path.removeprefix("/v1/")
         if slug not in SLUGS:
-            return _json(404, {"error": f"model {slug} not found"})
+            return json_answer(404, {"error": f"model {slug} not found"})
         try:
             body = json.loads(request.body)
         except ValueError:
-            return _json(400, {"error": "body is not JSON"})
+            return json_answer(400, {"error": "body is not JSON"})
         if not isinstance(body.get("prompt"), str) and slug != "custom-model":
-            return _json(400, {"error": "prompt is required"})
+            return json_answer(400, {"error": "prompt is required"})
         width, height = int(body.get("img_width", 64)), int(body.get("img_height", 64))
         seed, samples = int(body.get("seed", 0)), int(body.get("samples", 1))
         self.credits -= samples
@@ -62,9 +62,6 @@ class FakeSegmind(Loopback):
         if body.get("base64"):
             encoded = [base64.b64encode(img).decode() for img in images]
             payload = {"image": encoded[0] if samples == 1 else encoded, "status": "Success"}
-            return _json(200, payload, headers)
+            return json_answer(200, payload, headers)
         return Answer(200, images[0], {"content-type": "image/jpeg", **headers})
 
-
-def _json(status: int, payload, headers: dict | None = None) -> Answer:
-    return Answer(status, json.dumps(payload).encode(), {"content-type": "application/json", **(headers or {})})

@@ -1,6 +1,6 @@
 """Benchmark of the hosted path, against baselines measured in the same run.
 
-Run: .venv/bin/python tests/bench_hosted.py   (not part of the pytest run)
+Run: .venv/bin/python benchmarks/bench_hosted.py   (not part of the pytest run)
 
 Prints, each as a median over repeated runs:
   1. import cost: the pack imported after `import torch, numpy, PIL, requests`, minus that
@@ -20,21 +20,18 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+import harness  # first: the tests' helpers and the pack, as the tests load them
+import numpy as np
+import requests
+from fakes.segmind import KEY, FakeSegmind, picture
+from PIL import Image
+from support.loopback import Answer
+from support.nodecalls import defaults
 
-import conftest  # noqa: F401,E402  (loads the pack as "sdbridge", exactly as the tests do)
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from fake_segmind import KEY, FakeSegmind, picture  # noqa: E402
-from loopback import Answer  # noqa: E402
-from nodecalls import defaults  # noqa: E402
-from PIL import Image  # noqa: E402
+from sdbridge.nodes.hosted import segmind
 
-from sdbridge.nodes.hosted import segmind  # noqa: E402
+ROOT = harness.ROOT
 
 BASELINE = "import torch, numpy, PIL, requests"
 LOAD_PACK = (

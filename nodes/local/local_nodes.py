@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .. import surface
-from ..nodebase import ImageNode, ParamNode, with_choices
+from ..param_node import ImageNode, ParamNode, with_choices
 from ..params import Param, resolve_seed
-from . import checkpoints
+from . import loras, model_files, pipeline_cache
 
 CATEGORY = "SD Bridge/Local"
 PIPELINE = "SDBRIDGE_PIPELINE"
@@ -77,10 +77,10 @@ class PipelineInput:
             if not self.optional:
                 raise ValueError(f"{node_title}: connect '{self.name}' to SD Bridge Load Checkpoint.")
             return
-        if not isinstance(value, checkpoints.LocalPipeline):
+        if not isinstance(value, pipeline_cache.LocalPipeline):
             raise ValueError(f"{node_title}: '{self.name}' must come from SD Bridge Load Checkpoint or Load LoRA.")
         if value.family not in self.families:
-            wanted = " or ".join(checkpoints.FAMILY_NAMES[f] for f in self.families)
+            wanted = " or ".join(model_files.FAMILY_NAMES[f] for f in self.families)
             raise ValueError(f"{node_title}: '{self.name}' got a {value.family_name} model "
                              f"({os.path.basename(value.source)}); this input takes {wanted}. Load a matching checkpoint.")
 
@@ -186,6 +186,7 @@ PATH_OR_HUB_ID = Param("path_or_hub_id", "STRING", "Instead of the list: the abs
 
 class SDBridgeLoadCheckpoint(ParamNode):
     TITLE = "SD Bridge Load Checkpoint"
+    DISPLAY_NAME = f"{TITLE} (local)"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads an SD 1.5, SDXL base or SDXL refiner model for the local nodes, offline. A loaded model "
                    "stays in memory for the next run (up to SDBRIDGE_LOCAL_PIPELINES models, default 2).")
@@ -197,23 +198,23 @@ class SDBridgeLoadCheckpoint(ParamNode):
 
     @classmethod
     def editor_params(cls):
-        return (with_choices(MODEL, checkpoints.model_choices(), MODEL.choices[0]), PATH_OR_HUB_ID)
+        return (with_choices(MODEL, model_files.model_choices(), MODEL.choices[0]), PATH_OR_HUB_ID)
 
     @classmethod
     def IS_CHANGED(cls, model: str = "", path_or_hub_id: str = "", **_):
         # A replaced file is loaded again.
         try:
-            path = checkpoints.resolve(model, path_or_hub_id or "")
-        except checkpoints.CheckpointError:
+            path = model_files.resolve(model, path_or_hub_id or "")
+        except model_files.CheckpointError:
             return ""
         return str(os.stat(path).st_mtime_ns) if os.path.exists(path) else path
 
     def load(self, model: str, path_or_hub_id: str = "", unique_id: str | None = None):
         self.normalized({"model": model, "path_or_hub_id": path_or_hub_id})
         try:
-            source = checkpoints.resolve(model, path_or_hub_id or "")
-            return (checkpoints.load_cached(source),)
-        except checkpoints.CheckpointError as exc:
+            source = model_files.resolve(model, path_or_hub_id or "")
+            return (pipeline_cache.load_cached(source),)
+        except model_files.CheckpointError as exc:
             raise ValueError(f"SD Bridge Load Checkpoint: {exc}") from None
 
 
@@ -233,6 +234,7 @@ def _lora_params(names: tuple[str, ...]) -> tuple[Param, ...]:
 
 class SDBridgeLoadLoRA(ParamNode):
     TITLE = "SD Bridge Load LoRA"
+    DISPLAY_NAME = f"{TITLE} (local)"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Adds up to three LoRAs, each with its own scale, to a local model. The model other nodes use stays "
                    "unchanged: the LoRAs apply only to generations downstream of this node. Chain nodes for more.")
@@ -242,11 +244,11 @@ class SDBridgeLoadLoRA(ParamNode):
     OUTPUT_TOOLTIPS = ("The model with these LoRAs added to those it had.",)
     FUNCTION = "apply"
     PIPELINE_INPUT = PipelineInput("pipeline", "A model from SD Bridge Load Checkpoint (or another Load LoRA).",
-                                   tuple(checkpoints.FAMILY_NAMES))
+                                   tuple(model_files.FAMILY_NAMES))
 
     @classmethod
     def editor_params(cls):
-        return _lora_params((NONE, *checkpoints.lora_choices()))
+        return _lora_params((NONE, *model_files.lora_choices()))
 
     @classmethod
     def link_inputs(cls):
@@ -268,24 +270,11 @@ class SDBridgeLoadLoRA(ParamNode):
                 raise ValueError(f"{title}: LoRA '{name}' is not in ComfyUI's models/loras folder. Put it there, "
                                  "or pick another and refresh the page.")
             try:
-                checkpoints.load_lora(pipeline, path)
-            except checkpoints.CheckpointError as exc:
+                loras.load_lora(pipeline, path)
+            except model_files.CheckpointError as exc:
                 raise ValueError(f"{title}: {exc}") from None
             stack.append((path, values[f"scale_{i}"]))
         return (pipeline.with_loras(stack),)
 
 
-NODE_CLASS_MAPPINGS = {
-    "SDBridgeLoadCheckpoint": SDBridgeLoadCheckpoint,
-    "SDBridgeLoadLoRA": SDBridgeLoadLoRA,
-    "SDBridgeLocalTxt2Img": SDBridgeLocalTxt2Img,
-    "SDBridgeLocalImg2Img": SDBridgeLocalImg2Img,
-    "SDBridgeLocalSDXLRefiner": SDBridgeLocalSDXLRefiner,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SDBridgeLoadCheckpoint": "SD Bridge Load Checkpoint (local)",
-    "SDBridgeLoadLoRA": "SD Bridge Load LoRA (local)",
-    "SDBridgeLocalTxt2Img": SDBridgeLocalTxt2Img.TITLE,
-    "SDBridgeLocalImg2Img": SDBridgeLocalImg2Img.TITLE,
-    "SDBridgeLocalSDXLRefiner": SDBridgeLocalSDXLRefiner.TITLE,
-}
+NODES = (SDBridgeLoadCheckpoint, SDBridgeLoadLoRA, SDBridgeLocalTxt2Img, SDBridgeLocalImg2Img, SDBridgeLocalSDXLRefiner)

@@ -13,15 +13,13 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
 
-import pytest
-from loopback import Answer, Loopback, Request
 from PIL import Image
+from support.loopback import Answer, Loopback, Request, json_answer
 
 KEY = "sinkin-test-token-0123456789"
 SCHEDULERS = {"DPMSolverMultistep", "K_EULER_ANCESTRAL", "DDIM", "K_EULER", "PNDM", "KLMS"}
@@ -75,12 +73,8 @@ def picture(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _json(payload, status: int = 200) -> Answer:
-    return Answer(status, json.dumps(payload).encode(), {"content-type": "application/json"})
-
-
 def failure(message: str) -> Answer:
-    return _json({"error_code": 1, "message": message})
+    return json_answer(200, {"error_code": 1, "message": message})
 
 
 class FakeSinkIn(Loopback):
@@ -112,7 +106,7 @@ class FakeSinkIn(Loopback):
         if fields.get("access_token") != self.key:
             return failure("Invalid access token")
         if request.path == "/api/models":
-            return _json(self.catalog)
+            return json_answer(200, self.catalog)
         problem = self._problem(fields)
         if problem:
             return failure(problem)
@@ -120,7 +114,7 @@ class FakeSinkIn(Loopback):
         seed, width, height = int(fields.get("seed", 1)), int(fields.get("width", 512)), int(fields.get("height", 768))
         count = int(fields.get("num_images", 4))
         urls = [f"{self.url}/images/{seed + i}_{width}x{height}.png" for i in range(count)]
-        return _json({"error_code": 0, "images": urls, "credit_cost": 0.5 * count,
+        return json_answer(200, {"error_code": 0, "images": urls, "credit_cost": 0.5 * count,
                       "inf_id": f"inf{self.inferences:04d}"})
 
     def _problem(self, fields: dict) -> str | None:
@@ -150,17 +144,3 @@ class FakeSinkIn(Loopback):
                 fields.get("init_image_file"), Upload):
             return "init_image_file is required for img2img"
         return None
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    """A running fake SinkIn, with the key and base URL pointing at it and fast retries."""
-    from sdbridge.nodes.hosted import sinkin
-    from sdbridge.nodes.hosted.http import RetryPolicy
-
-    with FakeSinkIn() as server:
-        monkeypatch.setenv("SINKIN_API_KEY", KEY)
-        monkeypatch.setenv("SINKIN_API_BASE", server.url)
-        monkeypatch.setattr(sinkin.CLIENT, "retry", RetryPolicy(base_delay=0.01))
-        monkeypatch.setattr(sinkin.DOWNLOADS, "retry", RetryPolicy(base_delay=0.01))
-        yield server

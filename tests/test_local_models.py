@@ -10,13 +10,12 @@ import time
 import weakref
 
 import pytest
-import tiny_pipelines
 import torch
+from support import tiny_pipelines
 
-from sdbridge.nodes.local import checkpoints
+from sdbridge.nodes.local import loras, model_files, pipeline_cache
 
 pytestmark = pytest.mark.slow
-tiny, local_models = tiny_pipelines.tiny, tiny_pipelines.local_models  # the shared fixtures
 
 
 # ---------------------------------------------------------------- shipped configs and tokenizer
@@ -39,7 +38,7 @@ def test_shipped_architectures_have_the_published_parameter_counts(family, compo
     import diffusers
     import transformers
 
-    folder = checkpoints.CONFIGS / family
+    folder = pipeline_cache.CONFIGS / family
     index = __import__("json").loads((folder / "model_index.json").read_text())
     library, class_name = index[component]
     cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
@@ -59,7 +58,7 @@ def test_shipped_tokenizer_is_clips_vocabulary():
     # The ids the real openai/clip-vit-large-patch14 tokenizer gives.
     assert tokenizer("a photo of an astronaut riding a horse").input_ids == [
         49406, 320, 1125, 539, 550, 18376, 6765, 320, 4558, 49407]
-    sdxl_second = checkpoints._tokenizers("sdxl_base")["tokenizer_2"]
+    sdxl_second = pipeline_cache._tokenizers("sdxl_base")["tokenizer_2"]
     assert sdxl_second.pad_token == "!" and tokenizer.pad_token == "<|endoftext|>"
 
 
@@ -69,9 +68,9 @@ def test_shipped_tokenizer_is_clips_vocabulary():
 def test_single_file_loads_bit_identical_to_the_diffusers_folder(local_models, family):
     import diffusers
 
-    cls = getattr(diffusers, checkpoints.PIPELINE_CLASSES[family])
+    cls = getattr(diffusers, pipeline_cache.PIPELINE_CLASSES[family])
     reference = cls.from_pretrained(local_models[family]["folder"])
-    loaded = checkpoints.load_cached(str(local_models[family]["file"])).pipe
+    loaded = pipeline_cache.load_cached(str(local_models[family]["file"])).pipe
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         if getattr(reference, name, None) is None:
             assert getattr(loaded, name, None) is None
@@ -85,43 +84,43 @@ def test_single_file_loads_bit_identical_to_the_diffusers_folder(local_models, f
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl_base", "sdxl_refiner"])
 def test_family_is_read_from_files_and_folders(local_models, family):
-    assert checkpoints.detect_family(str(local_models[family]["file"])) == family
-    assert checkpoints.detect_family(str(local_models[family]["folder"])) == family
+    assert model_files.detect_family(str(local_models[family]["file"])) == family
+    assert model_files.detect_family(str(local_models[family]["folder"])) == family
 
 
 def test_lists_checkpoints_and_diffusers_folders(local_models):
-    choices = checkpoints.model_choices()
+    choices = model_files.model_choices()
     assert "checkpoints/tiny-sd15.safetensors" in choices
     assert "diffusers/tiny-sdxl_refiner" in choices
     assert not any(choice.endswith(".json") for choice in choices)  # files inside diffusers folders are not models
-    assert checkpoints.lora_choices() == ["tiny-sd15-lora.safetensors", "tiny-sdxl_base-lora.safetensors"]
+    assert model_files.lora_choices() == ["tiny-sd15-lora.safetensors", "tiny-sdxl_base-lora.safetensors"]
 
 
 def test_missing_model_names_the_folder(local_models):
-    with pytest.raises(checkpoints.CheckpointError, match="not in ComfyUI's models/checkpoints folder"):
-        checkpoints.resolve("checkpoints/gone.safetensors")
-    with pytest.raises(checkpoints.CheckpointError, match="does not exist"):
-        checkpoints.resolve("", "/nowhere/model.safetensors")
+    with pytest.raises(model_files.CheckpointError, match="not in ComfyUI's models/checkpoints folder"):
+        model_files.resolve("checkpoints/gone.safetensors")
+    with pytest.raises(model_files.CheckpointError, match="does not exist"):
+        model_files.resolve("", "/nowhere/model.safetensors")
 
 
 def test_truncated_file_says_download_again(local_models, tmp_path):
     data = local_models["sd15"]["file"].read_bytes()
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(data[: len(data) // 3])
-    with pytest.raises(checkpoints.CheckpointError, match="damaged or incomplete: download it again"):
-        checkpoints.load_cached(str(broken))
+    with pytest.raises(model_files.CheckpointError, match="damaged or incomplete: download it again"):
+        pipeline_cache.load_cached(str(broken))
 
 
 def test_pickle_checkpoints_are_refused(tmp_path):
     pickle = tmp_path / "model.ckpt"
     torch.save({"state_dict": {}}, pickle)
-    with pytest.raises(checkpoints.CheckpointError, match="pickle checkpoint.*safetensors version"):
-        checkpoints.detect_family(str(pickle))
+    with pytest.raises(model_files.CheckpointError, match="pickle checkpoint.*safetensors version"):
+        model_files.detect_family(str(pickle))
 
 
 def test_a_lora_is_not_a_checkpoint(local_models):
-    with pytest.raises(checkpoints.CheckpointError, match="no Stable Diffusion UNet.*LoRA"):
-        checkpoints.detect_family(str(local_models["sd15"]["lora"]))
+    with pytest.raises(model_files.CheckpointError, match="no Stable Diffusion UNet.*LoRA"):
+        model_files.detect_family(str(local_models["sd15"]["lora"]))
 
 
 def test_unknown_family_is_an_error(tmp_path):
@@ -130,11 +129,11 @@ def test_unknown_family_is_an_error(tmp_path):
     other = tmp_path / "other.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3),
                "cond_stage_model.model.token_embedding.weight": torch.zeros(2, 2)}, str(other))
-    with pytest.raises(checkpoints.CheckpointError, match="2.x"):
-        checkpoints.detect_family(str(other))
+    with pytest.raises(model_files.CheckpointError, match="2.x"):
+        model_files.detect_family(str(other))
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 9, 3, 3)}, str(other))
-    with pytest.raises(checkpoints.CheckpointError, match="inpainting"):
-        checkpoints.detect_family(str(other))
+    with pytest.raises(model_files.CheckpointError, match="inpainting"):
+        model_files.detect_family(str(other))
 
 
 def test_shipped_config_is_used_offline_and_a_mismatch_is_clear(tiny, monkeypatch):
@@ -144,9 +143,9 @@ def test_shipped_config_is_used_offline_and_a_mismatch_is_clear(tiny, monkeypatc
         raise AssertionError("network used")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    checkpoints.release_pipelines()
-    with pytest.raises(checkpoints.CheckpointError, match="looks like SD 1.5 but could not be loaded"):
-        checkpoints.load_cached(str(tiny["sd15"]["file"]))
+    pipeline_cache.release_pipelines()
+    with pytest.raises(model_files.CheckpointError, match="looks like SD 1.5 but could not be loaded"):
+        pipeline_cache.load_cached(str(tiny["sd15"]["file"]))
 
 
 # ---------------------------------------------------------------- cache
@@ -154,56 +153,56 @@ def test_shipped_config_is_used_offline_and_a_mismatch_is_clear(tiny, monkeypatc
 def test_second_load_comes_from_the_cache(local_models):
     path = str(local_models["sd15"]["file"])
     started = time.perf_counter()
-    first = checkpoints.load_cached(path)
+    first = pipeline_cache.load_cached(path)
     first_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    second = checkpoints.load_cached(path)
+    second = pipeline_cache.load_cached(path)
     assert second.pipe is first.pipe
     assert time.perf_counter() - started < first_seconds / 100
     assert first.pipe.device.type == "cpu" and first.pipe.unet.dtype == torch.float32
 
 
 def test_cache_keeps_at_most_max_and_reloads_a_changed_file(local_models, monkeypatch, tmp_path):
-    monkeypatch.setattr(checkpoints, "MAX_PIPELINES", 2)
+    monkeypatch.setattr(pipeline_cache, "MAX_PIPELINES", 2)
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(local_models["sd15"]["file"].read_bytes())
-    first = checkpoints.load_cached(str(copy)).pipe
-    checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
-    checkpoints.load_cached(str(local_models["sd15"]["folder"]))
-    assert checkpoints.cached_count() == 2
-    assert checkpoints.load_cached(str(copy)).pipe is not first  # the least recently used was dropped
-    again = checkpoints.load_cached(str(copy)).pipe
+    first = pipeline_cache.load_cached(str(copy)).pipe
+    pipeline_cache.load_cached(str(local_models["sdxl_base"]["file"]))
+    pipeline_cache.load_cached(str(local_models["sd15"]["folder"]))
+    assert pipeline_cache.cached_count() == 2
+    assert pipeline_cache.load_cached(str(copy)).pipe is not first  # the least recently used was dropped
+    again = pipeline_cache.load_cached(str(copy)).pipe
     os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert checkpoints.load_cached(str(copy)).pipe is not again
-    assert checkpoints.release_pipelines() == 2 and checkpoints.cached_count() == 0
+    assert pipeline_cache.load_cached(str(copy)).pipe is not again
+    assert pipeline_cache.release_pipelines() == 2 and pipeline_cache.cached_count() == 0
 
 
 def test_release_frees_the_weights_while_handles_live_on(local_models):
-    handle = checkpoints.load_cached(str(local_models["sd15"]["file"]))  # what ComfyUI keeps as a node output
+    handle = pipeline_cache.load_cached(str(local_models["sd15"]["file"]))  # what ComfyUI keeps as a node output
     weights = weakref.ref(handle.pipe.unet)
-    assert checkpoints.release_pipelines() == 1
+    assert pipeline_cache.release_pipelines() == 1
     gc.collect()
     assert weights() is None
-    assert handle.pipe.unet is not None and checkpoints.cached_count() == 1  # the next use loads again
+    assert handle.pipe.unet is not None and pipeline_cache.cached_count() == 1  # the next use loads again
 
 
 def test_refiner_shares_identical_encoder_and_vae_with_the_base(local_models):
-    base = checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
-    refiner = checkpoints.load_cached(str(local_models["sdxl_refiner"]["folder"]))
+    base = pipeline_cache.load_cached(str(local_models["sdxl_base"]["file"]))
+    refiner = pipeline_cache.load_cached(str(local_models["sdxl_refiner"]["folder"]))
     assert refiner.pipe.text_encoder_2 is base.pipe.text_encoder_2
     assert refiner.pipe.vae is base.pipe.vae
     assert refiner.pipe.unet is not base.pipe.unet
 
 
 def test_different_weights_are_not_shared(local_models):
-    sd15 = checkpoints.load_cached(str(local_models["sd15"]["file"]))
-    base = checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
+    sd15 = pipeline_cache.load_cached(str(local_models["sd15"]["file"]))
+    base = pipeline_cache.load_cached(str(local_models["sdxl_base"]["file"]))
     assert base.pipe.text_encoder is not sd15.pipe.text_encoder
     assert base.pipe.vae is not sd15.pipe.vae
 
 
 def test_img2img_variant_shares_the_weights(local_models):
-    local = checkpoints.load_cached(str(local_models["sd15"]["file"]))
+    local = pipeline_cache.load_cached(str(local_models["sd15"]["file"]))
     img2img = local.variant("StableDiffusionImg2ImgPipeline")
     assert img2img.unet is local.pipe.unet and img2img.vae is local.pipe.vae
     assert local.variant("StableDiffusionImg2ImgPipeline") is img2img
@@ -212,44 +211,44 @@ def test_img2img_variant_shares_the_weights(local_models):
 # ---------------------------------------------------------------- LoRA
 
 def test_lora_that_does_not_fit_names_the_family(local_models):
-    sd15 = checkpoints.load_cached(str(local_models["sd15"]["file"]))
-    with pytest.raises(checkpoints.CheckpointError, match="does not fit this SD 1.5 model"):
-        checkpoints.load_lora(sd15, str(local_models["sdxl_base"]["lora"]))
-    assert not checkpoints._loaded_adapters(sd15.pipe)
+    sd15 = pipeline_cache.load_cached(str(local_models["sd15"]["file"]))
+    with pytest.raises(model_files.CheckpointError, match="does not fit this SD 1.5 model"):
+        loras.load_lora(sd15, str(local_models["sdxl_base"]["lora"]))
+    assert not loras._loaded_adapters(sd15.pipe)
 
 
 def test_lora_loads_once_and_stays_off_until_asked_for(local_models):
-    sd15 = checkpoints.load_cached(str(local_models["sd15"]["file"]))
+    sd15 = pipeline_cache.load_cached(str(local_models["sd15"]["file"]))
     path = str(local_models["sd15"]["lora"])
-    name = checkpoints.load_lora(sd15, path)
-    assert checkpoints.load_lora(sd15, path) == name
-    assert name in checkpoints._loaded_adapters(sd15.pipe)
+    name = loras.load_lora(sd15, path)
+    assert loras.load_lora(sd15, path) == name
+    assert name in loras._loaded_adapters(sd15.pipe)
     with_lora = sd15.with_loras([(path, 0.5)])
     assert sd15.loras == () and with_lora.pipe is sd15.pipe
-    checkpoints.activate_loras(with_lora)
+    loras.activate_loras(with_lora)
     assert sd15.pipe.get_active_adapters() == [name]
 
 
 def test_hub_id_that_cannot_be_fetched_says_what_to_do(local_models, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert checkpoints.resolve("", "someone/some-model") == "someone/some-model"
-    with pytest.raises(checkpoints.CheckpointError, match="could not be downloaded.*download the model and give its folder"):
-        checkpoints.load_cached("someone/some-model")
-    with pytest.raises(checkpoints.CheckpointError, match="neither an absolute path nor a hub id"):
-        checkpoints.resolve("", "not a model")
+    assert model_files.resolve("", "someone/some-model") == "someone/some-model"
+    with pytest.raises(model_files.CheckpointError, match="could not be downloaded.*download the model and give its folder"):
+        pipeline_cache.load_cached("someone/some-model")
+    with pytest.raises(model_files.CheckpointError, match="neither an absolute path nor a hub id"):
+        model_files.resolve("", "not a model")
 
 
 def test_out_of_memory_while_loading_empties_the_cache_and_retries(local_models, monkeypatch):
-    checkpoints.load_cached(str(local_models["sd15"]["file"]))
-    real_load, failures = checkpoints._load_to_cpu, []
+    pipeline_cache.load_cached(str(local_models["sd15"]["file"]))
+    real_load, failures = pipeline_cache._load_to_cpu, []
 
     def fails_once(*args):
         if not failures:
-            failures.append(checkpoints.cached_count())
+            failures.append(pipeline_cache.cached_count())
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real_load(*args)
 
-    monkeypatch.setattr(checkpoints, "_load_to_cpu", fails_once)
-    loaded = checkpoints.load_cached(str(local_models["sdxl_base"]["file"]))
+    monkeypatch.setattr(pipeline_cache, "_load_to_cpu", fails_once)
+    loaded = pipeline_cache.load_cached(str(local_models["sdxl_base"]["file"]))
     assert failures == [1] and loaded.family == "sdxl_base"
-    assert checkpoints.cached_count() == 1  # the SD 1.5 model made room
+    assert pipeline_cache.cached_count() == 1  # the SD 1.5 model made room

@@ -1,6 +1,6 @@
 """Benchmark of the local path on the tiny pipelines, against baselines measured in the same run.
 
-Run: .venv/bin/python tests/bench_local.py   (not part of the pytest run)
+Run: .venv/bin/python benchmarks/bench_local.py   (not part of the pytest run)
 
 Prints:
   1. SD Bridge Local txt2img over the diffusers pipeline called directly with the same settings
@@ -15,20 +15,15 @@ Prints:
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import harness  # noqa: F401  (first: the tests' helpers and the pack, as the tests load them)
+import torch
+from support import tiny_pipelines
 
-import conftest  # noqa: F401,E402  (loads the pack as "sdbridge", exactly as the tests do)
-import tiny_pipelines  # noqa: E402
-import torch  # noqa: E402
-
-from sdbridge.nodes.local import checkpoints, nodes  # noqa: E402
-from sdbridge.nodes.local.schedulers import make_scheduler  # noqa: E402
+from sdbridge.nodes.local import local_nodes, pipeline_cache
+from sdbridge.nodes.local.schedulers import make_scheduler
 
 REPEATS = 15
 SETTINGS = {"prompt": "a lighthouse on a cliff at dusk", "negative_prompt": "blurry", "scheduler": "Euler",
@@ -37,7 +32,7 @@ SETTINGS = {"prompt": "a lighthouse on a cliff at dusk", "negative_prompt": "blu
 
 
 def node_run(local) -> None:
-    nodes.SDBridgeLocalTxt2Img().generate(pipeline=local, style="base", **SETTINGS)
+    local_nodes.SDBridgeLocalTxt2Img().generate(pipeline=local, style="base", **SETTINGS)
 
 
 def direct_run(local) -> None:
@@ -67,9 +62,9 @@ def node_over_direct(local) -> float:
 def cached_over_first(path: str) -> tuple[float, float]:
     firsts, ratios = [], []
     for _ in range(5):
-        checkpoints.release_pipelines()
-        first = timed(checkpoints.load_cached, path)
-        again = statistics.median(timed(checkpoints.load_cached, path) for _ in range(REPEATS))
+        pipeline_cache.release_pipelines()
+        first = timed(pipeline_cache.load_cached, path)
+        again = statistics.median(timed(pipeline_cache.load_cached, path) for _ in range(REPEATS))
         firsts.append(first)
         ratios.append(again / first)
     return statistics.median(ratios), statistics.median(firsts)
@@ -89,13 +84,13 @@ def weight_bytes(pipes) -> int:
 
 
 def together_over_apart(base_path: str, refiner_path: str) -> tuple[float, int, int]:
-    checkpoints.release_pipelines()
-    apart = weight_bytes([checkpoints.load_cached(base_path).pipe])
-    checkpoints.release_pipelines()
-    apart += weight_bytes([checkpoints.load_cached(refiner_path).pipe])
-    checkpoints.release_pipelines()
-    together = weight_bytes([checkpoints.load_cached(base_path).pipe, checkpoints.load_cached(refiner_path).pipe])
-    checkpoints.release_pipelines()
+    pipeline_cache.release_pipelines()
+    apart = weight_bytes([pipeline_cache.load_cached(base_path).pipe])
+    pipeline_cache.release_pipelines()
+    apart += weight_bytes([pipeline_cache.load_cached(refiner_path).pipe])
+    pipeline_cache.release_pipelines()
+    together = weight_bytes([pipeline_cache.load_cached(base_path).pipe, pipeline_cache.load_cached(refiner_path).pipe])
+    pipeline_cache.release_pipelines()
     return together / apart, together, apart
 
 
@@ -103,9 +98,9 @@ def main() -> None:
     torch.set_num_threads(1)  # steadier timings on a shared machine
     models = tiny_pipelines.tiny_models(tempfile.mkdtemp(prefix="sdbridge-bench-"))
     for family, paths in models.items():
-        checkpoints.CONFIG_DIRS[family] = paths["folder"]
+        pipeline_cache.CONFIG_DIRS[family] = paths["folder"]
     for family in ("sd15", "sdxl_base"):
-        local = checkpoints.load_cached(str(models[family]["file"]))
+        local = pipeline_cache.load_cached(str(models[family]["file"]))
         print(f"1. txt2img node / direct diffusers call, {family}: {node_over_direct(local):.3f}x (target <= 1.05x)")
     ratio, first = cached_over_first(str(models["sd15"]["file"]))
     print(f"2. cached second load / first load (first {first * 1000:.0f} ms): {ratio:.4%} (target <= 1%)")

@@ -1,5 +1,6 @@
 """What every hosted node shares: inputs, validation and the info output derived from its
-params, random seeds, and reporting credits. Each provider module supplies `call`."""
+params, random seeds, a description that says which key it needs, and reporting credits. Each
+provider module supplies PROVIDER and `call`."""
 
 from __future__ import annotations
 
@@ -8,19 +9,25 @@ import time
 from typing import Any, ClassVar
 
 from .. import runtime
-from ..nodebase import ImageNode
+from ..param_node import ImageNode
 from .credentials import redact
 from .providers import Provider
 
 
 class HostedNode(ImageNode):
-    """Subclasses set PARAMS, PROVIDER, DESCRIPTION and implement `call`."""
+    """Subclasses set PARAMS, PROVIDER, DISPLAY_NAME, ABOUT and implement `call`."""
 
     PROVIDER: ClassVar[Provider]
+    ABOUT: ClassVar[str] = ""  # what the node does; DESCRIPTION adds which key it needs
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.TITLE = cls.PROVIDER.name
+        provider = cls.PROVIDER
+        cls.TITLE = provider.name
+        cls.CATEGORY = f"SD Bridge/{provider.name}"
+        if cls.ABOUT:
+            cls.DESCRIPTION = (f"{cls.ABOUT} Needs a {provider.name} {provider.key_label} ({provider.key_env} or "
+                               "Settings > SD Bridge).")
 
     async def generate(self, unique_id: str | None = None, **values):
         values = self.normalized(values)

@@ -1,6 +1,6 @@
 """A real HTTP server on 127.0.0.1 for fake providers.
 
-A test gives it a `handler(request) -> Answer` function; the server records every request it
+A test gives it a `handler(request) -> Answer` function (`json_answer` builds a JSON one); the server records every request it
 receives (method, path, headers, body) and answers what the handler says: any status, headers,
 body, a delay before answering, a body cut short, or a dropped connection. Threaded, so
 concurrent calls overlap as they would against a real provider.
@@ -8,6 +8,7 @@ concurrent calls overlap as they would against a real provider.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,11 @@ class Answer:
     delay: float = 0.0           # seconds to wait before answering
     drop: bool = False           # close the connection without an answer
     truncate: bool = False       # promise a longer body than is sent
+
+
+def json_answer(status: int, payload, headers: dict | None = None) -> Answer:
+    """An answer whose body is `payload` as JSON (the one builder every fake and test uses)."""
+    return Answer(status, json.dumps(payload).encode(), {"content-type": "application/json", **(headers or {})})
 
 
 class Loopback:

@@ -2,7 +2,7 @@
 have models: as diffusers folders and as single-file checkpoints in the original (LDM) layout.
 
 diffusers only converts LDM -> diffusers, so `ldm_state_dict` writes the reverse with a small
-test-only key mapping; `test_local_checkpoints` proves it by loading the file back with
+test-only key mapping; `test_local_models` proves it by loading the file back with
 diffusers' own converter and comparing every weight.
 
 The models use the real CLIP tokenizer shipped with the pack (so the vocabulary is 49408) and
@@ -15,10 +15,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER_DIR = ROOT / "nodes" / "local" / "configs" / "clip_tokenizer"
 
 
@@ -264,35 +263,3 @@ def write_lora(pipe, path: Path, seed: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     type(pipe).save_lora_weights(save_directory=str(path.parent), unet_lora_layers=state, weight_name=path.name)
     return path
-
-
-# ---------------------------------------------------------------- fixtures (import them into a test module)
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return tiny_models(str(tmp_path_factory.getbasetemp() / "tiny"))
-
-
-@pytest.fixture
-def local_models(tiny, monkeypatch):
-    """ComfyUI's model folders pointed at the tiny models; single files load with the tiny
-    architectures' configs (the shipped ones are real-size); an empty cache before and after."""
-    root = tiny["sd15"]["folder"].parent.parent
-    for kind in ("checkpoints", "diffusers", "loras"):
-        monkeypatch.setenv(f"SDBRIDGE_{kind.upper()}_DIR", str(root / kind))
-    for family, paths in tiny.items():
-        monkeypatch.setitem(_checkpoints().CONFIG_DIRS, family, paths["folder"])
-    _checkpoints().release_pipelines()
-    threads = torch.get_num_threads()
-    # Tiny models gain nothing from threads, and on a shared 2-core machine extra threads make
-    # each run ten times slower.
-    torch.set_num_threads(1)
-    yield tiny
-    torch.set_num_threads(threads)
-    _checkpoints().release_pipelines()
-
-
-def _checkpoints():
-    from sdbridge.nodes.local import checkpoints
-
-    return checkpoints

@@ -1,6 +1,6 @@
 """Benchmark of the SinkIn node's result downloads, against a baseline measured in the same run.
 
-Run: .venv/bin/python tests/bench_sinkin.py   (not part of the pytest run)
+Run: .venv/bin/python benchmarks/bench_sinkin.py   (not part of the pytest run)
 
 Prints, as a median over repeated runs, one SinkIn node call returning 4 images from the
 loopback fake (each image download waits 200 ms on the server), which downloads them at once,
@@ -14,22 +14,17 @@ import asyncio
 import io
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import harness  # noqa: F401  (first: the tests' helpers and the pack, as the tests load them)
+import numpy as np
+import requests
+from fakes.sinkin import KEY, FakeSinkIn
+from PIL import Image
+from support.nodecalls import defaults
 
-import conftest  # noqa: E402,F401  (loads the pack as "sdbridge", exactly as the tests do)
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
-from fake_sinkin import KEY, FakeSinkIn  # noqa: E402
-from nodecalls import defaults  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from sdbridge.nodes.hosted import sinkin  # noqa: E402
+from sdbridge.nodes.hosted import sinkin
 
 IMAGES, DELAY = 4, 0.2
 

@@ -3,7 +3,10 @@
 `ParamNode`: INPUT_TYPES from PARAMS (plus any inputs that take other nodes' outputs),
 a VALIDATE_INPUTS that checks what ComfyUI cannot, and the same checks again at run time.
 `ImageNode`: a ParamNode that outputs images and an info JSON, with the seed -1 rule.
-Hosted nodes (hosted/nodebase.py) and local nodes (local/nodes.py) build on these.
+Hosted nodes (hosted/hosted_node.py) and local nodes (local/local_nodes.py) build on these.
+
+A node's id is its class name and its menu name is DISPLAY_NAME: each is declared once, on the
+class, and `node_mappings` derives ComfyUI's two mappings from a list of classes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ HIDDEN = {"unique_id": "UNIQUE_ID"}
 
 class ParamNode:
     PARAMS: ClassVar[Sequence[Param]] = ()
-    TITLE: ClassVar[str] = ""  # names the node in run-time errors
+    TITLE: ClassVar[str] = ""         # names the node in run-time errors
+    DISPLAY_NAME: ClassVar[str] = ""  # the node menu's name (the id is the class name)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -78,3 +82,12 @@ class ImageNode(ParamNode):
 def with_choices(param: Param, choices: Sequence[Any], empty: str) -> Param:
     """`param` offering today's `choices` (or one entry that says why there are none)."""
     return dataclasses.replace(param, choices=tuple(choices) or (empty,))
+
+
+def node_mappings(classes: Sequence[type]) -> tuple[dict[str, type], dict[str, str]]:
+    """ComfyUI's NODE_CLASS_MAPPINGS and NODE_DISPLAY_NAME_MAPPINGS for `classes`: the id is
+    the class name (saved workflows store it: never rename a shipped class)."""
+    classes_by_id = {cls.__name__: cls for cls in classes}
+    if len(classes_by_id) != len(classes):
+        raise ValueError("two node classes share one id")
+    return classes_by_id, {node_id: cls.DISPLAY_NAME or cls.TITLE for node_id, cls in classes_by_id.items()}

@@ -1,0 +1,69 @@
+"""SinkIn's wire format: multipart forms with the access token, answers that report failure
+with HTTP 200 and an error_code, and the result images' safe concurrent downloads."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .. import images as imaging
+from . import credentials
+from .addresses import private_results_allowed
+from .providers import SINKIN
+from .replies import ProviderError, Reply, server_message
+from .transport import HttpClient, Limits, MiB
+
+CLIENT = HttpClient(SINKIN)
+# Result images are fetched from URLs in the answer: tighter limits than the API call itself.
+DOWNLOADS = HttpClient(SINKIN, limits=Limits(connect_timeout=10.0, read_timeout=30.0, deadline=120.0,
+                                             max_bytes=20 * MiB))
+MAX_RESULT_PIXELS = 4096 * 4096   # SinkIn renders at most 896x896; anything far larger is not a result
+
+
+async def post_form(path: str, fields: dict[str, str], node_id: str | None, label: str,
+                    upload: bytes | None = None) -> dict:
+    """POST a multipart form with the access token; the answer's JSON, or ProviderError with
+    SinkIn's message when error_code says it failed (it does so with HTTP 200)."""
+    form: dict[str, tuple] = {"access_token": (None, credentials.api_key(SINKIN))}
+    form.update((name, (None, value)) for name, value in fields.items())
+    if upload is not None:
+        form["init_image_file"] = ("init_image.png", upload, "image/png")
+    url = credentials.base_url(SINKIN) + path
+    reply = await CLIENT.request("POST", url, node_id=node_id, label=label, files=form)
+    data = reply.json_object(SINKIN)
+    if str(data.get("error_code", 0)) != "0":
+        said = server_message(reply) or "no reason given"
+        raise ProviderError(SINKIN, f'refused the request: "{said}". Check the inputs (model and LoRA ids, sizes), '
+                            f"and your key and credits at {SINKIN.billing_page}", reply.status)
+    return data
+
+
+def downloads_may_be_private() -> bool:
+    return private_results_allowed(credentials.base_url(SINKIN))
+
+
+async def download_images(urls: list[str], node_id: str | None) -> list:
+    """Fetch every result URL at once; the first failure cancels the rest."""
+    allow_private = downloads_may_be_private()
+    tasks = [asyncio.ensure_future(DOWNLOADS.download(url, allow_private=allow_private, node_id=node_id))
+             for url in urls]
+    try:
+        replies: list[Reply] = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    pictures = []
+    for reply in replies:
+        try:
+            pictures.append(imaging.decode_image(reply.body, MAX_RESULT_PIXELS))
+        except imaging.ImageDecodeError as exc:
+            raise ProviderError(SINKIN, f"a result image could not be read: {exc}. Try again.") from None
+    return pictures
+
+
+def result_urls(data: dict, expected: int) -> list[str]:
+    urls = data.get("images")
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ProviderError(SINKIN, "answered without a list of image URLs. Try again; if it keeps happening "
+                            "SinkIn may have changed its API.")
+    return urls[:expected]  # never more downloads than images asked for

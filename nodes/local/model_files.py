@@ -1,0 +1,133 @@
+"""Local models on disk: finding them (ComfyUI's checkpoints, diffusers and loras folders, an
+absolute path, or a Hugging Face hub id) and telling their family (SD 1.5, SDXL base, SDXL
+refiner) from the weights' names and shapes, before anything is loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .. import runtime
+
+FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl_base": "SDXL base", "sdxl_refiner": "SDXL refiner"}
+SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+class CheckpointError(ValueError):
+    """A model that cannot be used; the message names the file, the problem and the fix."""
+
+
+# ---------------------------------------------------------------- finding models
+
+def model_choices() -> list[str]:
+    """The loader's list: "checkpoints/<file>" and "diffusers/<folder>" entries."""
+    files = [f"checkpoints/{name}" for name in runtime.model_filenames("checkpoints")
+             if name.lower().endswith(SINGLE_FILE_SUFFIXES + PICKLE_SUFFIXES)]
+    folders = [f"diffusers/{name}" for name in runtime.model_filenames("diffusers") if _is_diffusers_folder(name)]
+    return files + folders
+
+
+def _is_diffusers_folder(name: str) -> bool:
+    path = runtime.model_path("diffusers", name)
+    return path is not None and os.path.isfile(os.path.join(path, "model_index.json"))
+
+
+def lora_choices() -> list[str]:
+    """LoRA files in ComfyUI's `loras` folder that SD Bridge opens (.safetensors)."""
+    return [name for name in runtime.model_filenames("loras") if name.lower().endswith(SINGLE_FILE_SUFFIXES)]
+
+
+def resolve(model: str, path_or_hub_id: str = "") -> str:
+    """The path (or hub id) a loader input points at."""
+    given = path_or_hub_id.strip()
+    if given:
+        if os.path.isabs(given) or given.startswith(("~", ".")):
+            path = os.path.expanduser(given)
+            if not os.path.exists(path):
+                raise CheckpointError(f"'{given}' does not exist. Give the full path of a .safetensors file or of "
+                                      "a diffusers folder (the one holding model_index.json).")
+            return path
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", given):
+            return given  # a hub id
+        raise CheckpointError(f"'{given}' is neither an absolute path nor a hub id such as "
+                              "'stabilityai/stable-diffusion-xl-base-1.0'.")
+    kind, _, name = model.partition("/")
+    if kind not in ("checkpoints", "diffusers") or not name:
+        raise CheckpointError(f"'{model}' is not a model from the list. Put checkpoints in ComfyUI's "
+                              "models/checkpoints folder (diffusers folders in models/diffusers) and refresh.")
+    path = runtime.model_path(kind, name)
+    if path is None:
+        raise CheckpointError(f"'{name}' is not in ComfyUI's models/{kind} folder any more. Put it back, "
+                              "or pick another model and refresh the page.")
+    return path
+
+
+# ---------------------------------------------------------------- families
+
+def detect_family(source: str) -> str:
+    """The family of a single file (from its weights' names and shapes) or a diffusers folder
+    (from its model_index.json and UNet config). Unknown or unsupported families are errors."""
+    if os.path.isdir(source):
+        return _folder_family(Path(source))
+    name = os.path.basename(source)
+    if name.lower().endswith(PICKLE_SUFFIXES):
+        raise CheckpointError(
+            f"'{name}' is a pickle checkpoint, which can run code when it is loaded, so SD Bridge does not open "
+            "it. Download the .safetensors version from the model's page instead.")
+    if not name.lower().endswith(SINGLE_FILE_SUFFIXES):
+        raise CheckpointError(f"'{name}' is not a .safetensors checkpoint or a diffusers folder.")
+    return _file_family(source)
+
+
+def _file_family(path: str) -> str:
+    from safetensors import safe_open
+
+    name = os.path.basename(path)
+    try:
+        with safe_open(path, "pt") as handle:
+            keys = set(handle.keys())
+            conv_in = "model.diffusion_model.input_blocks.0.0.weight"
+            in_channels = handle.get_slice(conv_in).get_shape()[1] if conv_in in keys else None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise CheckpointError(f"'{name}' could not be read ({exc}). The file is damaged or incomplete: "
+                              "download it again.") from None
+    if in_channels is None:
+        raise CheckpointError(f"'{name}' holds no Stable Diffusion UNet. It may be a LoRA (use SD Bridge Load "
+                              "LoRA), a VAE or an embedding rather than a full checkpoint.")
+    if in_channels != 4:
+        raise CheckpointError(f"'{name}' is an inpainting or other {in_channels}-channel model; SD Bridge loads "
+                              "plain SD 1.5 and SDXL checkpoints only.")
+    if "conditioner.embedders.1.model.positional_embedding" in keys:
+        return "sdxl_base"
+    if "conditioner.embedders.0.model.positional_embedding" in keys:
+        return "sdxl_refiner"
+    if "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight" in keys:
+        return "sd15"
+    if any(key.startswith("cond_stage_model.model.") for key in keys):
+        raise CheckpointError(f"'{name}' is a Stable Diffusion 2.x checkpoint; SD Bridge loads SD 1.5 and SDXL.")
+    raise CheckpointError(f"'{name}' is not an SD 1.5, SDXL base or SDXL refiner checkpoint (no text encoder "
+                          "SD Bridge recognises).")
+
+
+def _folder_family(folder: Path) -> str:
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"'{folder.name}' is not a readable diffusers folder ({exc}). It needs "
+                              "model_index.json and unet/config.json.") from None
+    class_name = index.get("_class_name", "")
+    if unet.get("in_channels", 4) != 4:
+        raise CheckpointError(f"'{folder.name}' is an inpainting or other special model; SD Bridge loads plain "
+                              "SD 1.5 and SDXL models only.")
+    if class_name.startswith("StableDiffusionXL"):
+        return "sdxl_refiner" if not (index.get("text_encoder") or [None])[0] else "sdxl_base"
+    if class_name.startswith("StableDiffusion") and "XL" not in class_name:
+        if unet.get("cross_attention_dim") == 1024:
+            raise CheckpointError(f"'{folder.name}' is a Stable Diffusion 2.x model; SD Bridge loads SD 1.5 and SDXL.")
+        return "sd15"
+    raise CheckpointError(f"'{folder.name}' is a {class_name or 'unknown'} model; SD Bridge loads SD 1.5, SDXL base "
+                          "and SDXL refiner models.")

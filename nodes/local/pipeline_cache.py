@@ -1,0 +1,231 @@
+"""Loading local models offline, and the cache that keeps them loaded between runs.
+
+Single files load with no network: the diffusers layout of each architecture ships in
+`configs/` and is handed to `from_single_file(config=...)`. What travels between nodes is a
+light `LocalPipeline` handle; the weights live only in this cache, so releasing it (ComfyUI's
+"Unload models") frees them even while ComfyUI keeps node outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from .. import runtime
+from .model_files import FAMILY_NAMES, CheckpointError, detect_family
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+TOKENIZER_DIR = CONFIGS / "clip_tokenizer"
+# The offline diffusers layout each family's single files load with (tests point these at tiny ones).
+CONFIG_DIRS = {family: CONFIGS / family for family in FAMILY_NAMES}
+PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sdxl_base": "StableDiffusionXLPipeline",
+                    "sdxl_refiner": "StableDiffusionXLImg2ImgPipeline"}
+
+MAX_PIPELINES = int(os.environ.get("SDBRIDGE_LOCAL_PIPELINES", "2"))  # base + refiner fit by default
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A pipeline in the cache: the diffusers pipeline (shared by every branch of the graph, so
+    never changed per branch), its family, the checkpoint's own scheduler config (every run
+    builds its scheduler from it), and the same weights under other pipeline classes."""
+
+    pipe: Any
+    family: str
+    scheduler_config: dict
+    variants: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def variant(self, class_name: str):
+        """The same weights under another pipeline class (txt2img <-> img2img), made once."""
+        if type(self.pipe).__name__ == class_name:
+            return self.pipe
+        if class_name not in self.variants:
+            import diffusers
+
+            self.variants[class_name] = getattr(diffusers, class_name).from_pipe(self.pipe)
+        return self.variants[class_name]
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPipeline:
+    """What travels between local nodes as SDBRIDGE_PIPELINE: a light handle (source, family and
+    the LoRA stack this branch asked for). The weights live in the cache, so ComfyUI keeping a
+    node's output does not keep them in memory; after a release, the next use loads them again."""
+
+    source: str
+    family: str
+    loras: tuple = ()  # (path, scale) pairs, applied at generation time
+
+    @property
+    def family_name(self) -> str:
+        return FAMILY_NAMES[self.family]
+
+    @property
+    def loaded(self) -> Loaded:
+        return _loaded(self.source)
+
+    @property
+    def pipe(self):
+        return self.loaded.pipe
+
+    @property
+    def scheduler_config(self) -> dict:
+        return self.loaded.scheduler_config
+
+    def variant(self, class_name: str):
+        return self.loaded.variant(class_name)
+
+    def with_loras(self, loras) -> LocalPipeline:
+        return dataclasses.replace(self, loras=self.loras + tuple(loras))
+
+
+# ---------------------------------------------------------------- loading
+
+def _tokenizers(family: str) -> dict:
+    from transformers import CLIPTokenizer
+
+    result = {}
+    if family in ("sd15", "sdxl_base"):
+        result["tokenizer"] = CLIPTokenizer.from_pretrained(TOKENIZER_DIR)
+    if family in ("sdxl_base", "sdxl_refiner"):
+        # SDXL's second tokenizer pads with "!" where the first pads with <|endoftext|>.
+        result["tokenizer_2"] = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, pad_token="!")
+    return result
+
+
+def _load_to_cpu(source: str, family: str, dtype):
+    import diffusers
+
+    cls = getattr(diffusers, PIPELINE_CLASSES[family])
+    if os.path.isfile(source):
+        return cls.from_single_file(source, config=str(CONFIG_DIRS[family]), local_files_only=True, dtype=dtype,
+                                    **_tokenizers(family))
+    extra = {"safety_checker": None, "requires_safety_checker": False} if family == "sd15" else {}
+    return cls.from_pretrained(source, dtype=dtype, **extra)
+
+
+def _download(hub_id: str) -> str:
+    """A hub id's files in the local Hugging Face cache (the only network use, at the user's request)."""
+    import diffusers
+
+    try:
+        return diffusers.DiffusionPipeline.download(hub_id)
+    except Exception as exc:  # noqa: BLE001 - hub and network errors come in many types
+        raise CheckpointError(f"'{hub_id}' could not be downloaded from the Hugging Face hub ({exc}). Check the id "
+                              "and your connection, or download the model and give its folder.") from None
+
+
+def _load(source: str, device, dtype) -> Loaded:
+    import torch
+
+    if not os.path.exists(source):
+        source = _download(source)
+    family = detect_family(source)
+    try:
+        pipe = _load_to_cpu(source, family, dtype)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise  # the cache makes room and tries again
+    except Exception as exc:  # noqa: BLE001 - shape mismatches, missing keys, damaged files
+        raise CheckpointError(f"'{os.path.basename(source)}' looks like {FAMILY_NAMES[family]} but could not be "
+                              f"loaded ({type(exc).__name__}: {exc}). The file may be damaged or a variant SD Bridge "
+                              "does not support.") from None
+    if family != "sd15" and dtype == torch.float16:
+        # SDXL's VAE overflows in fp16 (NaN, black images): decode in fp32, as diffusers does when asked.
+        pipe.vae.register_to_config(force_upcast=True)
+    _share_identical_components(pipe, device, dtype)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return Loaded(pipe=pipe, family=family, scheduler_config=dict(pipe.scheduler.config))
+
+
+# ---------------------------------------------------------------- cache
+
+_cache: OrderedDict[tuple, Loaded] = OrderedDict()
+_lock = threading.RLock()  # re-entrant: ComfyUI may unload models while a load holds it
+
+
+def _cache_key(source: str, device, dtype) -> tuple:
+    if os.path.isdir(source):
+        stamp = os.stat(os.path.join(source, "model_index.json")).st_mtime_ns
+    elif os.path.isfile(source):
+        info = os.stat(source)
+        stamp = (info.st_mtime_ns, info.st_size)
+    else:
+        stamp = None  # a hub id
+    return (os.path.realpath(source) if os.path.exists(source) else source, stamp, str(device), str(dtype))
+
+
+def load_cached(source: str) -> LocalPipeline:
+    """A handle on the loaded pipeline for `source` (loading it now unless cached)."""
+    return LocalPipeline(source=source, family=_loaded(source).family)
+
+
+def _loaded(source: str) -> Loaded:
+    """The cached pipeline for `source` when the same file (same modification time) was loaded
+    on the same device and dtype; otherwise loaded now, dropping the least recently used beyond
+    MAX_PIPELINES. When loading runs out of memory, the cache is emptied and it tries once more."""
+    import torch
+
+    device = runtime.torch_device()
+    dtype = runtime.torch_dtype(device)
+    key = _cache_key(source, device, dtype)
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        while len(_cache) >= max(MAX_PIPELINES, 1):
+            _cache.popitem(last=False)
+        runtime.on_models_unloaded(release_pipelines)  # ComfyUI's "Unload models" frees ours too
+        runtime.free_memory_hint()
+        try:
+            loaded = _load(source, device, dtype)
+        except (MemoryError, torch.OutOfMemoryError):
+            _release_locked()
+            loaded = _load(source, device, dtype)
+        _cache[key] = loaded
+        return loaded
+
+
+def release_pipelines() -> int:
+    """Drop every cached pipeline (ComfyUI's "unload models" can call this); returns how many."""
+    with _lock:
+        return _release_locked()
+
+
+def _release_locked() -> int:
+    count = len(_cache)
+    _cache.clear()
+    gc.collect()
+    runtime.free_memory_hint()
+    return count
+
+
+def cached_count() -> int:
+    return len(_cache)
+
+
+def _share_identical_components(pipe, device, dtype) -> None:
+    """SDXL base and refiner ship the same second text encoder and VAE: when a cached pipeline
+    holds a module with identical weights, use that one instead of a second copy."""
+    for other in list(_cache.values()):
+        for name in ("text_encoder_2", "vae", "text_encoder"):
+            mine, theirs = getattr(pipe, name, None), getattr(other.pipe, name, None)
+            if mine is None or theirs is None or mine is theirs or type(mine) is not type(theirs):
+                continue
+            if theirs.dtype == dtype and theirs.device.type == device.type and _same_weights(mine, theirs):
+                pipe.register_modules(**{name: theirs})
+
+
+def _same_weights(a, b) -> bool:
+    import torch
+
+    state_a, state_b = a.state_dict(), b.state_dict()
+    if state_a.keys() != state_b.keys():
+        return False
+    return all(state_a[k].shape == state_b[k].shape and torch.equal(state_a[k], state_b[k].to(state_a[k].device))
+               for k in state_a)
