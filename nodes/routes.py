@@ -7,7 +7,7 @@ to ComfyUI's server (through runtime; a no-op outside ComfyUI). No route ever re
 from __future__ import annotations
 
 from . import runtime
-from .hosted import credentials, sinkin_catalog
+from .hosted import credentials, sinkin, sinkin_catalog
 from .hosted.providers import PROVIDERS
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
@@ -19,11 +19,17 @@ def _json(data: dict, status: int = 200):
     return web.json_response(data, status=status)
 
 
+def _flag(request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
 async def sinkin_models(request):
-    """GET /sdbridge/sinkin/catalog[?refresh=1]: SinkIn's model and LoRA choices, their age,
-    and why a refresh failed if it did."""
-    refresh = request.query.get("refresh", "").lower() in ("1", "true", "yes")
-    return _json(await sinkin_catalog.catalog_for_web(refresh=refresh))
+    """GET /sdbridge/sinkin/catalog[?refresh=1|?cached=1]: SinkIn's model and LoRA choices, their
+    age, why a refresh failed if it did, and which node widgets show them. `cached` answers at
+    once from what is on disk (the page is loading); `refresh` reads SinkIn now."""
+    answer = await sinkin_catalog.catalog_for_web(refresh=_flag(request, "refresh"),
+                                                  read_sinkin=not _flag(request, "cached"))
+    return _json({**answer, "nodes": sinkin.catalog_widgets()})
 
 
 async def providers(request):

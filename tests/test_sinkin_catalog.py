@@ -17,6 +17,8 @@ from sdbridge.nodes.hosted import sinkin, sinkin_api, sinkin_catalog
 from sdbridge.nodes.hosted.sinkin_catalog import Entry, id_from_choice, parse_entries
 from sdbridge.nodes.hosted.transport import RetryPolicy
 
+NODE_IDS = [node.__name__ for node in sinkin.NODES]
+
 DOCUMENTED = {"r2La2w2": "Realistic Vision", "yBG2r9O": "majicMIX realistic", "mGYMaD5": "AbsoluteReality",
               "4zdwGOB": "DreamShaper", "K6KkkKl": "Deliberate", "RR6lMmw": "MeinaHentai", "mG9Pvko": "Babes",
               "gLv9zeq": "RealCartoon3D", "qGdxrYG": "NeverEnding Dream", "76EmEaz": "Hassaku", "vln8Nwr": "MeinaMix"}
@@ -89,7 +91,14 @@ def test_a_fresh_install_offers_the_documented_models_offline():
     assert model_choices()[:5] == ["Realistic Vision (r2La2w2)", "majicMIX realistic (yBG2r9O)",
                                    "AbsoluteReality (mGYMaD5)", "DreamShaper (4zdwGOB)", "Deliberate (K6KkkKl)"]
     assert ask() == {"models": model_choices(), "loras": ["none"], "source": "bundled", "fetched_at": None,
-                     "age_seconds": None, "error": None}
+                     "age_seconds": None, "error": None,
+                     "nodes": {node: {"model_id": "models", "lora": "loras"} for node in NODE_IDS}}
+
+
+def test_cached_answers_from_disk_without_reading_sinkin(fake_sinkin):
+    """While the page loads, the route must not wait for SinkIn, even with a stale list."""
+    assert ask("?cached=1")["source"] == "bundled" and fake_sinkin.requests == []
+    assert ask()["source"] == "sinkin" and len(fake_sinkin.requests) == 1
 
 
 def test_refresh_reads_the_live_list_into_the_cache_and_the_node_inputs(fake_sinkin):

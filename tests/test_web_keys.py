@@ -1,9 +1,15 @@
-"""web/sdbridge.js in Node.js: key settings that never store the key, credits, and toasts."""
+"""web/sdbridge.js in Node.js: key settings that never store the key, credits, and toasts for
+the messages the pack really raises (made here by the pack's own code, so a change of wording
+in Python that the extension no longer recognises fails this test)."""
 
 from __future__ import annotations
 
 import pytest
 from support.webjs import NODE_JS, run_extension
+
+from sdbridge.nodes.hosted import credentials
+from sdbridge.nodes.hosted.providers import PROVIDERS, SEGMIND, SINKIN
+from sdbridge.nodes.hosted.replies import Reply, error_for_status
 
 pytestmark = pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
 
@@ -31,24 +37,37 @@ await new Promise((resolve) => setTimeout(resolve, 10));
 const typedAfterSave = input.value;
 clear.onclick();
 await new Promise((resolve) => setTimeout(resolve, 10));
-for (const message of [
-  "Segmind: no API key is set. Either set the environment variable SEGMIND_API_KEY before starting ComfyUI",
-  "SinkIn: did not accept the API key (401). Set a valid key",
-  "Segmind: says there are not enough credits (406). Top up",
-  "Segmind: had a server error (500, after 3 tries).",
-]) api.emit("execution_error", { node_type: "SDBridgeSegmindSDXL", exception_message: message });
+for (const message of api.answers.messages) {
+  api.emit("execution_error", { node_type: "SDBridgeSegmindSDXL", exception_message: message });
+}
 api.emit("execution_error", { node_type: "KSampler", exception_message: "no API key is set" });
 console.log(JSON.stringify({ settings, before, typedAfterSave, calls: api.calls,
   toasts: app.toasts.map((t) => [t.severity, t.summary, t.detail]) }));
 """
 
 
+def _raised_messages() -> list[str]:
+    """What the pack raises for a missing key, a refused key, no credits, and a server error."""
+    try:
+        credentials.api_key(SEGMIND)
+    except credentials.MissingKeyError as exc:
+        missing = str(exc)
+    answer = Reply(401, {"content-type": "application/json"}, b'{"error": "bad token"}', "", 0.1)
+    refused = str(error_for_status(SINKIN, answer))
+    broke = str(error_for_status(SEGMIND, Reply(406, {}, b"", "", 0.1)))
+    server = str(error_for_status(SEGMIND, Reply(500, {}, b"", "", 0.1), attempts=3))
+    return [missing, refused, broke, server]
+
+
 def test_key_settings_credits_and_toasts(tmp_path):
-    status = {"segmind": {"set": True, "source": "environment", "env": "SEGMIND_API_KEY"},
-              "sinkin": {"set": False, "source": None, "env": "SINKIN_API_KEY"}}
-    answers = {"/sdbridge/keys": status, "/sdbridge/keys/segmind": {"set": True, "source": "file"}}
+    status = {"segmind": {"set": True, "source": "environment", "env": SEGMIND.key_env},
+              "sinkin": {"set": False, "source": None, "env": SINKIN.key_env}}
+    answers = {"/sdbridge/keys": status, "/sdbridge/keys/segmind": {"set": True, "source": "file"},
+               "/sdbridge/providers": {"providers": [p.for_web() for p in PROVIDERS.values()]},
+               "messages": _raised_messages()}
     result = run_extension(tmp_path, "sdbridge.js", DRIVER, answers)
-    # Two settings rows, rendered by the pack: no stored default value that could hold a key.
+    # One settings row per provider of the table, rendered by the pack: no stored default value
+    # that could hold a key.
     assert [s["id"] for s in result["settings"]] == ["SDBridge.Keys.Segmind", "SDBridge.Keys.SinkIn"]
     assert all(s["type"] == "function" and s.get("default") is None for s in result["settings"])
     assert result["before"] == "set (from SEGMIND_API_KEY); SEGMIND_API_KEY wins over a key saved here"
@@ -63,5 +82,5 @@ def test_key_settings_credits_and_toasts(tmp_path):
     assert failures == [
         ["warn", "Segmind: no API key", "Set SEGMIND_API_KEY before starting ComfyUI, or paste the key in Settings → SD Bridge."],
         ["warn", "SinkIn: key refused", "Paste a valid key in Settings → SD Bridge."],
-        ["warn", "Segmind: out of credits", "Top up with the provider, then run again."],
+        ["warn", "Segmind: out of credits", f"Top up at {SEGMIND.billing_page}, then run again."],
     ]  # a server error or another pack's node gets no toast: ComfyUI's own error card says it all

@@ -6,10 +6,21 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const PROVIDERS = [
-  { id: "segmind", name: "Segmind", what: "API key" },
-  { id: "sinkin", name: "SinkIn", what: "access token" },
-];
+// The providers come from the pack's own table (GET /sdbridge/providers): names, env vars,
+// pages, what each key is called. Read before the extension registers, since the settings
+// rows are declared with it.
+async function loadProviders() {
+  try {
+    const response = await api.fetchApi("/sdbridge/providers");
+    if (response.ok) return (await response.json()).providers ?? [];
+    console.warn(`[SD Bridge] provider list: the server answered ${response.status}`);
+  } catch (error) {
+    console.warn("[SD Bridge] provider list could not be read", error);
+  }
+  return [];
+}
+
+const PROVIDERS = await loadProviders();
 const credits = {};
 
 function toast(severity, summary, detail) {
@@ -42,7 +53,7 @@ function keyEditor(provider) {
     const controls = document.createElement("div");
     controls.style.cssText = "display:flex;gap:6px";
     const input = Object.assign(document.createElement("input"), {
-      type: "password", autocomplete: "off", placeholder: `paste your ${provider.name} ${provider.what}`,
+      type: "password", autocomplete: "off", placeholder: `paste your ${provider.name} ${provider.key_label}`,
     });
     input.style.flex = "1";
     const save = Object.assign(document.createElement("button"), { textContent: "Save" });
@@ -55,7 +66,7 @@ function keyEditor(provider) {
       const answer = await response.json().catch(() => ({}));
       input.value = "";
       if (!response.ok) toast("error", `${provider.name} key not saved`, answer.error || response.statusText);
-      else toast("success", `${provider.name} ${provider.what}`, key ? "saved" : "cleared");
+      else toast("success", `${provider.name} ${provider.key_label}`, key ? "saved" : "cleared");
       await refresh();
     };
     save.onclick = () => input.value.trim() && send(input.value.trim());
@@ -67,18 +78,19 @@ function keyEditor(provider) {
   };
 }
 
-// What a failed hosted call says, mapped to a short toast that names the fix.
+// What a failed hosted call says, mapped to a short toast that names the fix. The messages
+// start with the provider's name ("Segmind: ..."), which finds its row in the provider table.
 const FIXES = [
-  [/no API key is set/, "no API key", (env) => `Set ${env} before starting ComfyUI, or paste the key in Settings → SD Bridge.`],
+  [/no API key is set/, "no API key", (p) => `Set ${p.key_env} before starting ComfyUI, or paste the key in Settings → SD Bridge.`],
   [/did not accept the API key \(401\)/, "key refused", () => "Paste a valid key in Settings → SD Bridge."],
-  [/not enough credits \(406\)|payment is required \(402\)/, "out of credits", () => "Top up with the provider, then run again."],
+  [/not enough credits \(406\)|payment is required \(402\)/, "out of credits", (p) => `Top up at ${p.billing_page}, then run again.`],
 ];
 
 function explain(message) {
-  const provider = message.split(":")[0] || "SD Bridge";
-  const env = (message.match(/\b[A-Z]+_API_KEY\b/) || ["the provider's key variable"])[0];
+  const provider = PROVIDERS.find((p) => message.startsWith(`${p.name}:`));
+  if (!provider) return null;
   for (const [pattern, title, fix] of FIXES) {
-    if (pattern.test(message)) return [`${provider}: ${title}`, fix(env)];
+    if (pattern.test(message)) return [`${provider.name}: ${title}`, fix(provider)];
   }
   return null;
 }
@@ -88,8 +100,8 @@ app.registerExtension({
   settings: PROVIDERS.map((provider) => ({
     id: `SDBridge.Keys.${provider.name}`,
     category: ["SD Bridge", "Keys", provider.name],
-    name: `${provider.name} ${provider.what}`,
-    tooltip: `Stored in ComfyUI/user/sdbridge/keys.json on the server (owner-only). Never saved in workflows.`,
+    name: `${provider.name} ${provider.key_label}`,
+    tooltip: `Or set ${provider.key_env} before starting ComfyUI. Stored in ComfyUI/user/sdbridge/keys.json on the server (owner-only). Never saved in workflows.`,
     type: keyEditor(provider),
     defaultValue: undefined,
   })),

@@ -1,22 +1,25 @@
 // SD Bridge: keeps the SinkIn nodes' model and LoRA lists up to date with SinkIn's catalog.
-// The list comes from the pack's route (cached server-side, with a bundled fallback); a value
-// that is not in today's list stays as it is, so saved workflows keep working.
+// The list comes from the pack's route (cached server-side, with a bundled fallback), and so
+// does which widget of which node shows which list; a value that is not in today's list stays
+// as it is, so saved workflows keep working.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-const SINKIN_NODES = new Set(["SDBridgeSinkInTxt2Img", "SDBridgeSinkInImg2Img"]);
 let catalog = null;
 
+const catalogWidgets = (nodeClass) => catalog?.nodes?.[nodeClass];
+
 function applyCatalog(node) {
-  for (const [name, values] of [["model_id", catalog.models], ["lora", catalog.loras]]) {
+  for (const [name, list] of Object.entries(catalogWidgets(node.comfyClass) ?? {})) {
     const widget = node.widgets?.find((w) => w.name === name);
+    const values = catalog[list];
     if (widget && values?.length) widget.options.values = values;
   }
 }
 
-function sinkinNodes() {
+function catalogNodes() {
   const nodes = app.graph?.nodes ?? app.graph?._nodes ?? [];
-  return nodes.filter((node) => SINKIN_NODES.has(node.comfyClass));
+  return nodes.filter((node) => catalogWidgets(node.comfyClass));
 }
 
 function notify(severity, detail) {
@@ -25,34 +28,44 @@ function notify(severity, detail) {
   else console[severity === "error" ? "warn" : "info"](`SinkIn catalog: ${detail}`);
 }
 
-async function loadCatalog(refresh) {
-  const response = await api.fetchApi(`/sdbridge/sinkin/catalog${refresh ? "?refresh=1" : ""}`);
+// mode: "cached" answers at once from the server's copy; "auto" reads SinkIn when the copy is
+// old and a key is set; "refresh" reads SinkIn now.
+async function loadCatalog(mode) {
+  const query = { cached: "?cached=1", auto: "", refresh: "?refresh=1" }[mode];
+  const response = await api.fetchApi(`/sdbridge/sinkin/catalog${query}`);
   if (!response.ok) throw new Error(`the server answered ${response.status}`);
   catalog = await response.json();
-  sinkinNodes().forEach(applyCatalog);
+  catalogNodes().forEach(applyCatalog);
   app.graph?.setDirtyCanvas?.(true, true);
   if (catalog.error) notify("error", catalog.error);
-  else if (refresh) notify("success", `${catalog.models.length} models, ${catalog.loras.length - 1} LoRAs`);
+  else if (mode === "refresh") notify("success", `${catalog.models.length} models, ${catalog.loras.length - 1} LoRAs`);
 }
 
 function refreshFromMenu() {
-  loadCatalog(true).catch((error) => notify("error", `could not refresh: ${error.message}`));
+  loadCatalog("refresh").catch((error) => notify("error", `could not refresh: ${error.message}`));
+}
+
+// Before the node definitions register: which nodes get the refresh menu comes from the server.
+try {
+  await loadCatalog("cached");
+} catch (error) {
+  console.warn("SinkIn catalog: could not load the model list", error);
 }
 
 app.registerExtension({
   name: "sdbridge.sinkin.catalog",
   async setup() {
     try {
-      await loadCatalog(false);
+      await loadCatalog("auto");
     } catch (error) {
       console.warn("SinkIn catalog: could not load the model list", error);
     }
   },
   nodeCreated(node) {
-    if (catalog && SINKIN_NODES.has(node.comfyClass)) applyCatalog(node);
+    if (catalogWidgets(node.comfyClass)) applyCatalog(node);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!SINKIN_NODES.has(nodeData.name)) return;
+    if (!catalogWidgets(nodeData.name)) return;
     const previous = nodeType.prototype.getExtraMenuOptions;
     nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
       previous?.apply(this, arguments);

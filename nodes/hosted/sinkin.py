@@ -169,3 +169,9 @@ class SDBridgeSinkInImg2Img(SinkInNode):
 
 
 NODES = (SDBridgeSinkInTxt2Img, SDBridgeSinkInImg2Img)
+
+
+def catalog_widgets() -> dict[str, dict[str, str]]:
+    """For the web extension: which widget of which node shows which catalog list."""
+    lists = {MODEL.name: "models", LORA.name: "loras"}
+    return {node.__name__: {p.name: lists[p.name] for p in node.PARAMS if p.name in lists} for node in NODES}

@@ -146,13 +146,14 @@ async def refresh_catalog() -> Catalog:
     return catalog
 
 
-async def catalog_for_web(refresh: bool = False) -> dict:
+async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True) -> dict:
     """What the web extension shows. Reads SinkIn when asked, or when the list is older than
-    CATALOG_MAX_AGE and a key is set; a failed read keeps the current list and says why."""
+    CATALOG_MAX_AGE and a key is set (never with `read_sinkin` off: the page is loading and
+    must not wait); a failed read keeps the current list and says why."""
     catalog = current_catalog()
     error = None
     stale = catalog.fetched_at is None or catalog.age() > CATALOG_MAX_AGE
-    if refresh or (stale and credentials.key_source(SINKIN)):
+    if refresh or (read_sinkin and stale and credentials.key_source(SINKIN)):
         try:
             catalog = await refresh_catalog()
         except Exception as exc:  # noqa: BLE001 - the route must answer with the list it has
