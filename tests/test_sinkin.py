@@ -304,7 +304,7 @@ def test_oversize_non_image_and_unreadable_bodies_are_refused(fake_sinkin, monke
     monkeypatch.setattr(sinkin_api.DOWNLOADS, "limits", Limits(max_bytes=1000))
     url = f"{fake_sinkin.url}/big.png"
     fake_sinkin.script += [_answer_with(fake_sinkin, [url]), Answer(200, b"\0" * 5000, {"content-type": "image/png"})]
-    with pytest.raises(ProviderError, match="larger than"):
+    with pytest.raises(ProviderError, match="larger than the 1000 bytes limit"):
         run(Txt2Img, prompt="a cat", seed=1)
     fake_sinkin.script += [_answer_with(fake_sinkin, [url]), Answer(200, b"<html>hi</html>", {"content-type": "text/html"})]
     with pytest.raises(ProviderError, match=r"did not hold an image \(text/html"):
