@@ -16,7 +16,7 @@ from PIL import Image
 from support.loopback import Answer, json_answer
 from support.nodecalls import comfy_validate, defaults, run
 
-from sdbridge.nodes import runtime
+from sdbridge.nodes import examples, runtime
 from sdbridge.nodes.hosted import segmind
 from sdbridge.nodes.hosted.replies import ProviderError
 from sdbridge.nodes.hosted.transport import Limits, RetryPolicy
@@ -34,36 +34,12 @@ def _input_image(width=64, height=48):
 # ---------------------------------------------------------------- request bodies
 
 # The documents' own example requests (seeds 000-003), with base64 left to the transport.
-DOC_EXAMPLES = {
-    RV: {
-        "prompt": "((selfie)) photo of an american girl and guy, smiling, (yosemite:1.3), mountains",
-        "negative_prompt": "(deformed, distorted, disfigured:1.3), poorly drawn, bad anatomy",
-        "scheduler": "dpmpp_2m", "num_inference_steps": 25, "guidance_scale": 6.0, "samples": 1,
-        "seed": 4082622942, "img_width": 512, "img_height": 768,
-    },
-    SDXL: {
-        "prompt": "cinematic film still, 4k, realistic, ((cinematic photo:1.3)) of panda wearing a blue spacesuit",
-        "negative_prompt": "ugly, tiling, poorly drawn hands", "style": "base", "samples": 1,
-        "scheduler": "UniPC", "num_inference_steps": 25, "guidance_scale": 8.0, "strength": 0.2,
-        "high_noise_fraction": 0.8, "seed": 468685, "img_width": 1024, "img_height": 1024, "refiner": True,
-    },
-    IMG2IMG: {
-        "samples": 1, "prompt": "A fantasy landscape, trending on artstation, mystical sky",
-        "negative_prompt": "nude, disfigured, blurry", "scheduler": "DDIM", "num_inference_steps": 25,
-        "guidance_scale": 10.5, "strength": 0.75, "seed": 98877465625, "img_width": 512, "img_height": 512,
-    },
-    REALVIS: {
-        "prompt": "analog photo, closeup portrait photo of 28 y.o asian man, natural skin, looks at viewer",
-        "negative_prompt": "(worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch)",
-        "samples": 1, "scheduler": "UniPC", "num_inference_steps": 25, "guidance_scale": 7.0,
-        "seed": 3195698736, "img_width": 896, "img_height": 1152,
-    },
-}
+DOC_EXAMPLES = {RV: examples.SELFIE, SDXL: examples.PANDA, IMG2IMG: examples.LANDSCAPE, REALVIS: examples.PORTRAIT}
 
 
 @pytest.mark.parametrize("node", list(DOC_EXAMPLES), ids=lambda n: n.__name__)
 def test_request_body_is_the_documented_example(fake_segmind, node):
-    example = DOC_EXAMPLES[node]
+    example = dict(DOC_EXAMPLES[node])
     extra = {"image": _input_image()} if node is IMG2IMG else {}
     images, info = run(node, **example, **extra)
     (body,) = fake_segmind.bodies()

@@ -16,7 +16,7 @@ from support.loopback import Answer, json_answer
 from support.nodecalls import defaults, run
 
 from sdbridge.nodes import images as imaging
-from sdbridge.nodes import runtime
+from sdbridge.nodes import examples, runtime
 from sdbridge.nodes.hosted import credentials, sinkin, sinkin_api
 from sdbridge.nodes.hosted.credentials import MissingKeyError
 from sdbridge.nodes.hosted.providers import SINKIN
@@ -134,6 +134,14 @@ def test_img2img_uploads_the_image_as_a_png_file_with_strength_and_controlnet(fa
     assert form["image_strength"] == "0.3" and form["controlnet"] == "depth"
     run(Img2Img, image=source, prompt="a cat", seed=3)
     assert "controlnet" not in fake_sinkin.forms()[1] and fake_sinkin.forms()[1]["image_strength"] == "0.75"
+
+
+def test_the_documented_img2img_example_is_sent_as_written(fake_sinkin):
+    run(Img2Img, image=torch.rand((1, 8, 8, 3)), model_id="4zdwGOB", seed=9, **examples.ORC)
+    form = fake_sinkin.forms()[0]
+    assert {name: form[name] for name in examples.ORC} == {
+        "prompt": "an angry orc looking at camera smiling", "num_images": "1", "scale": "7", "steps": "30",
+        "width": "512", "height": "768"}
 
 
 def test_img2img_sends_each_image_of_a_batch_as_its_own_request(fake_sinkin):

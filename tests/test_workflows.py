@@ -12,6 +12,7 @@ import pytest
 from conftest import PACK, ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
+import make_workflows  # noqa: E402  (tools/ is not a package)
 from workflow_format import link_inputs, pack_definitions, ui_to_api, widget_layout, widget_values_by_name  # noqa: E402
 
 CORE = json.loads((ROOT / "tests" / "data" / "comfyui_0.19.3_core_nodes.json").read_text())
@@ -33,6 +34,18 @@ def test_workflows_are_shipped():
         assert (ROOT / "example_workflows" / f"{name}.jpg").is_file(), f"{name} has no thumbnail"
         assert (ROOT / "example_workflows" / "api" / f"{name}.json").is_file(), f"{name} has no API twin"
     assert {p.stem for p in (ROOT / "example_workflows" / "api").glob("*.json")} == names
+
+
+def test_shipped_workflows_are_what_the_generator_writes(defs):
+    """The documents' examples and the node declarations are the source: a shipped file that
+    differs from what tools/make_workflows.py writes now is out of date."""
+    built = make_workflows.all_workflows(defs)
+    assert {workflow.name for workflow in built} == {path.stem for path in WORKFLOWS}
+    for workflow in built:
+        ui = make_workflows.build_ui(workflow, defs)
+        assert json.loads((ROOT / "example_workflows" / f"{workflow.name}.json").read_text()) == ui, workflow.name
+        shipped_api = json.loads((ROOT / "example_workflows" / "api" / f"{workflow.name}.json").read_text())
+        assert shipped_api == ui_to_api(ui, defs), workflow.name
 
 
 @pytest.mark.skipif(not SHARED_OBJECT_INFO.is_file(), reason="shared/ is not beside this checkout")

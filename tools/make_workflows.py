@@ -48,12 +48,17 @@ def definitions() -> dict:
 @dataclass
 class N:
     id: int
-    type: str
+    type: str | type   # a core node's id, or a pack node's class (its id is the class name)
     pos: tuple[int, int]
     widgets: dict = field(default_factory=dict)
     title: str | None = None
     models: list = field(default_factory=list)   # properties.models: download links
     size: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if isinstance(self.type, type):
+            self.type = self.type.__name__
+        self.widgets = dict(self.widgets)
 
 
 @dataclass
@@ -65,79 +70,54 @@ class Workflow:
     links: list[tuple[int, str, int, str]]   # (from node, output name, to node, input name)
 
 
-SELFIE = ("((selfie)) photo of an american girl and guy, smiling, (yosemite:1.3), mountains, wearing a backpack, "
-          "red top, hiking jacket, rocks, river, wood, analog style (look at viewer:1.2) (skin texture), close up, "
-          "cinematic light, ((night sky:1.2)), (milkiway:1.4), sidelighting, Fujiflim XT3, DSLR, 50mm, "
-          "(long windblown hair)")
-SELFIE_NEG = ("(deformed, distorted, disfigured:1.3), poorly drawn, bad anatomy, wrong anatomy, extra limb, missing limb, "
-              "floating limbs, (mutated hands and fingers:1.4), disconnected limbs, mutation, mutated, ugly, disgusting, "
-              "blurry, amputation, render, 3d, 2d, sketch, painting, digital art, drawing, disfigured, ((nsfw)), "
-              "((breasts))")
-PANDA = ("cinematic film still, 4k, realistic, ((cinematic photo:1.3)) of panda wearing a blue spacesuit, sitting in a "
-         "bar, Fujifilm XT3, long shot, ((low light:1.4)), ((looking straight at the camera:1.3)), upper body shot, "
-         "somber, shallow depth of field, vignette, highly detailed, high budget Hollywood movie, bokeh, cinemascope, "
-         "moody, epic, gorgeous, film grain, grainy")
-PANDA_NEG = ("ugly, tiling, poorly drawn hands, poorly drawn feet, poorly drawn face, out of frame, extra limbs, "
-             "disfigured, deformed, body out of frame, blurry, bad anatomy, blurred, watermark, grainy, signature, "
-             "cut off, draft")
-LANDSCAPE = "A fantasy landscape, trending on artstation, mystical sky"
-LANDSCAPE_NEG = "nude, disfigured, blurry"
-PORTRAIT = ("analog photo, closeup portrait photo of 28 y.o asian man, natural skin, looks at viewer, city street, "
-            "(cinematic shot, film grain:1.1)")
-PORTRAIT_NEG = "(worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch), open mouth"
-ORC = "an angry orc looking at camera smiling"
 
-KEYS_NOTE = ("**Needs:** a {provider} key. Set `{env}` before starting ComfyUI, or paste it in "
-             "**Settings → SD Bridge → Keys**. Keys never go into the workflow.")
-SEGMIND_KEY = KEYS_NOTE.format(provider="Segmind", env="SEGMIND_API_KEY")
-SINKIN_KEY = KEYS_NOTE.format(provider="SinkIn", env="SINKIN_API_KEY")
+
+def key_note(provider) -> str:
+    return (f"**Needs:** a {provider.name} key. Set `{provider.key_env}` before starting ComfyUI, or paste it in "
+            "**Settings → SD Bridge → Keys**. Keys never go into the workflow.")
+
+
 COSTS = "Each run spends Segmind credits; the node shows the credits left, and **info** reports the seed used."
 SINKIN_COSTS = "Each image costs SinkIn credits; **info** reports the run's credit_cost and the seed used."
 
 
 def segmind_workflows() -> list[Workflow]:
+    from sdbridge.nodes import examples
+    from sdbridge.nodes.hosted import segmind
+    from sdbridge.nodes.hosted.providers import SEGMIND
+
+    segmind_key = key_note(SEGMIND)
     return [
         Workflow(
             "segmind_realistic_vision_selfie", "Segmind: Realistic Vision v3 — selfie at Yosemite",
             f"## Realistic Vision v3 on Segmind\nThe request from Segmind's own documentation: a night-sky selfie "
-            f"at Yosemite, 512×768, dpmpp_2m, 25 steps, fixed seed.\n\n{SEGMIND_KEY}\n\n{COSTS}",
-            [N(1, "SDBridgeSegmindRealisticVision", (60, 120), {
-                "prompt": SELFIE, "negative_prompt": SELFIE_NEG, "scheduler": "dpmpp_2m", "num_inference_steps": 25,
-                "guidance_scale": 6.0, "samples": 1, "seed": 4082622942, "img_width": 512, "img_height": 768}),
+            f"at Yosemite, 512×768, dpmpp_2m, 25 steps, fixed seed.\n\n{segmind_key}\n\n{COSTS}",
+            [N(1, segmind.SDBridgeSegmindRealisticVision, (60, 120), examples.SELFIE),
              N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/realistic_vision"})],
             [(1, "images", 2, "images")],
         ),
         Workflow(
             "segmind_sdxl_panda", "Segmind: SDXL 1.0 with refiner — panda in a spacesuit",
             f"## SDXL 1.0 + refiner on Segmind\nThe documented example: the base model does 80% of the denoising "
-            f"(high_noise_fraction 0.8) and the refiner the rest.\n\n{SEGMIND_KEY}\n\n{COSTS}",
-            [N(1, "SDBridgeSegmindSDXL", (60, 120), {
-                "prompt": PANDA, "negative_prompt": PANDA_NEG, "style": "base", "samples": 1, "scheduler": "UniPC",
-                "num_inference_steps": 25, "guidance_scale": 8.0, "strength": 0.2, "high_noise_fraction": 0.8,
-                "seed": 468685, "img_width": 1024, "img_height": 1024, "refiner": True}),
+            f"(high_noise_fraction 0.8) and the refiner the rest.\n\n{segmind_key}\n\n{COSTS}",
+            [N(1, segmind.SDBridgeSegmindSDXL, (60, 120), examples.PANDA),
              N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/sdxl"})],
             [(1, "images", 2, "images")],
         ),
         Workflow(
             "segmind_sd15_img2img_landscape", "Segmind: SD 1.5 img2img — fantasy landscape",
             f"## SD 1.5 img2img on Segmind\nTurns the loaded picture into a fantasy landscape (the documented "
-            f"example: DDIM, 25 steps, strength 0.75). Load any picture in **Load Image**.\n\n{SEGMIND_KEY}\n\n{COSTS}",
+            f"example: DDIM, 25 steps, strength 0.75). Load any picture in **Load Image**.\n\n{segmind_key}\n\n{COSTS}",
             [N(1, "LoadImage", (60, 120), {"image": "example.png"}),
-             N(2, "SDBridgeSegmindSD15Img2Img", (520, 120), {
-                 "samples": 1, "prompt": LANDSCAPE, "negative_prompt": LANDSCAPE_NEG, "scheduler": "DDIM",
-                 "num_inference_steps": 25, "guidance_scale": 10.5, "strength": 0.75, "seed": 98877465625,
-                 "img_width": 512, "img_height": 512}),
+             N(2, segmind.SDBridgeSegmindSD15Img2Img, (520, 120), examples.LANDSCAPE),
              N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/img2img"})],
             [(1, "IMAGE", 2, "image"), (2, "images", 3, "images")],
         ),
         Workflow(
             "segmind_realvisxl_portrait", "Segmind: RealVisXL — portrait of a 28-year-old man",
             f"## RealVisXL on Segmind\nThe documented example: an analog-photo portrait at 896×1152.\n\n"
-            f"{SEGMIND_KEY}\n\n{COSTS}",
-            [N(1, "SDBridgeSegmindRealVisXL", (60, 120), {
-                "prompt": PORTRAIT, "negative_prompt": PORTRAIT_NEG, "samples": 1, "scheduler": "UniPC",
-                "num_inference_steps": 25, "guidance_scale": 7.0, "seed": 3195698736, "img_width": 896,
-                "img_height": 1152}),
+            f"{segmind_key}\n\n{COSTS}",
+            [N(1, segmind.SDBridgeSegmindRealVisXL, (60, 120), examples.PORTRAIT),
              N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/realvisxl"})],
             [(1, "images", 2, "images")],
         ),
@@ -149,22 +129,24 @@ def all_workflows(defs: dict) -> list[Workflow]:
 
 
 def sinkin_workflows(defs: dict) -> list[Workflow]:
-    if "SDBridgeSinkInTxt2Img" not in defs:
-        return []
-    spec = defs["SDBridgeSinkInTxt2Img"]["input"]["required"]
-    models = spec["model_id"][0]
+    from sdbridge.nodes import examples
+    from sdbridge.nodes.hosted import sinkin
+    from sdbridge.nodes.hosted.providers import SINKIN
+
+    models = defs[sinkin.SDBridgeSinkInTxt2Img.__name__]["input"]["required"]["model_id"][0]
     realistic = next(m for m in models if "r2La2w2" in m)
     dreamshaper = next(m for m in models if "4zdwGOB" in m)
+    sinkin_key = key_note(SINKIN)
+    portrait = {name: examples.PORTRAIT[name] for name in ("prompt", "negative_prompt", "seed")}
     return [
         Workflow(
             "sinkin_txt2img_lora", "SinkIn: txt2img with a LoRA",
             f"## SinkIn txt2img with a LoRA\nRealistic Vision by model id, ready for a LoRA at scale 0.75. SinkIn "
             f"documents no LoRA ids, so the LoRA is left at **none**: right-click the node → **Refresh SinkIn "
             f"models and LoRAs**, then pick a LoRA from the list (the run spends no credit until you press Run)."
-            f"\n\n{SINKIN_KEY}\n\n{SINKIN_COSTS}",
-            [N(1, "SDBridgeSinkInTxt2Img", (60, 120), {
-                "model_id": realistic, "prompt": PORTRAIT, "negative_prompt": PORTRAIT_NEG, "num_images": 1,
-                "seed": 3195698736, "lora": "none", "lora_scale": 0.75}),
+            f"\n\n{sinkin_key}\n\n{SINKIN_COSTS}",
+            [N(1, sinkin.SDBridgeSinkInTxt2Img, (60, 120), {
+                "model_id": realistic, **portrait, "num_images": 1, "lora": "none", "lora_scale": 0.75}),
              N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/sinkin"})],
             [(1, "images", 2, "images")],
         ),
@@ -172,11 +154,10 @@ def sinkin_workflows(defs: dict) -> list[Workflow]:
             "sinkin_img2img_controlnet", "SinkIn: img2img with ControlNet (canny)",
             f"## SinkIn img2img with ControlNet\nThe documented img2img request (the angry orc), guided by the "
             f"edges of the loaded picture (canny). With a ControlNet, image_strength has no effect."
-            f"\n\n{SINKIN_KEY}\n\n{SINKIN_COSTS}",
+            f"\n\n{sinkin_key}\n\n{SINKIN_COSTS}",
             [N(1, "LoadImage", (60, 120), {"image": "example.png"}),
-             N(2, "SDBridgeSinkInImg2Img", (520, 120), {
-                 "model_id": dreamshaper, "prompt": ORC, "num_images": 1, "scale": 7.0, "steps": 30,
-                 "width": 512, "height": 768, "seed": 1234567, "controlnet": "canny"}),
+             N(2, sinkin.SDBridgeSinkInImg2Img, (520, 120), {
+                 "model_id": dreamshaper, **examples.ORC, "seed": 1234567, "controlnet": "canny"}),
              N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/sinkin_controlnet"})],
             [(1, "IMAGE", 2, "image"), (2, "images", 3, "images")],
         ),
@@ -185,7 +166,9 @@ def sinkin_workflows(defs: dict) -> list[Workflow]:
 
 def _checkpoint(node_id: int, pos: tuple[int, int], model: tuple[str, str], title: str | None = None) -> N:
     filename, url = model
-    return N(node_id, "SDBridgeLoadCheckpoint", pos, {"model": f"checkpoints/{filename}"}, title=title,
+    from sdbridge.nodes.local import local_nodes
+
+    return N(node_id, local_nodes.SDBridgeLoadCheckpoint, pos, {"model": f"checkpoints/{filename}"}, title=title,
              models=[{"name": filename, "url": url, "directory": "checkpoints"}])
 
 
@@ -200,13 +183,6 @@ SDXL_REFINER = ("sd_xl_refiner_1.0.safetensors",
 REALVISXL = ("RealVisXL_V4.0.safetensors",
              "https://huggingface.co/SG161222/RealVisXL_V4.0/resolve/main/RealVisXL_V4.0.safetensors")
 
-SELFIE_SETTINGS = {"prompt": SELFIE, "negative_prompt": SELFIE_NEG, "scheduler": "dpmpp_2m", "num_inference_steps": 25,
-                   "guidance_scale": 6.0, "samples": 1, "seed": 4082622942, "img_width": 512, "img_height": 768}
-PORTRAIT_SETTINGS = {"prompt": PORTRAIT, "negative_prompt": PORTRAIT_NEG, "samples": 1, "scheduler": "UniPC",
-                     "num_inference_steps": 25, "guidance_scale": 7.0, "seed": 3195698736, "img_width": 896,
-                     "img_height": 1152}
-
-
 def _needs_checkpoints(*models: tuple[str, str]) -> str:
     listed = "\n".join(f"- [{name}]({url})" for name, url in models)
     return (f"**Needs:** these checkpoints in `ComfyUI/models/checkpoints/` (the editor offers to download "
@@ -214,15 +190,19 @@ def _needs_checkpoints(*models: tuple[str, str]) -> str:
 
 
 def local_workflows(defs: dict) -> list[Workflow]:
-    if "SDBridgeLocalTxt2Img" not in defs:
-        return []
+    from sdbridge.nodes.examples import LANDSCAPE, PANDA, PORTRAIT, SELFIE
+    from sdbridge.nodes.hosted import segmind
+    from sdbridge.nodes.hosted.providers import SEGMIND
+    from sdbridge.nodes.local import local_nodes
+
+    segmind_key = key_note(SEGMIND)
     return [
         Workflow(
             "local_realistic_vision_selfie", "Local: Realistic Vision v3 — selfie at Yosemite",
             "## Realistic Vision v3 on your GPU\nThe same request as the Segmind Realistic Vision example, with the "
             "same input names, run locally with diffusers.\n\n" + _needs_checkpoints(RV3),
             [_checkpoint(1, (60, 120), RV3),
-             N(2, "SDBridgeLocalTxt2Img", (520, 120), SELFIE_SETTINGS),
+             N(2, local_nodes.SDBridgeLocalTxt2Img, (520, 120), SELFIE),
              N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/local_realistic_vision"})],
             [(1, "pipeline", 2, "pipeline"), (2, "images", 3, "images")],
         ),
@@ -232,10 +212,7 @@ def local_workflows(defs: dict) -> list[Workflow]:
             "locally. Pick your own picture in **Load Image**.\n\n" + _needs_checkpoints(SD15),
             [_checkpoint(1, (60, 120), SD15),
              N(2, "LoadImage", (60, 380), {"image": "example.png"}),
-             N(3, "SDBridgeLocalImg2Img", (520, 120), {
-                 "prompt": LANDSCAPE, "negative_prompt": LANDSCAPE_NEG, "scheduler": "DDIM", "num_inference_steps": 25,
-                 "guidance_scale": 10.5, "strength": 0.75, "samples": 1, "seed": 98877465625, "img_width": 512,
-                 "img_height": 512}),
+             N(3, local_nodes.SDBridgeLocalImg2Img, (520, 120), LANDSCAPE),
              N(4, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/local_img2img"})],
             [(1, "pipeline", 3, "pipeline"), (2, "IMAGE", 3, "image"), (3, "images", 4, "images")],
         ),
@@ -246,10 +223,7 @@ def local_workflows(defs: dict) -> list[Workflow]:
             "identical text encoder and VAE in memory.\n\n" + _needs_checkpoints(SDXL_BASE, SDXL_REFINER),
             [_checkpoint(1, (60, 120), SDXL_BASE, "Load SDXL base"),
              _checkpoint(2, (60, 340), SDXL_REFINER, "Load SDXL refiner"),
-             N(3, "SDBridgeLocalSDXLRefiner", (520, 120), {
-                 "prompt": PANDA, "negative_prompt": PANDA_NEG, "style": "base", "samples": 1, "scheduler": "UniPC",
-                 "num_inference_steps": 25, "guidance_scale": 8.0, "strength": 0.2, "high_noise_fraction": 0.8,
-                 "seed": 468685, "img_width": 1024, "img_height": 1024, "refiner": True}),
+             N(3, local_nodes.SDBridgeLocalSDXLRefiner, (520, 120), PANDA),
              N(4, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/local_sdxl"})],
             [(1, "pipeline", 3, "base_pipeline"), (2, "pipeline", 3, "refiner_pipeline"), (3, "images", 4, "images")],
         ),
@@ -258,7 +232,7 @@ def local_workflows(defs: dict) -> list[Workflow]:
             "## RealVisXL on your GPU\nThe Segmind RealVisXL example (896×1152, UniPC, 25 steps) run "
             "locally.\n\n" + _needs_checkpoints(REALVISXL),
             [_checkpoint(1, (60, 120), REALVISXL),
-             N(2, "SDBridgeLocalTxt2Img", (520, 120), PORTRAIT_SETTINGS),
+             N(2, local_nodes.SDBridgeLocalTxt2Img, (520, 120), PORTRAIT),
              N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/local_realvisxl"})],
             [(1, "pipeline", 2, "pipeline"), (2, "images", 3, "images")],
         ),
@@ -267,11 +241,11 @@ def local_workflows(defs: dict) -> list[Workflow]:
             "## Hosted and local, side by side\nThe same Realistic Vision request with the same input names and "
             "values, once on Segmind and once on your GPU: compare the two results, or delete either branch. "
             "Swapping a hosted node for a local one needs no relearning.\n\n"
-            f"{SEGMIND_KEY}\n\n" + _needs_checkpoints(RV3),
-            [N(1, "SDBridgeSegmindRealisticVision", (520, 120), SELFIE_SETTINGS, title="Hosted: Segmind"),
+            f"{segmind_key}\n\n" + _needs_checkpoints(RV3),
+            [N(1, segmind.SDBridgeSegmindRealisticVision, (520, 120), SELFIE, title="Hosted: Segmind"),
              N(2, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/side_by_side_hosted"}),
              _checkpoint(3, (60, 820), RV3),
-             N(4, "SDBridgeLocalTxt2Img", (520, 820), SELFIE_SETTINGS, title="Local: your GPU"),
+             N(4, local_nodes.SDBridgeLocalTxt2Img, (520, 820), SELFIE, title="Local: your GPU"),
              N(5, "SaveImage", (980, 820), {"filename_prefix": "sdbridge/side_by_side_local"})],
             [(1, "images", 2, "images"), (3, "pipeline", 4, "pipeline"), (4, "images", 5, "images")],
         ),
@@ -279,12 +253,12 @@ def local_workflows(defs: dict) -> list[Workflow]:
             "hosted_draft_local_refine", "A hosted draft, refined locally with img2img",
             "## Draft hosted, refine locally\nSegmind RealVisXL makes the draft; a light img2img pass (strength "
             "0.3) on your own RealVisXL checkpoint refines it, with the same prompt. The draft is shown too.\n\n"
-            f"{SEGMIND_KEY}\n\n" + _needs_checkpoints(REALVISXL),
-            [N(1, "SDBridgeSegmindRealVisXL", (60, 300), PORTRAIT_SETTINGS, title="Draft: Segmind RealVisXL"),
+            f"{segmind_key}\n\n" + _needs_checkpoints(REALVISXL),
+            [N(1, segmind.SDBridgeSegmindRealVisXL, (60, 300), PORTRAIT, title="Draft: Segmind RealVisXL"),
              N(2, "PreviewImage", (520, 860), {}, title="The draft"),
              _checkpoint(3, (60, 120), REALVISXL),
-             N(4, "SDBridgeLocalImg2Img", (520, 120), {
-                 **PORTRAIT_SETTINGS, "scheduler": "DPM Multi", "strength": 0.3}, title="Refine: local img2img"),
+             N(4, local_nodes.SDBridgeLocalImg2Img, (520, 120), {
+                 **PORTRAIT, "scheduler": "DPM Multi", "strength": 0.3}, title="Refine: local img2img"),
              N(5, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/draft_refined"})],
             [(1, "images", 4, "image"), (1, "images", 2, "images"), (3, "pipeline", 4, "pipeline"),
              (4, "images", 5, "images")],
@@ -415,8 +389,9 @@ def thumbnail(workflow: Workflow, defs: dict, path: Path) -> None:
     font_small = ImageFont.load_default(size=15)
     plain = workflow.title.replace("—", "-")  # the built-in font has no em dash
     draw.text((32, 26), "\n".join(textwrap.wrap(plain, 44)), fill=(235, 235, 240), font=font_title)
-    needs = [f"a {name} key" for name, env in (("Segmind", "SEGMIND_API_KEY"), ("SinkIn", "SINKIN_API_KEY"))
-             if env in workflow.note]
+    from sdbridge.nodes.hosted.providers import PROVIDERS
+
+    needs = [f"a {p.name} key" for p in PROVIDERS.values() if p.key_env in workflow.note]
     files = [model["name"] for node in workflow.nodes for model in node.models]
     if files:
         needs.append("checkpoints " + ", ".join(files))
