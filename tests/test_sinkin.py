@@ -15,8 +15,8 @@ from fakes.sinkin import KEY, Upload, colour_of, failure
 from support.loopback import Answer, json_answer
 from support.nodecalls import defaults, run
 
-from sdbridge.nodes import images as imaging
 from sdbridge.nodes import examples, runtime
+from sdbridge.nodes import images as imaging
 from sdbridge.nodes.hosted import credentials, sinkin, sinkin_api
 from sdbridge.nodes.hosted.credentials import MissingKeyError
 from sdbridge.nodes.hosted.providers import SINKIN
