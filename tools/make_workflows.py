@@ -72,6 +72,12 @@ class Workflow:
 
 
 
+def _saved(name: str, title: str, note: str, generator: N, prefix: str) -> Workflow:
+    """A workflow of one generating node whose images a Save Image node beside it keeps."""
+    save = N(generator.id + 1, "SaveImage", (generator.pos[0] + 460, generator.pos[1]), {"filename_prefix": prefix})
+    return Workflow(name, title, note, [generator, save], [(generator.id, "images", save.id, "images")])
+
+
 def key_note(provider) -> str:
     return (f"**Needs:** a {provider.name} key. Set `{provider.key_env}` before starting ComfyUI, or paste it in "
             "**Settings → SD Bridge → Keys**. Keys never go into the workflow.")
@@ -88,21 +94,17 @@ def segmind_workflows() -> list[Workflow]:
 
     segmind_key = key_note(SEGMIND)
     return [
-        Workflow(
+        _saved(
             "segmind_realistic_vision_selfie", "Segmind: Realistic Vision v3 — selfie at Yosemite",
             f"## Realistic Vision v3 on Segmind\nThe request from Segmind's own documentation: a night-sky selfie "
             f"at Yosemite, 512×768, dpmpp_2m, 25 steps, fixed seed.\n\n{segmind_key}\n\n{COSTS}",
-            [N(1, segmind.SDBridgeSegmindRealisticVision, (60, 120), examples.SELFIE),
-             N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/realistic_vision"})],
-            [(1, "images", 2, "images")],
+            N(1, segmind.SDBridgeSegmindRealisticVision, (60, 120), examples.SELFIE), "sdbridge/realistic_vision",
         ),
-        Workflow(
+        _saved(
             "segmind_sdxl_panda", "Segmind: SDXL 1.0 with refiner — panda in a spacesuit",
             f"## SDXL 1.0 + refiner on Segmind\nThe documented example: the base model does 80% of the denoising "
             f"(high_noise_fraction 0.8) and the refiner the rest.\n\n{segmind_key}\n\n{COSTS}",
-            [N(1, segmind.SDBridgeSegmindSDXL, (60, 120), examples.PANDA),
-             N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/sdxl"})],
-            [(1, "images", 2, "images")],
+            N(1, segmind.SDBridgeSegmindSDXL, (60, 120), examples.PANDA), "sdbridge/sdxl",
         ),
         Workflow(
             "segmind_sd15_img2img_landscape", "Segmind: SD 1.5 img2img — fantasy landscape",
@@ -113,13 +115,11 @@ def segmind_workflows() -> list[Workflow]:
              N(3, "SaveImage", (980, 120), {"filename_prefix": "sdbridge/img2img"})],
             [(1, "IMAGE", 2, "image"), (2, "images", 3, "images")],
         ),
-        Workflow(
+        _saved(
             "segmind_realvisxl_portrait", "Segmind: RealVisXL — portrait of a 28-year-old man",
             f"## RealVisXL on Segmind\nThe documented example: an analog-photo portrait at 896×1152.\n\n"
             f"{segmind_key}\n\n{COSTS}",
-            [N(1, segmind.SDBridgeSegmindRealVisXL, (60, 120), examples.PORTRAIT),
-             N(2, "SaveImage", (520, 120), {"filename_prefix": "sdbridge/realvisxl"})],
-            [(1, "images", 2, "images")],
+            N(1, segmind.SDBridgeSegmindRealVisXL, (60, 120), examples.PORTRAIT), "sdbridge/realvisxl",
         ),
     ]
 
