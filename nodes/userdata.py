@@ -18,12 +18,14 @@ def pack_folder() -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Replace `path` with `data` as JSON, atomically; file 0600 and folder 0700."""
+    """Replace `path` with `data` as JSON, atomically; file 0600 and folder 0700 (on Windows the
+    user's profile folder already keeps other users out)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    os.chmod(path.parent, 0o700)  # on Windows this only clears the read-only flag: harmless
+    # mkstemp makes the file readable and writable by its owner only, on every platform; no
+    # fchmod (Windows has none before Python 3.13).
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
     try:
-        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle)
         os.replace(tmp, path)
