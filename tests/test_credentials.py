@@ -32,6 +32,14 @@ def test_key_file_is_owner_only_and_clearing_works():
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".keys-")]  # no temp files left
 
 
+def test_saving_a_key_needs_no_posix_only_call(monkeypatch):
+    """Windows has no os.fchmod before Python 3.13 (ComfyUI's portable build)."""
+    monkeypatch.delattr(os, "fchmod", raising=False)
+    credentials.store_key(SEGMIND, "sg-windows-key")
+    assert credentials.api_key(SEGMIND) == "sg-windows-key"
+    assert stat.S_IMODE(os.stat(credentials.key_file()).st_mode) == 0o600
+
+
 def test_key_file_lives_outside_comfyui_user_folders():
     # ComfyUI's /userdata routes serve user/<user>/...; the key file sits beside them, not inside.
     assert credentials.key_file().parent.name == "sdbridge"
