@@ -8,6 +8,7 @@ ComfyUI modules are imported on first use, never at import time of the pack.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import logging
@@ -37,6 +38,12 @@ class Interrupted(Exception):
 
 _interrupt_flag = threading.Event()  # the fallback flag, for scripts and tests
 
+# ComfyUI clears its interrupt flag in the first worker that raises, so the other requests of a
+# prompt would never see it. The pack latches each interrupt it sees: every run begun before it
+# (a node's hosted work, with all its requests) counts as interrupted from then on.
+_interrupts_seen = 0
+_run_token: contextvars.ContextVar[int | None] = contextvars.ContextVar("sdbridge_run", default=None)
+
 
 def request_interrupt(value: bool = True) -> None:
     """Ask running work to stop (outside ComfyUI; inside, the UI's Cancel button does this)."""
@@ -49,20 +56,48 @@ def request_interrupt(value: bool = True) -> None:
         _interrupt_flag.clear()
 
 
-def interrupted() -> bool:
+def begin_run() -> int:
+    """Mark the start of one node's work (in this task's context) and return its token: an
+    interrupt seen later by any of the prompt's work stops this run too."""
+    token = _interrupts_seen
+    _run_token.set(token)
+    return token
+
+
+def current_run() -> int | None:
+    """The token of the run this code belongs to (None outside a run)."""
+    return _run_token.get()
+
+
+def _flag_set() -> bool:
     mm = _comfy("comfy.model_management")
     if mm is not None and mm.processing_interrupted():
         return True
     return _interrupt_flag.is_set()
 
 
-def raise_if_interrupted() -> None:
+def interrupted(token: int | None = None) -> bool:
+    """True when the user interrupted: ComfyUI's flag is up, or an interrupt was seen since the
+    run `token` (default: this context's run) began."""
+    if _flag_set():
+        return True
+    token = current_run() if token is None else token
+    return token is not None and token < _interrupts_seen
+
+
+def raise_if_interrupted(token: int | None = None) -> None:
     """Raise the interrupt ComfyUI expects (it shows "interrupted", not a traceback)."""
-    if not interrupted():
+    global _interrupts_seen
+    if not interrupted(token):
         return
+    if _flag_set():
+        _interrupts_seen += 1  # latch it before the flag is cleared below
     mm = _comfy("comfy.model_management")
     if mm is not None:
         mm.throw_exception_if_processing_interrupted()
+        stop = getattr(mm, "InterruptProcessingException", None)
+        if stop is not None:  # a sibling already cleared ComfyUI's flag
+            raise stop()
     _interrupt_flag.clear()
     raise Interrupted("Processing interrupted")
 

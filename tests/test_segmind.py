@@ -13,7 +13,7 @@ import pytest
 import torch
 from fakes.segmind import KEY, picture
 from PIL import Image
-from support.loopback import Answer, json_answer
+from support.loopback import LOST_ANSWERS, Answer, json_answer
 from support.nodecalls import comfy_validate, defaults, run
 
 from sdbridge.nodes import examples, runtime
@@ -229,19 +229,50 @@ def test_permanent_errors_fail_at_once(fake_segmind, status, words):
     assert caught.value.status == status and len(fake_segmind.requests) == 1
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
-def test_transient_errors_retry_then_succeed(fake_segmind, status):
+@pytest.mark.parametrize("status", [429, 503])
+def test_not_started_answers_are_sent_again_then_succeed(fake_segmind, status):
+    """429 and 503 say the work did not start: sending again cannot bill twice."""
     fake_segmind.script += [_status(status), _status(status)]
     images, _ = run(RV, prompt="x", seed=1)
-    assert images.shape[0] == 1 and len(fake_segmind.requests) == 3
+    assert images.shape[0] == 1 and len(fake_segmind.requests) == 3 and fake_segmind.generated == 1
 
 
-@pytest.mark.parametrize("status, tries", [(500, 3), (502, 3), (504, 3), (429, 5)])
-def test_transient_errors_give_up_after_a_bounded_number_of_tries(fake_segmind, status, tries):
+@pytest.mark.parametrize("status, tries", [(503, 3), (429, 5)])
+def test_not_started_answers_give_up_after_a_bounded_number_of_tries(fake_segmind, status, tries):
     fake_segmind.script += [_status(status)] * 10
     with pytest.raises(ProviderError, match=rf"\({status}, after {tries} tries\)"):
         run(RV, prompt="x", seed=1)
-    assert len(fake_segmind.requests) == tries
+    assert len(fake_segmind.requests) == tries and fake_segmind.generated == 0
+
+
+@pytest.mark.parametrize("status", [500, 502, 504, 408])
+def test_a_status_that_may_follow_the_work_is_not_sent_again(fake_segmind, status):
+    fake_segmind.script.append(_status(status))
+    with pytest.raises(ProviderError, match=rf"\({status}\)\..*Segmind may have made the image and charged for it, "
+                                            r"so SD Bridge did not send the request again\. Check your usage at "
+                                            r"https://cloud\.segmind\.com/console/billing"):
+        run(RV, prompt="x", seed=1)
+    assert len(fake_segmind.requests) == 1
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_processed_then_the_answer_lost_is_billed_once(fake_segmind, monkeypatch, fault):
+    """The image was made and billed, and the answer never came back whole: one request, one
+    image billed, and a message that says so."""
+    monkeypatch.setattr(segmind.CLIENT, "limits", Limits(read_timeout=0.5))
+    fake_segmind.lose_answers.append(fault)
+    with pytest.raises(ProviderError, match="may have made the image and charged for it"):
+        run(RV, prompt="x", seed=1)
+    assert len(fake_segmind.requests) == 1 and fake_segmind.generated == 1
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_every_image_of_a_batch_is_billed_once_whatever_is_lost(fake_segmind, monkeypatch, fault):
+    monkeypatch.setattr(segmind.CLIENT, "limits", Limits(read_timeout=0.5))
+    fake_segmind.lose_answers.append(fault)
+    with pytest.raises(ProviderError, match="may have made the image"):
+        run(IMG2IMG, image=torch.rand((4, 16, 16, 3)), prompt="x", seed=1)
+    assert len(fake_segmind.requests) <= 4 and fake_segmind.generated == len(fake_segmind.requests)
 
 
 def test_retry_after_is_honoured(fake_segmind):
@@ -258,13 +289,8 @@ def test_a_long_retry_after_fails_at_once_and_says_how_long(fake_segmind):
     assert len(fake_segmind.requests) == 1
 
 
-def test_dropped_connections_are_retried(fake_segmind):
-    fake_segmind.script += [Answer(drop=True), Answer(drop=True)]
-    images, _ = run(RV, prompt="x", seed=1)
-    assert images.shape[0] == 1 and len(fake_segmind.requests) == 3
-
-
 def test_unreachable_server_is_a_clear_error(monkeypatch):
+    """A refused connection means nothing reached Segmind: sending again cannot bill twice."""
     monkeypatch.setenv("SEGMIND_API_KEY", KEY)
     monkeypatch.setenv("SEGMIND_API_BASE", "http://127.0.0.1:9")  # discard port: nothing listens
     monkeypatch.setattr(segmind.CLIENT, "retry", RetryPolicy(base_delay=0.01))
@@ -290,12 +316,13 @@ def test_a_slow_answer_times_out_and_says_so(fake_segmind, monkeypatch):
     (Answer(200, b'{"status": "ok"}', {"content-type": "application/json"}), "answered without an image"),
     (Answer(200, b'{"image": "@@@not-base64@@@"}', {"content-type": "application/json"}),
      "sent an image that could not be read"),
-    (Answer(200, picture(64, 64, 1), {"content-type": "image/jpeg"}, truncate=True), "after 3 tries"),
+    (Answer(200, picture(64, 64, 1), {"content-type": "image/jpeg"}, truncate=True), "may have made the image"),
 ])
 def test_malformed_answers_become_clear_errors(fake_segmind, answer, words):
     fake_segmind.script += [answer] * 3
     with pytest.raises(ProviderError, match=words.replace("(", r"\(").replace(")", r"\)")):
         run(RV, prompt="x", seed=1)
+    assert len(fake_segmind.requests) == 1  # a generation request goes once
 
 
 def test_a_decompression_bomb_is_refused_before_decoding(fake_segmind):
@@ -407,6 +434,35 @@ def test_interrupt_stops_a_retry_wait(fake_segmind, monkeypatch):
     with pytest.raises(runtime.Interrupted):
         run(RV, prompt="x", seed=1)
     assert time.monotonic() - started < 1.3
+
+
+def test_a_permanent_failure_in_a_batch_withdraws_the_rest(fake_segmind):
+    """One image refused at once, the others slow and then failing: nothing more is sent."""
+    fake_segmind.script += [_status(400)] + [Answer(503, b"busy", delay=0.5)] * 3
+    with pytest.raises(ProviderError, match=r"\(400\)"):
+        run(IMG2IMG, image=torch.rand((4, 16, 16, 3)), prompt="x", seed=1)
+    time.sleep(1.5)  # longer than the slow answers and a backoff
+    assert len(fake_segmind.requests) == 4  # one per image, none after the failure
+
+
+def test_an_interrupt_reaches_every_request_of_every_node_and_nothing_queued_leaves(fake_segmind):
+    """Two nodes of 16 images each: 16 requests in flight (the worker pool's size), 16 queued.
+    Every node stops within a second of the interrupt and no queued request is sent."""
+    fake_segmind.script += [Answer(503, b"busy", delay=1.0)] * 40
+    values = {**defaults(IMG2IMG), "prompt": "x", "seed": 1}
+
+    async def two_nodes():
+        return await asyncio.gather(*(IMG2IMG().generate(unique_id=str(i), image=torch.rand((16, 8, 8, 3)), **values)
+                                      for i in range(2)), return_exceptions=True)
+
+    threading.Timer(0.5, runtime.request_interrupt).start()
+    started = time.monotonic()
+    outcomes = asyncio.run(two_nodes())
+    assert time.monotonic() - started < 1.5
+    assert all(isinstance(outcome, runtime.Interrupted) for outcome in outcomes), outcomes
+    sent = len(fake_segmind.requests)
+    time.sleep(1.5)
+    assert sent <= 16 and len(fake_segmind.requests) == sent
 
 
 def test_independent_nodes_wait_at_the_same_time(fake_segmind):

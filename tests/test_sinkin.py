@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 from fakes.sinkin import KEY, Upload, colour_of, failure
-from support.loopback import Answer, json_answer
+from support.loopback import LOST_ANSWERS, Answer, json_answer
 from support.nodecalls import defaults, run
 
 from sdbridge.nodes import examples, runtime
@@ -208,9 +208,30 @@ def test_permanent_http_errors_fail_at_once_and_repeated_5xx_give_up(fake_sinkin
     with pytest.raises(ProviderError, match=r"did not accept the API key \(401\).*bad token.*SINKIN_API_KEY"):
         run(Txt2Img, prompt="a cat", seed=1)
     assert len(fake_sinkin.requests) == 1
-    fake_sinkin.script += [Answer(500, b"oops")] * 3
-    with pytest.raises(ProviderError, match=r"\(500, after 3 tries\)"):
+    fake_sinkin.script.append(Answer(500, b"oops"))
+    with pytest.raises(ProviderError, match=r"\(500\)\..*SinkIn may have made the image and charged for it"):
         run(Txt2Img, prompt="a cat", seed=1)
+    assert len(fake_sinkin.requests) == 2  # a 500 may come after the work: not sent again
+    fake_sinkin.script += [Answer(503, b"busy")] * 3
+    with pytest.raises(ProviderError, match=r"\(503, after 3 tries\)"):
+        run(Txt2Img, prompt="a cat", seed=1)
+    assert len(fake_sinkin.requests) == 5
+
+
+@pytest.mark.parametrize("fault", LOST_ANSWERS)
+def test_an_inference_processed_then_lost_is_billed_once(fake_sinkin, monkeypatch, fault):
+    monkeypatch.setattr(sinkin_api.CLIENT, "limits", Limits(read_timeout=0.5))
+    fake_sinkin.lose_answers.append(fault)
+    with pytest.raises(ProviderError, match="SinkIn may have made the image and charged for it"):
+        run(Txt2Img, prompt="a cat", seed=1)
+    assert fake_sinkin.inferences == 1 and len(fake_sinkin.forms()) == 1
+
+
+def test_result_downloads_are_retried_since_they_cost_nothing(fake_sinkin):
+    fake_sinkin.lose_answers += ["", "drop", "502"]  # the inference answers; two downloads fail
+    images, _ = run(Txt2Img, prompt="a cat", seed=1)
+    assert images.shape[0] == 1 and fake_sinkin.inferences == 1
+    assert len([r for r in fake_sinkin.requests if r.path.startswith("/images/")]) == 3
 
 
 @pytest.mark.parametrize(("answer", "problem"), [

@@ -31,6 +31,7 @@ class HostedNode(ImageNode):
 
     async def generate(self, unique_id: str | None = None, **values):
         values = self.normalized(values)
+        runtime.begin_run()  # an interrupt seen by any request of the prompt stops all of this run's
         # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
         runtime.show_text(unique_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
         started = time.monotonic()

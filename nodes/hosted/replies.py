@@ -115,11 +115,20 @@ def server_message(reply: Reply) -> str:
     return text
 
 
+def _status_text(status: int) -> tuple[str, str]:
+    """What a status says happened, and what to do."""
+    return _STATUS_TEXT.get(
+        status, ("answered with an error" if status >= 400 else "answered unexpectedly", "Try again later."))
+
+
+def what_happened(reply: Reply) -> str:
+    """A failing answer in a few words: 'had a server error (500). It said: "..."'."""
+    said = server_message(reply)
+    return f"{_status_text(reply.status)[0]} ({reply.status})." + (f' It said: "{said}".' if said else "")
+
+
 def error_for_status(provider: Provider, reply: Reply, attempts: int = 1) -> ProviderError:
-    what, remedy = _STATUS_TEXT.get(
-        reply.status,
-        ("answered with an error" if reply.status >= 400 else "answered unexpectedly", "Try again later."),
-    )
+    what, remedy = _status_text(reply.status)
     tries = f", after {attempts} tries" if attempts > 1 else ""
     said = server_message(reply)
     said = f' It said: "{said}".' if said else ""

@@ -3,7 +3,6 @@ answer reading, and the five nodes."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from .addresses import private_results_allowed
 from .hosted_node import HostedNode, report_credits
 from .providers import SEGMIND
 from .replies import ProviderError, Reply, describe_body
-from .transport import HttpClient
+from .transport import GENERATION, HttpClient, all_or_nothing
 
 SEED_MAX = 999_999_999_999_999   # the documented seed range
 CLIENT = HttpClient(SEGMIND)
@@ -140,7 +139,7 @@ async def post(slug: str, body: dict, node_id: str | None) -> Reply:
     base = credentials.base_url(SEGMIND)
     headers = {"x-api-key": credentials.api_key(SEGMIND)}
     reply = await CLIENT.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
-                                 headers=headers, json_body=body)
+                                 headers=headers, json_body=body, resend=GENERATION)
     report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
     return reply
 
@@ -233,9 +232,8 @@ class SegmindNode(HostedNode):
             return imaging.pil_to_tensor(pictures), info(endpoint.slug, reply, seed, len(pictures))
         # img2img: one request per input image, sent together.
         sources = imaging.tensor_to_pil(values["image"])
-        replies = await asyncio.gather(*(
-            post(endpoint.slug, {**body, "image": imaging.encode_base64_image(src)}, node_id) for src in sources
-        ))
+        replies = await all_or_nothing(
+            post(endpoint.slug, {**body, "image": imaging.encode_base64_image(src)}, node_id) for src in sources)
         pictures = []
         for reply in replies:
             pictures += (await read_images(reply, node_id))[0]

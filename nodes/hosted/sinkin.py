@@ -3,7 +3,6 @@ nodes. The catalog lives in sinkin_catalog.py, the wire format in sinkin_api.py.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -13,6 +12,7 @@ from ..params import Param, resolve_seed
 from . import sinkin_api, sinkin_catalog
 from .hosted_node import HostedNode
 from .providers import SINKIN
+from .transport import all_or_nothing
 
 SEED_MAX = 2**32 - 1              # SinkIn documents no maximum; SD 1.5 seeds are 32-bit
 SCHEDULERS = surface.scheduler_names("sinkin")
@@ -140,8 +140,8 @@ class SinkInNode(HostedNode):
         fields = request_fields(self.PARAMS, values, seed)
         uploads = [None] if "image" not in values else [
             imaging.encode_image(picture) for picture in imaging.tensor_to_pil(values["image"])]
-        answers = await asyncio.gather(*(
-            sinkin_api.post_form("/api/inference", fields, node_id, "inference", upload) for upload in uploads))
+        answers = await all_or_nothing(
+            sinkin_api.post_form("/api/inference", fields, node_id, "inference", upload) for upload in uploads)
         urls = [url for data in answers for url in sinkin_api.result_urls(data, values["num_images"])]
         pictures = await sinkin_api.download_images(urls, node_id)
         info: dict[str, Any] = {"provider": SINKIN.name, "model_id": fields["model_id"], "seed": seed,

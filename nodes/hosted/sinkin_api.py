@@ -3,14 +3,12 @@ with HTTP 200 and an error_code, and the result images' safe concurrent download
 
 from __future__ import annotations
 
-import asyncio
-
 from .. import images as imaging
 from . import credentials
 from .addresses import private_results_allowed
 from .providers import SINKIN
 from .replies import ProviderError, Reply, server_message
-from .transport import HttpClient, Limits, MiB
+from .transport import GENERATION, HttpClient, Limits, MiB, Resend, all_or_nothing
 
 CLIENT = HttpClient(SINKIN)
 # Result images are fetched from URLs in the answer: tighter limits than the API call itself.
@@ -20,15 +18,16 @@ MAX_RESULT_PIXELS = 4096 * 4096   # SinkIn renders at most 896x896; anything far
 
 
 async def post_form(path: str, fields: dict[str, str], node_id: str | None, label: str,
-                    upload: bytes | None = None) -> dict:
+                    upload: bytes | None = None, resend: Resend = GENERATION) -> dict:
     """POST a multipart form with the access token; the answer's JSON, or ProviderError with
-    SinkIn's message when error_code says it failed (it does so with HTTP 200)."""
+    SinkIn's message when error_code says it failed (it does so with HTTP 200). A form that
+    makes images (the default) is never sent again once it may have reached SinkIn."""
     form: dict[str, tuple] = {"access_token": (None, credentials.api_key(SINKIN))}
     form.update((name, (None, value)) for name, value in fields.items())
     if upload is not None:
         form["init_image_file"] = ("init_image.png", upload, "image/png")
     url = credentials.base_url(SINKIN) + path
-    reply = await CLIENT.request("POST", url, node_id=node_id, label=label, files=form)
+    reply = await CLIENT.request("POST", url, node_id=node_id, label=label, files=form, resend=resend)
     data = reply.json_object(SINKIN)
     if str(data.get("error_code", 0)) != "0":
         said = server_message(reply) or "no reason given"
@@ -44,14 +43,8 @@ def downloads_may_be_private() -> bool:
 async def download_images(urls: list[str], node_id: str | None) -> list:
     """Fetch every result URL at once; the first failure cancels the rest."""
     allow_private = downloads_may_be_private()
-    tasks = [asyncio.ensure_future(DOWNLOADS.download(url, allow_private=allow_private, node_id=node_id))
-             for url in urls]
-    try:
-        replies: list[Reply] = await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        raise
+    replies: list[Reply] = await all_or_nothing(
+        DOWNLOADS.download(url, allow_private=allow_private, node_id=node_id) for url in urls)
     pictures = []
     for reply in replies:
         try:

@@ -17,6 +17,7 @@ from .. import runtime, userdata
 from . import credentials, sinkin_api
 from .providers import SINKIN
 from .replies import ProviderError
+from .transport import IDEMPOTENT
 
 CATALOG_MAX_AGE = 7 * 24 * 3600   # older, and a key is set: the catalog route reads a fresh one
 NO_LORA = "none"
@@ -138,7 +139,7 @@ def _write_cache(catalog: Catalog) -> None:
 
 async def refresh_catalog() -> Catalog:
     """Read the model and LoRA lists from SinkIn and cache them."""
-    data = await sinkin_api.post_form("/api/models", {}, None, "models")
+    data = await sinkin_api.post_form("/api/models", {}, None, "models", resend=IDEMPOTENT)  # a read
     catalog = Catalog(parse_entries(data.get("models")), parse_entries(data.get("loras")), time.time())
     if not catalog.models:
         raise ProviderError(SINKIN, "listed no usable models; keeping the current list. Try again later.")

@@ -3,11 +3,18 @@
 - Requests run on a worker thread, so ComfyUI's event loop stays free and independent hosted
   nodes in one graph wait at the same time. Each worker thread keeps its own pooled session.
 - Connect and read timeouts; an overall deadline; bodies are read in chunks up to a byte limit.
-- Whether to send again is one pure function, `retry_delay`, over a `RetryPolicy`: 429 has its
-  own budget (honouring Retry-After); 408, 5xx, timeouts and dropped connections share another;
-  every other status fails at once. A provider (or one request) can pass its own policy.
+- Whether to send again is decided by pure functions: `classify` / `classify_lost` say what a
+  failure means for this kind of request (`Resend`), and `retry_delay` how long to wait under a
+  `RetryPolicy`: 429 has its own budget (honouring Retry-After); 408, 5xx, timeouts and dropped
+  connections share another; every other status fails at once.
+- A request that makes (and bills) an image is never sent again once it may have reached the
+  provider: a lost answer, or a status that may come after the work, fails with a message that
+  says the provider may have charged it. Only "not started" (never connected, 429, 503, or a
+  queue that made no job) is worth another try.
 - While waiting, the node shows what is happening, and an interrupt from ComfyUI returns within
-  a fraction of a second (the worker gives up at its next chunk or timeout).
+  a fraction of a second (the worker gives up at its next chunk or timeout); every request of
+  the interrupted prompt sees it, and a request still queued for a worker is never sent.
+  `all_or_nothing` runs a batch so that its first failure withdraws the rest.
 - Every failure is raised as one ProviderError naming the provider, the status and the remedy;
   nothing is returned as a sentinel.
 - `submit_and_poll` is the operation for queue APIs (Segmind v2, fal, Replicate): submit once,
@@ -31,11 +38,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from .. import runtime
 from .addresses import is_public_host, same_origin
 from .providers import Provider
-from .replies import ProviderError, Reply, describe_body, error_for_status, size_text
+from .replies import ProviderError, Reply, describe_body, error_for_status, size_text, what_happened
 
 MiB = 1024 * 1024
 TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
@@ -73,17 +81,41 @@ class PollPolicy:
 
 TRANSIENT = "transient"          # the answer never came whole, or 408/5xx
 RATE_LIMITED_BUDGET = "rate limited"
+MAYBE_DONE = "maybe done"        # the provider may have done (and billed) the work: never resend
 
 
-def classify(status: int, follow_redirects: bool = True) -> str:
-    """What a status means for the caller: "ok", TRANSIENT, RATE_LIMITED_BUDGET or "refused"."""
+@dataclass(frozen=True)
+class Resend:
+    """When a request may be sent again: after its answer was lost (it may have been delivered),
+    and after which failing statuses."""
+
+    after_lost_answer: bool
+    statuses: frozenset
+
+
+IDEMPOTENT = Resend(True, TRANSIENT_STATUSES | {RATE_LIMITED})     # reads, polls, downloads
+# A synchronous request that makes an image: only 429 and 503 say the work did not start.
+GENERATION = Resend(False, frozenset({RATE_LIMITED, 503}))
+# A queue submit: a failing status means no job (no request id) was made.
+QUEUE_SUBMIT = Resend(False, TRANSIENT_STATUSES | {RATE_LIMITED})
+
+
+def classify(status: int, follow_redirects: bool = True, resend: Resend = IDEMPOTENT) -> str:
+    """What a status means for the caller: "ok", TRANSIENT, RATE_LIMITED_BUDGET, MAYBE_DONE or
+    "refused"."""
     if 200 <= status < 300 or (status in REDIRECTS and not follow_redirects):
         return "ok"
-    if status == RATE_LIMITED:
-        return RATE_LIMITED_BUDGET
-    if status in TRANSIENT_STATUSES:
-        return TRANSIENT
-    return "refused"
+    if status != RATE_LIMITED and status not in TRANSIENT_STATUSES:
+        return "refused"
+    if status not in resend.statuses:
+        return MAYBE_DONE
+    return RATE_LIMITED_BUDGET if status == RATE_LIMITED else TRANSIENT
+
+
+def classify_lost(sent: bool, resend: Resend = IDEMPOTENT) -> str:
+    """What a lost answer means: TRANSIENT when the request never left (or may go twice),
+    MAYBE_DONE when it may have reached the provider."""
+    return TRANSIENT if not sent or resend.after_lost_answer else MAYBE_DONE
 
 
 def retry_delay(policy: RetryPolicy, budget: str, tries: int, retry_after: float | None = None,
@@ -119,7 +151,12 @@ def retry_after_seconds(value: str | None) -> float | None:
 # ---------------------------------------------------------------- one exchange, on a worker thread
 
 class ExchangeFailed(Exception):
-    """Connection failure, timeout or reset: the answer never came whole."""
+    """Connection failure, timeout or reset: the answer never came whole. `sent` is False only
+    when the request certainly never reached the server (no connection was made)."""
+
+    def __init__(self, text: str, sent: bool = True):
+        super().__init__(text)
+        self.sent = sent
 
 
 class AnswerTooLarge(Exception):
@@ -150,9 +187,19 @@ def _session() -> requests.Session:
     return session
 
 
+def _never_sent(exc: Exception) -> bool:
+    """True when the request cannot have reached the server: no connection was made."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.NewConnectionError))
+
+
 def _exchange(method: str, url: str, kwargs: dict, limits: Limits, cancel: threading.Event,
-              deadline: float, follow_redirects: bool) -> Reply:
+              deadline: float, follow_redirects: bool, run: int | None) -> Reply:
     """One HTTP exchange, body read in bounded chunks; raises instead of returning half an answer."""
+    if cancel.is_set() or runtime.interrupted(run):  # queued for a worker, then cancelled: never sent
+        raise _Cancelled()
     started = time.monotonic()
     try:
         response = _session().request(
@@ -160,7 +207,7 @@ def _exchange(method: str, url: str, kwargs: dict, limits: Limits, cancel: threa
             stream=True, allow_redirects=follow_redirects, **kwargs,
         )
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise ExchangeFailed(_transport_text(exc)) from None
+        raise ExchangeFailed(_transport_text(exc), sent=not _never_sent(exc)) from None
     except requests.TooManyRedirects:
         raise ExchangeFailed("too many redirects") from None
     try:
@@ -202,6 +249,21 @@ def _transport_text(exc: Exception) -> str:
     return "the connection failed"
 
 
+# ---------------------------------------------------------------- batches
+
+async def all_or_nothing(coroutines) -> list:
+    """Run the coroutines together and return their results in order. The first failure (or a
+    cancel) withdraws the rest at once: their waits stop and nothing more of theirs is sent."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 # ---------------------------------------------------------------- queue jobs
 
 @dataclass(frozen=True)
@@ -233,10 +295,13 @@ class HttpClient:
     async def request(self, method: str, url: str, *, node_id: str | None = None, label: str = "",
                       headers: Mapping[str, str] | None = None, json_body: Any = None,
                       data: Any = None, files: Any = None, follow_redirects: bool = True,
-                      accept: Collection[int] = (), retry: RetryPolicy | None = None) -> Reply:
-        """Send a request, retrying as `retry` (default the client's) decides. Returns a 2xx
-        answer, or one whose status is in `accept`; a 3xx only when `follow_redirects` is off
-        (for `download` to check each hop). Anything else raises ProviderError."""
+                      accept: Collection[int] = (), retry: RetryPolicy | None = None,
+                      resend: Resend = IDEMPOTENT) -> Reply:
+        """Send a request, retrying as `retry` (default the client's) decides, within what
+        `resend` allows for this kind of request (GENERATION for one that makes an image).
+        Returns a 2xx answer, or one whose status is in `accept`; a 3xx only when
+        `follow_redirects` is off (for `download` to check each hop). Anything else raises
+        ProviderError."""
         policy = retry or self.retry
         kwargs: dict[str, Any] = {"headers": dict(headers or {})}
         for name, value in (("json", json_body), ("data", data), ("files", files)):
@@ -251,7 +316,7 @@ class HttpClient:
             try:
                 reply = await self._exchange(method, url, kwargs, deadline, follow_redirects, node_id, label)
             except ExchangeFailed as exc:
-                budget, why = TRANSIENT, str(exc)
+                budget, why = classify_lost(exc.sent, resend), str(exc)
             except AnswerTooLarge as exc:
                 raise ProviderError(self.provider, f"the answer is larger than the {size_text(exc.limit)} limit; "
                                     "ask for fewer or smaller images.") from None
@@ -259,12 +324,14 @@ class HttpClient:
                 raise ProviderError(self.provider, "answered with a body that could not be decoded. Try again "
                                     "later; if it keeps happening, check the API base URL or your proxy.") from None
             else:
-                budget = "ok" if reply.status in accept else classify(reply.status, follow_redirects)
+                budget = "ok" if reply.status in accept else classify(reply.status, follow_redirects, resend)
                 if budget == "ok":
                     return reply
                 if budget == "refused":
                     raise error_for_status(self.provider, reply, sum(tries.values()) + 1)
                 why = "rate limited (429)" if budget == RATE_LIMITED_BUDGET else f"server error ({reply.status})"
+            if budget == MAYBE_DONE:
+                raise self._maybe_charged(url, reply, why)
             tries[budget] += 1
             retry_after = (retry_after_seconds(reply.headers.get("retry-after"))
                            if reply is not None and budget == RATE_LIMITED_BUDGET else None)
@@ -272,6 +339,14 @@ class HttpClient:
             if wait is None or (reply is None and time.monotonic() > deadline):
                 raise self._gave_up(url, reply, why, tries[budget], retry_after, policy)
             await self._pause(wait, f"{why}; retrying in {wait:.1f} s", node_id, label)
+
+    def _maybe_charged(self, url: str, reply: Reply | None, why: str) -> ProviderError:
+        what = f"{why} at {urlsplit(url).netloc} after the request was sent." if reply is None else what_happened(reply)
+        return ProviderError(
+            self.provider,
+            f"{what} {self.provider.name} may have made the image and charged for it, so SD Bridge did not send "
+            f"the request again. Check your usage at {self.provider.billing_page} before running the node again.",
+            None if reply is None else reply.status)
 
     def _gave_up(self, url: str, reply: Reply | None, why: str, tries: int, retry_after: float | None,
                  policy: RetryPolicy) -> ProviderError:
@@ -297,7 +372,7 @@ class HttpClient:
         poll = poll or PollPolicy()
         label = label or urlsplit(url).path
         submitted = await self.request("POST", url, node_id=node_id, label=label, headers=headers,
-                                       json_body=json_body, files=files)
+                                       json_body=json_body, files=files, resend=QUEUE_SUBMIT)
         job = read_job(submitted)
         for where in (job.status_url, job.result_url):
             if not same_origin(where, url):
@@ -369,7 +444,8 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         future = loop.run_in_executor(
-            _executor, _exchange, method, url, kwargs, self.limits, cancel, deadline, follow_redirects
+            _executor, _exchange, method, url, kwargs, self.limits, cancel, deadline, follow_redirects,
+            runtime.current_run(),
         )
         started = time.monotonic()
         shown = 0

@@ -33,6 +33,7 @@ class FakeSegmind(Loopback):
         self.key = key
         self.script: list[Answer] = []
         self.credits = 100.0
+        self.generated = 0   # images made (and billed), whether or not the answer got back
         super().__init__(self.answer)
 
     def bodies(self) -> list[dict]:
@@ -57,6 +58,7 @@ class FakeSegmind(Loopback):
         width, height = int(body.get("img_width", 64)), int(body.get("img_height", 64))
         seed, samples = int(body.get("seed", 0)), int(body.get("samples", 1))
         self.credits -= samples
+        self.generated += samples
         headers = {"x-remaining-credits": f"{self.credits:g}"}
         images = [picture(width, height, seed + i) for i in range(samples)]
         if body.get("base64"):

@@ -4,6 +4,9 @@ A test gives it a `handler(request) -> Answer` function (`json_answer` builds a 
 receives (method, path, headers, body) and answers what the handler says: any status, headers,
 body, a delay before answering, a body cut short, or a dropped connection. Threaded, so
 concurrent calls overlap as they would against a real provider.
+
+`lose_answers` holds faults for the next requests that the handler serves normally: the work
+is done (a fake provider makes and bills the image), then its answer is lost on the way back.
 """
 
 from __future__ import annotations
@@ -39,9 +42,26 @@ def json_answer(status: int, payload, headers: dict | None = None) -> Answer:
     return Answer(status, json.dumps(payload).encode(), {"content-type": "application/json", **(headers or {})})
 
 
+LOST_ANSWERS = ("drop", "502", "504", "truncate", "slow")  # what a network or gateway does
+
+
+def lost(answer: Answer, fault: str, slow: float = 5.0) -> Answer:
+    """`answer` (the work done) lost on the way back as `fault` says."""
+    if fault == "drop":
+        return Answer(drop=True)
+    if fault in ("502", "504"):
+        return Answer(int(fault), b"<html><body>gateway error</body></html>", {"content-type": "text/html"})
+    if fault == "truncate":
+        return Answer(answer.status, answer.body, answer.headers, truncate=True)
+    if fault == "slow":
+        return Answer(answer.status, answer.body, answer.headers, delay=slow)
+    raise ValueError(fault)
+
+
 class Loopback:
     def __init__(self, handler: Callable[[Request], Answer]):
         self.handler = handler
+        self.lose_answers: list[str] = []
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         outer = self
@@ -59,6 +79,10 @@ class Loopback:
                 with outer._lock:
                     outer.requests.append(request)
                 answer = outer.handler(request)
+                with outer._lock:
+                    fault = outer.lose_answers.pop(0) if outer.lose_answers else None
+                if fault:
+                    answer = lost(answer, fault)
                 if answer.delay:
                     time.sleep(answer.delay)
                 if answer.drop:
@@ -81,7 +105,10 @@ class Loopback:
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        # A real provider accepts many connections at once; the default backlog of 5 would hold
+        # the rest back for a second (SYN retries) and blur what was sent when.
+        server_class = type("LoopbackServer", (ThreadingHTTPServer,), {"request_queue_size": 128})
+        self.server = server_class(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
