@@ -40,10 +40,11 @@ from support import tiny_pipelines  # noqa: E402
 from sdbridge.nodes import runtime  # noqa: E402
 from sdbridge.nodes.hosted import segmind, sinkin_api  # noqa: E402
 from sdbridge.nodes.hosted.providers import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
-from sdbridge.nodes.hosted.transport import RetryPolicy  # noqa: E402
+from sdbridge.nodes.hosted.transport import PollPolicy, RetryPolicy  # noqa: E402
 from sdbridge.nodes.local import pipeline_cache  # noqa: E402
 
 FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05)
+FAST_POLLS = PollPolicy(first_interval=0.02, max_interval=0.05, timeout=30.0)
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ def _isolated_user_dir(tmp_path, monkeypatch):
     for provider in PROVIDERS.values():
         monkeypatch.delenv(provider.key_env, raising=False)
         monkeypatch.delenv(provider.base_env, raising=False)
+    monkeypatch.delenv(segmind.API_ENV, raising=False)
     runtime.request_interrupt(False)
     yield
     runtime.request_interrupt(False)
@@ -83,7 +85,18 @@ def serve_fake(monkeypatch, provider, server, clients=()):
 
 @pytest.fixture
 def fake_segmind(monkeypatch):
-    """A running fake Segmind, with the key and base URL pointing at it and fast retries."""
+    """A running fake Segmind, with the key and base URL pointing at it and fast retries, called
+    through v1, the synchronous API the documents describe."""
+    monkeypatch.setenv(segmind.API_ENV, "v1")
+    with FakeSegmind() as server:
+        yield serve_fake(monkeypatch, SEGMIND, server, (segmind.CLIENT,))
+
+
+@pytest.fixture
+def fake_segmind_v2(monkeypatch):
+    """A running fake Segmind called through its v2 queue (the default), asking fast."""
+    monkeypatch.delenv(segmind.API_ENV, raising=False)
+    monkeypatch.setattr(segmind, "POLL", FAST_POLLS)
     with FakeSegmind() as server:
         yield serve_fake(monkeypatch, SEGMIND, server, (segmind.CLIENT,))
 

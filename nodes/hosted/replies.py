@@ -46,6 +46,7 @@ class ProviderError(RuntimeError):
     def __init__(self, provider: Provider, message: str, status: int | None = None):
         self.provider = provider
         self.status = status
+        self.stage = ""  # "submit" when a queue API refused the job itself
         super().__init__(redact(f"{provider.name}: {message}"))
 
 

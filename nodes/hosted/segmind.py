@@ -3,22 +3,40 @@ answer reading, and the five nodes."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from .. import images as imaging
-from .. import surface
+from .. import runtime, surface
 from ..params import Param, ValidationError, parse_json_object, resolve_seed
 from . import credentials
-from .addresses import private_results_allowed
+from .addresses import private_results_allowed, same_origin
 from .hosted_node import HostedNode, report_credits
 from .providers import SEGMIND
 from .replies import ProviderError, Reply, describe_body
-from .transport import GENERATION, HttpClient, all_or_nothing
+from .transport import (
+    COMPLETED,
+    FAILED,
+    GENERATION,
+    PROCESSING,
+    QUEUED,
+    HttpClient,
+    Job,
+    JobState,
+    PollPolicy,
+    all_or_nothing,
+)
 
 SEED_MAX = 999_999_999_999_999   # the documented seed range
 CLIENT = HttpClient(SEGMIND)
+API_ENV = "SDBRIDGE_SEGMIND_API"  # "v1" asks for the synchronous API the documents describe
+# Segmind's SDK asks every second for up to 600 s; the pauses here grow to 5 s.
+POLL = PollPolicy(first_interval=1.0, max_interval=5.0, growth=1.5, timeout=600.0)
+RESULT_WINDOW = 55 * 60           # Segmind keeps v2 results about an hour
+_V2_STATES = {"QUEUED": QUEUED, "PROCESSING": PROCESSING, "COMPLETED": COMPLETED, "FAILED": FAILED}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 # ---------------------------------------------------------------- shared parameter shapes
 
@@ -135,22 +153,75 @@ def request_body(endpoint: Endpoint, values: dict, seed: int) -> dict:
     return body
 
 
+def api_version() -> str:
+    """"v2" (the queue: submit once, then only ask) unless SDBRIDGE_SEGMIND_API says "v1"."""
+    return "v1" if os.environ.get(API_ENV, "").strip().lower() == "v1" else "v2"
+
+
 async def post(slug: str, body: dict, node_id: str | None) -> Reply:
+    """One generation; the answer that holds its images. On the v2 queue unless v1 is asked
+    for, or v2 does not serve the slug (404/405 at submit), when the documents' v1 runs it."""
     base = credentials.base_url(SEGMIND)
     headers = {"x-api-key": credentials.api_key(SEGMIND)}
+    if api_version() == "v2":
+        try:
+            reply = await CLIENT.submit_and_poll(
+                f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
+                node_id=node_id, label=slug, poll=POLL, keep_for=RESULT_WINDOW)
+        except ProviderError as exc:
+            if exc.stage != "submit" or exc.status not in (404, 405):
+                raise
+            runtime.log.info("Segmind: the v2 queue does not serve %s (%s); using v1", slug, exc.status)
+        else:
+            report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
+            return reply
     reply = await CLIENT.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
                                  headers=headers, json_body=body, resend=GENERATION)
     report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
     return reply
 
 
+def _read_job(reply: Reply) -> Job:
+    """A v2 submit's answer. Status and response URLs off the API's own origin are not followed
+    with the key: they are rebuilt from the request id on the configured base."""
+    data = reply.json_object(SEGMIND)
+    request_id = data.get("request_id")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise ProviderError(SEGMIND, f"accepted the request without a usable request id ({describe_body(reply)}); "
+                            f"it may still run. Check your usage at {SEGMIND.billing_page} before running again.")
+    base = credentials.base_url(SEGMIND)
+    own = {"status_url": f"{base}/v2/requests/{request_id}/status", "response_url": f"{base}/v2/requests/{request_id}"}
+    urls = {name: data[name] if isinstance(data.get(name), str) and same_origin(data[name], base) else built
+            for name, built in own.items()}
+    return Job(request_id, urls["status_url"], urls["response_url"])
+
+
+def _read_state(reply: Reply) -> JobState:
+    data = reply.json_object(SEGMIND)
+    state = _V2_STATES.get(str(data.get("status", "")).upper())
+    if state is None:
+        raise ProviderError(SEGMIND, f"reported a status SD Bridge does not know ({str(data.get('status'))[:40]!r}). "
+                            "Try again later.", reply.status)
+    error = data.get("error")
+    return JobState(state, error if isinstance(error, str) else "")
+
+
 def _image_items(data: dict) -> list:
+    """Image URLs or base64 strings in an answer, wherever its model puts them."""
     for key in ("image", "images", "output", "outputs"):
         value = data.get(key)
         if isinstance(value, str) and value:
             return [value]
         if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
             return value
+        if isinstance(value, dict):  # v2: {"output": {"image": ...}}
+            found = _image_items(value)
+            if found:
+                return found
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            found = [item for entry in value for item in _image_items(entry)]
+            if found:
+                return found
     return []
 
 

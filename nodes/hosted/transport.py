@@ -9,8 +9,8 @@
   connections share another; every other status fails at once.
 - A request that makes (and bills) an image is never sent again once it may have reached the
   provider: a lost answer, or a status that may come after the work, fails with a message that
-  says the provider may have charged it. Only "not started" (never connected, 429, 503, or a
-  queue that made no job) is worth another try.
+  says the provider may have charged it. Only "not started" (never connected, 429, 503) is
+  worth another try.
 - While waiting, the node shows what is happening, and an interrupt from ComfyUI returns within
   a fraction of a second (the worker gives up at its next chunk or timeout); every request of
   the interrupted prompt sees it, and a request still queued for a worker is never sent.
@@ -41,6 +41,7 @@ import requests
 import urllib3
 
 from .. import runtime
+from . import journal
 from .addresses import is_public_host, same_origin
 from .providers import Provider
 from .replies import ProviderError, Reply, describe_body, error_for_status, size_text, what_happened
@@ -94,10 +95,9 @@ class Resend:
 
 
 IDEMPOTENT = Resend(True, TRANSIENT_STATUSES | {RATE_LIMITED})     # reads, polls, downloads
-# A synchronous request that makes an image: only 429 and 503 say the work did not start.
+# A request that makes an image, or submits a job that will: only 429 and 503 say the work did
+# not start. A gateway's 502/504 or a 500 may come after the provider took the request.
 GENERATION = Resend(False, frozenset({RATE_LIMITED, 503}))
-# A queue submit: a failing status means no job (no request id) was made.
-QUEUE_SUBMIT = Resend(False, TRANSIENT_STATUSES | {RATE_LIMITED})
 
 
 def classify(status: int, follow_redirects: bool = True, resend: Resend = IDEMPOTENT) -> str:
@@ -363,17 +363,44 @@ class HttpClient:
     async def submit_and_poll(self, url: str, *, read_job: Callable[[Reply], Job],
                               read_state: Callable[[Reply], JobState], headers: Mapping[str, str],
                               node_id: str | None = None, label: str = "", json_body: Any = None,
-                              files: Any = None, poll: PollPolicy | None = None,
-                              state_statuses: Collection[int] = (422,)) -> Reply:
-        """POST a job to a queue API, ask its status URL until it completes, and return the
+                              poll: PollPolicy | None = None, state_statuses: Collection[int] = (422,),
+                              keep_for: float | None = None) -> Reply:
+        """POST a job to a queue API once, ask its status URL until it completes, and return the
         result URL's answer. `read_job` reads the submit's answer, `read_state` a status answer
-        (`state_statuses` are statuses a status answer may carry and still be read, such as
-        a 422 with FAILED). The key (in `headers`) goes only to `url`'s origin."""
+        (`state_statuses` are statuses a status answer may carry and still be read, such as a
+        422 with FAILED). The key (in `headers`) goes only to `url`'s origin.
+
+        With `keep_for` (the provider's result window, in seconds) the job goes into the request
+        journal: the same request run again while the provider holds it asks for that job
+        instead of submitting (and paying for) a new one. A failure at submit carries
+        `stage == "submit"`."""
         poll = poll or PollPolicy()
         label = label or urlsplit(url).path
-        submitted = await self.request("POST", url, node_id=node_id, label=label, headers=headers,
-                                       json_body=json_body, files=files, resend=QUEUE_SUBMIT)
+        digest = journal.canonical_request(self.provider.id, url, json_body) if keep_for else None
+        found = journal.find(digest) if digest else None
+        if found is not None:
+            job = Job(*found)
+            runtime.show_text(node_id, f"{self.provider.name} {label}: asking for request {job.id}, sent before")
+            try:
+                return await self._follow(job, url, read_state, headers, node_id, label, poll, state_statuses, digest)
+            except ProviderError as exc:
+                if exc.status not in (404, 410):
+                    raise
+                journal.forget(digest)  # the provider no longer holds it: submit anew
+        try:
+            submitted = await self.request("POST", url, node_id=node_id, label=label, headers=headers,
+                                           json_body=json_body, resend=GENERATION)
+        except ProviderError as exc:
+            exc.stage = "submit"
+            raise
         job = read_job(submitted)
+        if digest:
+            journal.record(digest, self.provider.id, (job.id, job.status_url, job.result_url), keep_for)
+        return await self._follow(job, url, read_state, headers, node_id, label, poll, state_statuses, digest)
+
+    async def _follow(self, job: Job, url: str, read_state, headers, node_id, label, poll: PollPolicy,
+                      state_statuses, digest: str | None) -> Reply:
+        """Ask about a submitted job until it ends; its result's answer."""
         for where in (job.status_url, job.result_url):
             if not same_origin(where, url):
                 raise ProviderError(self.provider, f"answered with a job URL on another host "
@@ -389,15 +416,21 @@ class HttpClient:
             if state.state == COMPLETED:
                 break
             if state.state == FAILED:
+                if digest:
+                    journal.forget(digest)
                 said = f': "{state.error}"' if state.error else " without giving a reason"
                 raise ProviderError(self.provider, f"could not finish request {job.id}{said}. Check the node's "
                                     "inputs and run again.", answer.status)
             if waited + interval > poll.timeout:
+                keep = " Running the node again with the same inputs asks for it again." if digest else ""
                 raise ProviderError(self.provider, f"request {job.id} is still {state.state} after {waited:.0f} s; "
-                                    "it may still finish on the provider's side. Run again later.")
+                                    f"it may still finish on the provider's side.{keep}")
             await self._pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
             interval = min(interval * poll.growth, poll.max_interval)
-        return await self.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers)
+        result = await self.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers)
+        if digest:
+            journal.forget(digest)
+        return result
 
     async def download(self, url: str, *, allow_private: bool, accept: str = "image/",
                        node_id: str | None = None, max_redirects: int = 3) -> Reply:
