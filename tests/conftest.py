@@ -38,13 +38,14 @@ from fakes.sinkin import FakeSinkIn  # noqa: E402
 from support import tiny_pipelines  # noqa: E402
 
 from sdbridge.nodes import runtime  # noqa: E402
-from sdbridge.nodes.hosted import segmind, sinkin_api  # noqa: E402
+from sdbridge.nodes.hosted import rate_limit, segmind, sinkin_api  # noqa: E402
 from sdbridge.nodes.hosted.providers import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
 from sdbridge.nodes.hosted.transport import PollPolicy, RetryPolicy  # noqa: E402
 from sdbridge.nodes.local import pipeline_cache  # noqa: E402
 
 FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05)
 FAST_POLLS = PollPolicy(first_interval=0.02, max_interval=0.05, timeout=30.0)
+UNPACED = "1000000/1"
 
 
 @pytest.fixture
@@ -60,7 +61,10 @@ def _isolated_user_dir(tmp_path, monkeypatch):
     for provider in PROVIDERS.values():
         monkeypatch.delenv(provider.key_env, raising=False)
         monkeypatch.delenv(provider.base_env, raising=False)
+        # The tests send far more than a plan allows: no pace, but what a test sets itself.
+        monkeypatch.setenv(provider.rate_env, UNPACED)
     monkeypatch.delenv(segmind.API_ENV, raising=False)
+    rate_limit.forget_all()
     runtime.request_interrupt(False)
     yield
     runtime.request_interrupt(False)

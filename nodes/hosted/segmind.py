@@ -11,7 +11,7 @@ from typing import Any
 from .. import images as imaging
 from .. import runtime, surface
 from ..params import Param, ValidationError, parse_json_object, resolve_seed
-from . import credentials
+from . import credentials, rate_limit
 from .addresses import private_results_allowed, same_origin
 from .hosted_node import HostedNode, report_credits
 from .providers import SEGMIND
@@ -162,12 +162,13 @@ async def post(slug: str, body: dict, node_id: str | None) -> Reply:
     """One generation; the answer that holds its images. On the v2 queue unless v1 is asked
     for, or v2 does not serve the slug (404/405 at submit), when the documents' v1 runs it."""
     base = credentials.base_url(SEGMIND)
-    headers = {"x-api-key": credentials.api_key(SEGMIND)}
+    key = credentials.api_key(SEGMIND)
+    headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key)
     if api_version() == "v2":
         try:
             reply = await CLIENT.submit_and_poll(
                 f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
-                node_id=node_id, label=slug, poll=POLL, keep_for=RESULT_WINDOW)
+                node_id=node_id, label=slug, poll=POLL, keep_for=RESULT_WINDOW, limiter=limiter)
         except ProviderError as exc:
             if exc.stage != "submit" or exc.status not in (404, 405):
                 raise
@@ -176,7 +177,7 @@ async def post(slug: str, body: dict, node_id: str | None) -> Reply:
             report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
             return reply
     reply = await CLIENT.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
-                                 headers=headers, json_body=body, resend=GENERATION)
+                                 headers=headers, json_body=body, resend=GENERATION, limiter=limiter)
     report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
     return reply
 

@@ -4,7 +4,7 @@ with HTTP 200 and an error_code, and the result images' safe concurrent download
 from __future__ import annotations
 
 from .. import images as imaging
-from . import credentials
+from . import credentials, rate_limit
 from .addresses import private_results_allowed
 from .providers import SINKIN
 from .replies import ProviderError, Reply, server_message
@@ -22,12 +22,15 @@ async def post_form(path: str, fields: dict[str, str], node_id: str | None, labe
     """POST a multipart form with the access token; the answer's JSON, or ProviderError with
     SinkIn's message when error_code says it failed (it does so with HTTP 200). A form that
     makes images (the default) is never sent again once it may have reached SinkIn."""
-    form: dict[str, tuple] = {"access_token": (None, credentials.api_key(SINKIN))}
+    key = credentials.api_key(SINKIN)
+    form: dict[str, tuple] = {"access_token": (None, key)}
     form.update((name, (None, value)) for name, value in fields.items())
     if upload is not None:
         form["init_image_file"] = ("init_image.png", upload, "image/png")
     url = credentials.base_url(SINKIN) + path
-    reply = await CLIENT.request("POST", url, node_id=node_id, label=label, files=form, resend=resend)
+    limiter = rate_limit.for_key(SINKIN, key) if resend is GENERATION else None  # reads are not paced
+    reply = await CLIENT.request("POST", url, node_id=node_id, label=label, files=form, resend=resend,
+                                 limiter=limiter)
     data = reply.json_object(SINKIN)
     if str(data.get("error_code", 0)) != "0":
         said = server_message(reply) or "no reason given"

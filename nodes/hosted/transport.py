@@ -44,6 +44,7 @@ from .. import runtime
 from . import journal
 from .addresses import is_public_host, same_origin
 from .providers import Provider
+from .rate_limit import RateLimiter
 from .replies import ProviderError, Reply, describe_body, error_for_status, size_text, what_happened
 
 MiB = 1024 * 1024
@@ -296,12 +297,12 @@ class HttpClient:
                       headers: Mapping[str, str] | None = None, json_body: Any = None,
                       data: Any = None, files: Any = None, follow_redirects: bool = True,
                       accept: Collection[int] = (), retry: RetryPolicy | None = None,
-                      resend: Resend = IDEMPOTENT) -> Reply:
+                      resend: Resend = IDEMPOTENT, limiter: RateLimiter | None = None) -> Reply:
         """Send a request, retrying as `retry` (default the client's) decides, within what
         `resend` allows for this kind of request (GENERATION for one that makes an image).
         Returns a 2xx answer, or one whose status is in `accept`; a 3xx only when
         `follow_redirects` is off (for `download` to check each hop). Anything else raises
-        ProviderError."""
+        ProviderError. With a `limiter` (the key's), each try first takes a slot of its pace."""
         policy = retry or self.retry
         kwargs: dict[str, Any] = {"headers": dict(headers or {})}
         for name, value in (("json", json_body), ("data", data), ("files", files)):
@@ -312,6 +313,8 @@ class HttpClient:
         tries = {TRANSIENT: 0, RATE_LIMITED_BUDGET: 0}
         while True:
             runtime.raise_if_interrupted()
+            if limiter is not None:
+                await self._take_slot(limiter, node_id, label)
             reply = None
             try:
                 reply = await self._exchange(method, url, kwargs, deadline, follow_redirects, node_id, label)
@@ -324,6 +327,8 @@ class HttpClient:
                 raise ProviderError(self.provider, "answered with a body that could not be decoded. Try again "
                                     "later; if it keeps happening, check the API base URL or your proxy.") from None
             else:
+                if limiter is not None:
+                    limiter.observe(reply.status, reply.headers, retry_after_seconds(reply.headers.get("retry-after")))
                 budget = "ok" if reply.status in accept else classify(reply.status, follow_redirects, resend)
                 if budget == "ok":
                     return reply
@@ -364,7 +369,7 @@ class HttpClient:
                               read_state: Callable[[Reply], JobState], headers: Mapping[str, str],
                               node_id: str | None = None, label: str = "", json_body: Any = None,
                               poll: PollPolicy | None = None, state_statuses: Collection[int] = (422,),
-                              keep_for: float | None = None) -> Reply:
+                              keep_for: float | None = None, limiter: RateLimiter | None = None) -> Reply:
         """POST a job to a queue API once, ask its status URL until it completes, and return the
         result URL's answer. `read_job` reads the submit's answer, `read_state` a status answer
         (`state_statuses` are statuses a status answer may carry and still be read, such as a
@@ -389,7 +394,7 @@ class HttpClient:
                 journal.forget(digest)  # the provider no longer holds it: submit anew
         try:
             submitted = await self.request("POST", url, node_id=node_id, label=label, headers=headers,
-                                           json_body=json_body, resend=GENERATION)
+                                           json_body=json_body, resend=GENERATION, limiter=limiter)
         except ProviderError as exc:
             exc.stage = "submit"
             raise
@@ -513,3 +518,12 @@ class HttpClient:
             runtime.raise_if_interrupted()
             await asyncio.sleep(min(0.1, left))
         runtime.raise_if_interrupted()
+
+    async def _take_slot(self, limiter: RateLimiter, node_id: str | None, label: str) -> None:
+        """Wait until the key's pace lets this request start; the node says so."""
+        waited = 0.0
+        while (wait := limiter.try_acquire()) > 0:
+            step = min(wait, 0.25)
+            why = f"waiting for a free request slot ({self.provider.name}'s rate limit), {wait:.0f} s"
+            await self._pause(step, why, node_id, label, log_line=waited == 0.0)
+            waited += step

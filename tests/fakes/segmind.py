@@ -14,6 +14,9 @@ v2 (the queue, as segmind-python's v2.py and tests describe it):
 - GET /v2/requests/<id>: {"status", "error", "metrics": {"inference_time"}, "output"} where the
   output is shaped as `v2_output` says: "url", "urls", "base64", "nested" ({"image": url}).
 - GET /results/<seed>_<w>x<h>.jpg serves a result picture.
+- `rate_limit = (n, seconds)`: at most n generation requests in any window of that many seconds;
+  the others get 429 with Retry-After (whole seconds), as a plan's limit does. `rejected` holds
+  when each 429 was given.
 
 The picture's colour is derived from the seed and its size from img_width/img_height, so tests
 can tell answers apart. `script` holds canned answers served before normal ones.
@@ -25,7 +28,9 @@ import base64
 import io
 import itertools
 import json
+import math
 import re
+import time
 
 from PIL import Image
 from support.loopback import Answer, Loopback, Request, json_answer
@@ -53,6 +58,9 @@ class FakeSegmind(Loopback):
         self.job_host: str | None = None
         self.jobs: dict[str, dict] = {}
         self._ids = itertools.count(1)
+        self.rate_limit: tuple[int, float] | None = None
+        self.accepted_at: list[float] = []
+        self.rejected: list[float] = []
         super().__init__(self.answer)
 
     def bodies(self) -> list[dict]:
@@ -87,9 +95,25 @@ class FakeSegmind(Loopback):
             return json_answer(400, {"error": "body is not JSON"})
         if not isinstance(body.get("prompt"), str) and slug != "custom-model":
             return json_answer(400, {"error": "prompt is required"})
+        if self.rate_limit is not None:
+            refused = self._over_the_limit()
+            if refused is not None:
+                return refused
         if version == "v2":
             return self._v2_submit(body)
         return self._v1(body)
+
+    def _over_the_limit(self) -> Answer | None:
+        count, window = self.rate_limit
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self.accepted_at if t > now - window]
+            if len(recent) >= count:
+                self.rejected.append(now)
+                wait = math.ceil(recent[-count] + window - now)
+                return json_answer(429, {"error": "Rate limit exceeded"}, {"retry-after": str(max(1, wait))})
+            self.accepted_at.append(now)
+        return None
 
     # ---------------------------------------------------------------- v1
 
