@@ -6,8 +6,8 @@ to ComfyUI's server (through runtime; a no-op outside ComfyUI). No route ever re
 
 from __future__ import annotations
 
-from . import runtime
-from .hosted import credentials, sinkin, sinkin_catalog
+from . import pack_settings, runtime
+from .hosted import credentials, rate_limit, sinkin, sinkin_catalog
 from .hosted.providers import PROVIDERS
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
@@ -78,12 +78,52 @@ async def store_key(request):
     return _json(status)
 
 
+def _pace_settings() -> list[dict]:
+    """The pace of each provider's generation requests, as Settings shows it (never a key)."""
+    return [{"name": p.rate_env, "provider": p.id, "value": pack_settings.value(p.rate_env),
+             "source": pack_settings.source(p.rate_env),
+             "default": "/".join(f"{n:g}" for n in p.rate_plan) if p.rate_plan else ""}
+            for p in PROVIDERS.values() if p.rate_env]
+
+
+async def settings(request):
+    """GET /sdbridge/settings: the pack's server-side settings, their values and sources."""
+    return _json({"settings": _pace_settings()})
+
+
+async def store_setting(request):
+    """POST /sdbridge/settings/{name} with {"value": "..."}: save a setting (empty clears it)."""
+    name = request.match_info.get("name", "")
+    known = {entry["name"] for entry in _pace_settings()}
+    if name not in known:
+        return _json({"error": f"unknown setting; use one of: {', '.join(sorted(known))}"}, 404)
+    if (request.content_length or 0) > MAX_KEY_BODY:
+        return _json({"error": "the request is too large for a setting"}, 413)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    text = body.get("value") if isinstance(body, dict) else None
+    if not isinstance(text, str) or len(text) > 64:
+        return _json({"error": 'send a JSON object such as {"value": "5/60"}'}, 400)
+    problem = rate_limit.setting_problem(text)
+    if problem:
+        return _json({"error": problem}, 400)
+    pack_settings.store(name, text or None)
+    entry = next(entry for entry in _pace_settings() if entry["name"] == name)
+    if entry["source"] == "environment":
+        entry["note"] = f"{name} is set in the environment and wins over this setting"
+    return _json(entry)
+
+
 def register(routes) -> None:
     """Add every route to an aiohttp RouteTableDef."""
     routes.get("/sdbridge/providers")(providers)
     routes.get("/sdbridge/sinkin/catalog")(sinkin_models)
     routes.get("/sdbridge/keys")(key_status)
     routes.post("/sdbridge/keys/{provider}")(store_key)
+    routes.get("/sdbridge/settings")(settings)
+    routes.post("/sdbridge/settings/{name}")(store_setting)
 
 
 def install() -> bool:

@@ -107,3 +107,30 @@ def test_no_route_reads_other_files():
 
     for _status, text in serve(script):
         assert "other-secret" not in text
+
+
+def test_a_rate_limit_setting_is_saved_checked_and_loses_to_the_environment(monkeypatch):
+    from sdbridge.nodes.hosted import rate_limit
+    from sdbridge.nodes.hosted.rate_limit import Plan
+
+    monkeypatch.delenv(SEGMIND.rate_env)
+
+    async def script(session, base):
+        url = f"{base}/sdbridge/settings/{SEGMIND.rate_env}"
+        answers = [await _call(session, "GET", f"{base}/sdbridge/settings")]
+        answers.append(await _call(session, "POST", url, json={"value": "5/60"}))
+        answers.append(await _call(session, "POST", url, json={"value": "five a minute"}))
+        answers.append(await _call(session, "POST", f"{base}/sdbridge/settings/SEGMIND_API_KEY", json={"value": "x"}))
+        answers.append(await _call(session, "POST", url, data=b"[not json"))
+        return answers
+
+    (listed, saved, bad, unknown, garbage) = serve(script)
+    entries = {e["name"]: e for e in json.loads(listed[1])["settings"]}
+    assert entries[SEGMIND.rate_env] == {"name": SEGMIND.rate_env, "provider": "segmind", "value": "", "source": None,
+                                         "default": "50/60"}
+    assert saved[0] == 200 and json.loads(saved[1])["source"] == "file"
+    assert rate_limit.configured_plan(SEGMIND) == Plan(5, 60.0)  # the limiter reads what Settings saved
+    assert bad[0] == 400 and "such as 5/60" in json.loads(bad[1])["error"]
+    assert unknown[0] == 404 and garbage[0] == 400
+    monkeypatch.setenv(SEGMIND.rate_env, "50/60")
+    assert rate_limit.configured_plan(SEGMIND) == Plan(50, 60.0)  # the environment wins

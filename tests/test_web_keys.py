@@ -84,3 +84,42 @@ def test_key_settings_credits_and_toasts(tmp_path):
         ["warn", "SinkIn: key refused", "Paste a valid key in Settings → SD Bridge."],
         ["warn", "Segmind: out of credits", f"Top up at {SEGMIND.billing_page}, then run again."],
     ]  # a server error or another pack's node gets no toast: ComfyUI's own error card says it all
+
+
+PACE_DRIVER = """import { app } from "./scripts/app.js";
+import { api } from "./scripts/api.js";
+const element = (tag) => ({ tag, children: [], style: {}, value: "", textContent: "",
+  append(...kids) { this.children.push(...kids); } });
+globalThis.document = { createElement: element };
+api.answers = JSON.parse(process.argv[2]);
+await import("./extensions/sdbridge/sdbridge.js");
+const [extension] = app.extensions;
+const rows = extension.settings.filter((s) => s.id.startsWith("SDBridge.RateLimit."));
+const made = rows.map((s) => s.type());
+await new Promise((resolve) => setTimeout(resolve, 10));
+const lines = made.map((row) => row.children[0].textContent);
+const [input, save] = made[0].children[1].children;
+input.value = " 5/60 ";
+save.onclick();
+await new Promise((resolve) => setTimeout(resolve, 10));
+console.log(JSON.stringify({ ids: rows.map((s) => s.id), categories: rows.map((s) => s.category), lines,
+  posts: api.calls.filter((c) => Array.isArray(c)), toasts: app.toasts.map((t) => [t.severity, t.summary, t.detail]) }));
+"""
+
+
+def test_rate_limit_rows_show_the_pace_and_save_it_on_the_server(tmp_path, monkeypatch):
+    from sdbridge.nodes import routes
+
+    monkeypatch.delenv(SEGMIND.rate_env)
+    monkeypatch.setenv(SINKIN.rate_env, "10/60")
+    settings = {"settings": routes._pace_settings()}  # what the route answers
+    answers = {"/sdbridge/providers": {"providers": [p.for_web() for p in PROVIDERS.values()]},
+               "/sdbridge/settings": settings,
+               f"/sdbridge/settings/{SEGMIND.rate_env}": {"name": SEGMIND.rate_env, "value": "5/60", "source": "file"}}
+    result = run_extension(tmp_path, "sdbridge.js", PACE_DRIVER, answers)
+    assert result["ids"] == ["SDBridge.RateLimit.Segmind", "SDBridge.RateLimit.SinkIn"]
+    assert result["categories"][0] == ["SD Bridge", "Rate limits", "Segmind"]
+    assert result["lines"] == ["not set: the default 50/60",
+                               "10/60 (from SDBRIDGE_SINKIN_RATE, which wins over a value saved here)"]
+    assert result["posts"] == [[f"/sdbridge/settings/{SEGMIND.rate_env}", "POST", {"value": "5/60"}]]
+    assert result["toasts"] == [["success", "Segmind rate limit", "saved: 5/60"]]

@@ -43,8 +43,16 @@ function describe(status, provider) {
   return text;
 }
 
-// One settings row per provider: a status line, a password field, Save and Clear.
-function keyEditor(provider) {
+async function postJson(path, body) {
+  const response = await api.fetchApi(path, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  return [response, await response.json().catch(() => ({}))];
+}
+
+// A settings row kept on the server: a status line, a field, Save and Clear. `status()` gives
+// the line; `send(text)` posts the field ("" clears) and answers [ok, toast title, toast text].
+function serverRow({ inputType, placeholder, status, send }) {
   return () => {
     const row = document.createElement("div");
     row.style.cssText = "display:flex;flex-direction:column;gap:6px;min-width:320px";
@@ -52,31 +60,73 @@ function keyEditor(provider) {
     state.style.opacity = "0.8";
     const controls = document.createElement("div");
     controls.style.cssText = "display:flex;gap:6px";
-    const input = Object.assign(document.createElement("input"), {
-      type: "password", autocomplete: "off", placeholder: `paste your ${provider.name} ${provider.key_label}`,
-    });
+    const input = Object.assign(document.createElement("input"), { type: inputType, autocomplete: "off", placeholder });
     input.style.flex = "1";
     const save = Object.assign(document.createElement("button"), { textContent: "Save" });
     const clear = Object.assign(document.createElement("button"), { textContent: "Clear" });
-    const refresh = async () => { state.textContent = describe(await keyStatus(), provider); };
-    const send = async (key) => {
-      const response = await api.fetchApi(`/sdbridge/keys/${provider.id}`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ key }),
-      });
-      const answer = await response.json().catch(() => ({}));
+    const refresh = async () => { state.textContent = await status(); };
+    const submit = async (text) => {
+      const [ok, title, detail] = await send(text);
       input.value = "";
-      if (!response.ok) toast("error", `${provider.name} key not saved`, answer.error || response.statusText);
-      else toast("success", `${provider.name} ${provider.key_label}`, key ? "saved" : "cleared");
+      toast(ok ? "success" : "error", title, detail);
       await refresh();
     };
-    save.onclick = () => input.value.trim() && send(input.value.trim());
-    clear.onclick = () => send("");
+    save.onclick = () => input.value.trim() && submit(input.value.trim());
+    clear.onclick = () => submit("");
     controls.append(input, save, clear);
     row.append(state, controls);
     refresh();
     return row;
   };
 }
+
+// A provider's key: a password field; the key goes to the server and never comes back.
+function keyEditor(provider) {
+  return serverRow({
+    inputType: "password",
+    placeholder: `paste your ${provider.name} ${provider.key_label}`,
+    status: async () => describe(await keyStatus(), provider),
+    send: async (key) => {
+      const [response, answer] = await postJson(`/sdbridge/keys/${provider.id}`, { key });
+      if (!response.ok) return [false, `${provider.name} key not saved`, answer.error || response.statusText];
+      return [true, `${provider.name} ${provider.key_label}`, key ? "saved" : "cleared"];
+    },
+  });
+}
+
+async function paceSettings() {
+  try {
+    const response = await api.fetchApi("/sdbridge/settings");
+    if (response.ok) return (await response.json()).settings ?? [];
+  } catch (error) {
+    console.warn("[SD Bridge] settings could not be read", error);
+  }
+  return [];
+}
+
+function describePace(entry) {
+  if (!entry) return "status unknown";
+  const fallback = entry.default ? `the default ${entry.default}` : "no pace until the provider answers 429";
+  if (entry.source === "environment") return `${entry.value} (from ${entry.name}, which wins over a value saved here)`;
+  if (entry.source === "file") return `${entry.value} (saved on the server)`;
+  return `not set: ${fallback}`;
+}
+
+// A provider's pace: how many generation requests its plan allows per so many seconds.
+function paceEditor(entry, provider) {
+  return serverRow({
+    inputType: "text",
+    placeholder: "requests/seconds, such as 5/60",
+    status: async () => describePace((await paceSettings()).find((e) => e.name === entry.name)),
+    send: async (value) => {
+      const [response, answer] = await postJson(`/sdbridge/settings/${entry.name}`, { value });
+      if (!response.ok) return [false, `${provider.name} rate limit not saved`, answer.error || response.statusText];
+      return [true, `${provider.name} rate limit`, answer.note || (value ? `saved: ${value}` : "cleared")];
+    },
+  });
+}
+
+const PACES = await paceSettings();
 
 // What a failed hosted call says, mapped to a short toast that names the fix. The messages
 // start with the provider's name ("Segmind: ..."), which finds its row in the provider table.
@@ -95,16 +145,29 @@ function explain(message) {
   return null;
 }
 
+const keyRows = PROVIDERS.map((provider) => ({
+  id: `SDBridge.Keys.${provider.name}`,
+  category: ["SD Bridge", "Keys", provider.name],
+  name: `${provider.name} ${provider.key_label}`,
+  tooltip: `Or set ${provider.key_env} before starting ComfyUI. Stored in ComfyUI/user/sdbridge/keys.json on the server (owner-only). Never saved in workflows.`,
+  type: keyEditor(provider),
+  defaultValue: undefined,
+}));
+const paceRows = PACES.flatMap((entry) => {
+  const provider = PROVIDERS.find((p) => p.id === entry.provider);
+  return provider ? [{
+    id: `SDBridge.RateLimit.${provider.name}`,
+    category: ["SD Bridge", "Rate limits", provider.name],
+    name: `${provider.name} requests allowed`,
+    tooltip: `How many generation requests your ${provider.name} plan allows per so many seconds, shared by every node (${provider.rate_limits || "no documented limit"}). Or set ${entry.name}, which wins.`,
+    type: paceEditor(entry, provider),
+    defaultValue: undefined,
+  }] : [];
+});
+
 app.registerExtension({
   name: "SDBridge.KeysAndCredits",
-  settings: PROVIDERS.map((provider) => ({
-    id: `SDBridge.Keys.${provider.name}`,
-    category: ["SD Bridge", "Keys", provider.name],
-    name: `${provider.name} ${provider.key_label}`,
-    tooltip: `Or set ${provider.key_env} before starting ComfyUI. Stored in ComfyUI/user/sdbridge/keys.json on the server (owner-only). Never saved in workflows.`,
-    type: keyEditor(provider),
-    defaultValue: undefined,
-  })),
+  settings: [...keyRows, ...paceRows],
   async setup() {
     api.addEventListener("sdbridge.credits", ({ detail }) => {
       credits[detail.provider] = detail.remaining;

@@ -4,8 +4,8 @@ A provider's plan allows so many generation requests in a window (Segmind: free 
 50). Without a shared pace, twenty nodes on one key each find out by a 429 and retry on their
 own. Here every generation request of a key first takes a slot: at most `requests` start in any
 `window` seconds, reached by a slow start (two, then one more for each accepted answer) so that
-a plan set too high costs a 429 or two, not a burst of them. The plan comes from the provider table, or from its rate env var
-("5/60": 5 requests per 60 s). The limiter also learns: a 429 closes the gate for everyone
+a plan set too high costs a 429 or two, not a burst of them. The plan comes from the provider table, or from the user: its rate env
+var or the same setting in Settings > SD Bridge ("5/60": 5 requests per 60 s). The limiter also learns: a 429 closes the gate for everyone
 until its Retry-After (or a whole window) has passed and lowers the pace to what the provider
 accepted in the window; `x-rate-limit-remaining: 0` with `x-rate-limit-reset-at-utc` closes it
 until the reset. Keys are never stored: limiters are found by the key's sha256.
@@ -16,13 +16,13 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import math
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .. import pack_settings
 from .providers import Provider
 
 RATE_LIMITED = 429
@@ -135,8 +135,15 @@ _registry_lock = threading.Lock()
 
 
 def configured_plan(provider: Provider) -> Plan | None:
-    """The pace the user set in the provider's rate env var ("5/60"), if any."""
-    return Plan.parse(os.environ.get(provider.rate_env, "")) if provider.rate_env else None
+    """The pace the user set ("5/60"): the provider's rate env var, else Settings > SD Bridge."""
+    return Plan.parse(pack_settings.value(provider.rate_env)) if provider.rate_env else None
+
+
+def setting_problem(text: str) -> str | None:
+    """Why a pace typed in Settings cannot be used, or None."""
+    if not text.strip() or Plan.parse(text):
+        return None
+    return "write the requests allowed and the seconds they are counted over, such as 5/60 (5 a minute)"
 
 
 def plan_for(provider: Provider) -> Plan | None:
