@@ -227,6 +227,14 @@ def test_an_inference_processed_then_lost_is_billed_once(fake_sinkin, monkeypatc
     assert fake_sinkin.inferences == 1 and len(fake_sinkin.forms()) == 1
 
 
+def test_a_refused_image_of_a_batch_withdraws_the_rest(fake_sinkin):
+    fake_sinkin.script += [failure("Model not found")] + [Answer(503, b"busy", delay=0.5)] * 3
+    with pytest.raises(ProviderError, match="Model not found"):
+        run(Img2Img, image=torch.rand((4, 8, 8, 3)), prompt="a cat", seed=1)
+    time.sleep(1.5)  # longer than the slow answers and a backoff
+    assert len(fake_sinkin.forms()) == 4  # one per image, none after the failure
+
+
 def test_result_downloads_are_retried_since_they_cost_nothing(fake_sinkin):
     fake_sinkin.lose_answers += ["", "drop", "502"]  # the inference answers; two downloads fail
     images, _ = run(Txt2Img, prompt="a cat", seed=1)
