@@ -4,7 +4,6 @@ named after its environment variable, and the variable wins when both are set.""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -18,13 +17,7 @@ def settings_file() -> Path:
 
 
 def _stored() -> dict[str, str]:
-    try:
-        data = json.loads(settings_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str) and v.strip()}
+    return userdata.read_strings(settings_file())
 
 
 def value(name: str) -> str:

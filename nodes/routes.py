@@ -19,6 +19,20 @@ def _json(data: dict, status: int = 200):
     return web.json_response(data, status=status)
 
 
+async def _text_field(request, field: str, example: str, what: str):
+    """The string `field` of a small JSON body, or an error response that says what to send."""
+    if (request.content_length or 0) > MAX_KEY_BODY:
+        return _json({"error": f"the request is too large for {what}"}, 413)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    value = body.get(field) if isinstance(body, dict) else None
+    if not isinstance(value, str):
+        return _json({"error": f'send a JSON object such as {{"{field}": "{example}"}}'}, 400)
+    return value.strip()
+
+
 def _flag(request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true", "yes")
 
@@ -58,16 +72,9 @@ async def store_key(request):
     provider = PROVIDERS.get(request.match_info.get("provider", ""))
     if provider is None:
         return _json({"error": f"unknown provider; use one of: {', '.join(PROVIDERS)}"}, 404)
-    if (request.content_length or 0) > MAX_KEY_BODY:
-        return _json({"error": "the request is too large for a key"}, 413)
-    try:
-        body = await request.json()
-    except ValueError:
-        return _json({"error": 'send a JSON object such as {"key": "..."}'}, 400)
-    key = body.get("key") if isinstance(body, dict) else None
+    key = await _text_field(request, "key", "...", "a key")
     if not isinstance(key, str):
-        return _json({"error": 'send a JSON object such as {"key": "..."}'}, 400)
-    key = key.strip()
+        return key
     problem = credentials.check_key_shape(key) if key else None
     if problem:
         return _json({"error": problem}, 400)
@@ -97,15 +104,9 @@ async def store_setting(request):
     known = {entry["name"] for entry in _pace_settings()}
     if name not in known:
         return _json({"error": f"unknown setting; use one of: {', '.join(sorted(known))}"}, 404)
-    if (request.content_length or 0) > MAX_KEY_BODY:
-        return _json({"error": "the request is too large for a setting"}, 413)
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    text = body.get("value") if isinstance(body, dict) else None
-    if not isinstance(text, str) or len(text) > 64:
-        return _json({"error": 'send a JSON object such as {"value": "5/60"}'}, 400)
+    text = await _text_field(request, "value", "5/60", "a setting")
+    if not isinstance(text, str):
+        return text
     problem = rate_limit.setting_problem(text)
     if problem:
         return _json({"error": problem}, 400)

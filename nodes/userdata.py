@@ -32,3 +32,15 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_strings(path: Path) -> dict[str, str]:
+    """The non-empty string entries of a JSON object file; {} when it is missing or damaged
+    (the pack then behaves as if nothing was saved)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str) and v.strip()}

@@ -117,6 +117,16 @@ def test_lost_answers_while_asking_cost_nothing_extra(fake_segmind_v2, fault):
     assert images.shape[0] == 1 and len(fake_segmind_v2.submits()) == 1 and fake_segmind_v2.generated == 1
 
 
+def interrupted_while_processing(fake, **values) -> None:
+    """Run a node whose job never ends, and press Cancel while it waits; then let jobs finish."""
+    fake.processing_polls = 10_000
+    threading.Timer(0.3, runtime.request_interrupt).start()
+    with pytest.raises(runtime.Interrupted):
+        run(RV, **{"prompt": "a cat", **SMALL, **values})
+    runtime.request_interrupt(False)
+    fake.processing_polls = 0
+
+
 def test_an_interrupted_wait_resumes_without_a_second_submit(fake_segmind_v2):
     fake_segmind_v2.processing_polls = 10_000
     threading.Timer(0.4, runtime.request_interrupt).start()
@@ -134,24 +144,14 @@ def test_an_interrupted_wait_resumes_without_a_second_submit(fake_segmind_v2):
 
 
 def test_other_inputs_are_a_new_request(fake_segmind_v2):
-    fake_segmind_v2.processing_polls = 10_000
-    threading.Timer(0.3, runtime.request_interrupt).start()
-    with pytest.raises(runtime.Interrupted):
-        run(RV, prompt="a cat", seed=7, **SMALL)
-    runtime.request_interrupt(False)
-    fake_segmind_v2.processing_polls = 0
+    interrupted_while_processing(fake_segmind_v2, seed=7)
     run(RV, prompt="a cat", seed=8, **SMALL)  # another seed is another image
     assert len(fake_segmind_v2.submits()) == 2
 
 
 def test_a_job_the_provider_forgot_is_submitted_anew(fake_segmind_v2):
-    fake_segmind_v2.processing_polls = 10_000
-    threading.Timer(0.3, runtime.request_interrupt).start()
-    with pytest.raises(runtime.Interrupted):
-        run(RV, prompt="a cat", seed=9, **SMALL)
-    runtime.request_interrupt(False)
+    interrupted_while_processing(fake_segmind_v2, seed=9)
     fake_segmind_v2.expire()  # the result window has passed
-    fake_segmind_v2.processing_polls = 0
     images, _ = run(RV, prompt="a cat", seed=9, **SMALL)
     assert images.shape[0] == 1 and len(fake_segmind_v2.submits()) == 2 and fake_segmind_v2.generated == 1
 
@@ -175,15 +175,11 @@ print(json.dumps({"shape": list(images.shape)}))
 def test_a_restart_between_submit_and_result_costs_nothing_extra(fake_segmind_v2):
     """Submitted, then ComfyUI stopped: a new process with the same user directory asks for the
     job the journal holds instead of submitting again."""
-    fake_segmind_v2.processing_polls = 10_000
-    threading.Timer(0.3, runtime.request_interrupt).start()
-    with pytest.raises(runtime.Interrupted):
-        run(RV, prompt="a cat", negative_prompt="", scheduler="UniPC", num_inference_steps=20, guidance_scale=7.5,
-            samples=1, seed=11, **SMALL)
+    interrupted_while_processing(fake_segmind_v2, negative_prompt="", scheduler="UniPC", num_inference_steps=20,
+                                 guidance_scale=7.5, samples=1, seed=11)
     assert len(fake_segmind_v2.submits()) == 1
     journal_text = journal.journal_file().read_text()
     assert KEY not in journal_text and "req-1" in journal_text
-    fake_segmind_v2.processing_polls = 0
     out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(ROOT)], env=dict(os.environ), capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -15,10 +15,7 @@ pytestmark = pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installe
 
 DRIVER = """import { app } from "./scripts/app.js";
 import { api } from "./scripts/api.js";
-// A tiny DOM: the settings rows are plain elements with children, values and click handlers.
-const element = (tag) => ({ tag, children: [], style: {}, value: "", textContent: "",
-  append(...kids) { this.children.push(...kids); } });
-globalThis.document = { createElement: element };
+${DOM}
 api.answers = JSON.parse(process.argv[2]);
 await import("./extensions/sdbridge/sdbridge.js");
 const [extension] = app.extensions;
@@ -88,9 +85,7 @@ def test_key_settings_credits_and_toasts(tmp_path):
 
 PACE_DRIVER = """import { app } from "./scripts/app.js";
 import { api } from "./scripts/api.js";
-const element = (tag) => ({ tag, children: [], style: {}, value: "", textContent: "",
-  append(...kids) { this.children.push(...kids); } });
-globalThis.document = { createElement: element };
+${DOM}
 api.answers = JSON.parse(process.argv[2]);
 await import("./extensions/sdbridge/sdbridge.js");
 const [extension] = app.extensions;

@@ -8,7 +8,6 @@ logged or raised.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -35,13 +34,7 @@ def key_file() -> Path:
 
 
 def _read_key_file() -> dict[str, str]:
-    try:
-        data = json.loads(key_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str) and v}
+    return userdata.read_strings(key_file())
 
 
 def key_source(provider: Provider) -> str | None:

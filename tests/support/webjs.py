@@ -28,6 +28,13 @@ API = """export const api = {
 };"""
 
 
+# A tiny DOM for drivers that render settings rows: plain elements with children, values and
+# click handlers. A line `${DOM}` in a driver is replaced by it.
+DOM = """const element = (tag) => ({ tag, children: [], style: {}, value: "", textContent: "",
+  append(...kids) { this.children.push(...kids); } });
+globalThis.document = { createElement: element };"""
+
+
 def run_extension(tmp_path: Path, extension: str, driver: str, answers: dict) -> dict:
     """Copy web/<extension> beside the stand-ins, run `driver` (an ES module that prints JSON)
     with `answers` (path -> JSON body) for api.fetchApi, and return what it printed."""
@@ -36,7 +43,7 @@ def run_extension(tmp_path: Path, extension: str, driver: str, answers: dict) ->
     (tmp_path / "scripts" / "api.js").write_text(API)
     (tmp_path / "extensions" / "sdbridge").mkdir(parents=True)
     shutil.copy(ROOT / "web" / extension, tmp_path / "extensions" / "sdbridge")
-    (tmp_path / "driver.mjs").write_text(driver)
+    (tmp_path / "driver.mjs").write_text(driver.replace("${DOM}", DOM))
     out = subprocess.run([NODE_JS, "driver.mjs", json.dumps(answers)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60, check=True)
     return json.loads(out.stdout)
