@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 from fakes.sinkin import KEY, Upload, colour_of, failure
-from support.loopback import LOST_ANSWERS, Answer, json_answer
+from support.loopback import LOST_ANSWERS, Answer, Loopback, json_answer
 from support.nodecalls import defaults, run
 
 from sdbridge.nodes import examples, runtime
@@ -233,6 +233,14 @@ def test_a_refused_image_of_a_batch_withdraws_the_rest(fake_sinkin):
         run(Img2Img, image=torch.rand((4, 8, 8, 3)), prompt="a cat", seed=1)
     time.sleep(1.5)  # longer than the slow answers and a backoff
     assert len(fake_sinkin.forms()) == 4  # one per image, none after the failure
+
+
+def test_a_redirect_elsewhere_does_not_carry_the_access_token_there(fake_sinkin):
+    with Loopback(lambda request: json_answer(200, {"error_code": 0})) as elsewhere:
+        fake_sinkin.script.append(Answer(307, b"", {"location": f"{elsewhere.url}/api/inference"}))
+        with pytest.raises(ProviderError, match="redirected the request to another host"):
+            run(Txt2Img, prompt="a cat", seed=1)
+        assert elsewhere.requests == [] and len(fake_sinkin.requests) == 1
 
 
 def test_result_downloads_are_retried_since_they_cost_nothing(fake_sinkin):

@@ -88,3 +88,41 @@ def test_an_undecodable_body_is_a_clear_error_not_an_empty_answer():
         with pytest.raises(ProviderError, match="could not be decoded"):
             asyncio.run(HttpClient(SEGMIND).request("GET", server.url))
         assert len(server.requests) == 1
+
+
+def test_an_api_call_redirected_to_another_host_stops_and_the_key_stays_home():
+    with Loopback(lambda request: Answer(200, b"{}")) as elsewhere:
+        with Loopback(lambda request: Answer(307, b"", {"location": f"{elsewhere.url}/steal"})) as api:
+            for method, extra in (("POST", {"json_body": {"prompt": "x"}}), ("GET", {})):
+                with pytest.raises(ProviderError, match=r"redirected the request to another host \(127\.0\.0\.1:\d+\); "
+                                                        r"SD Bridge sends your key only to 127\.0\.0\.1:\d+"):
+                    asyncio.run(HttpClient(SEGMIND).request(method, f"{api.url}/v1/x", headers={"x-api-key": "k-1"},
+                                                            **extra))
+            assert elsewhere.requests == [] and len(api.requests) == 2
+
+
+def test_a_redirect_on_the_same_origin_is_followed_with_the_key():
+    def answer(request):
+        if request.path == "/old":
+            return Answer(307, b"", {"location": "/new"})
+        if request.path == "/form":
+            return Answer(302, b"", {"location": "/after"})
+        return json_answer(200, {"path": request.path, "method": request.method})
+
+    with Loopback(answer) as api:
+        client = HttpClient(SEGMIND)
+        reply = asyncio.run(client.request("POST", f"{api.url}/old", headers={"x-api-key": "k-1"}, json_body={"a": 1}))
+        assert reply.json(SEGMIND) == {"path": "/new", "method": "POST"}
+        assert [r.headers.get("x-api-key") for r in api.requests] == ["k-1", "k-1"] and api.requests[1].body == b'{"a": 1}'
+        reply = asyncio.run(client.request("POST", f"{api.url}/form", json_body={"a": 1}))
+        assert reply.json(SEGMIND) == {"path": "/after", "method": "GET"} and api.requests[-1].body == b""
+
+
+def test_redirect_loops_and_empty_locations_stop():
+    with Loopback(lambda request: Answer(302, b"", {"location": "/again"})) as api:
+        with pytest.raises(ProviderError, match="redirected the request too often"):
+            asyncio.run(HttpClient(SEGMIND).request("GET", f"{api.url}/a"))
+        assert len(api.requests) == 4
+    with Loopback(lambda request: Answer(301, b"")) as api:
+        with pytest.raises(ProviderError, match="redirected the request nowhere"):
+            asyncio.run(HttpClient(SEGMIND).request("GET", f"{api.url}/a"))

@@ -20,6 +20,8 @@
 - `submit_and_poll` is the operation for queue APIs (Segmind v2, fal, Replicate): submit once,
   then ask a status URL with growing pauses, showing queued / processing and the seconds
   waited, and fetch the result. The key goes only to the submit's own origin.
+- An API call follows a redirect only on its own origin; a redirect anywhere else stops it, so no
+  key or token (a header, or SinkIn's form field) ever reaches another host.
 - `download` fetches result URLs safely: http(s) only, few redirects, no private addresses
   unless the API itself lives on one, content-type and size checks.
 """
@@ -51,6 +53,7 @@ MiB = 1024 * 1024
 TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
 RATE_LIMITED = 429
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 3
 _CHUNK = 256 * 1024
 
 
@@ -183,7 +186,6 @@ def _session() -> requests.Session:
     if session is None:
         session = requests.Session()
         session.headers["User-Agent"] = "sdbridge (ComfyUI node pack)"
-        session.max_redirects = 3
         _local.session = session
     return session
 
@@ -205,12 +207,10 @@ def _exchange(method: str, url: str, kwargs: dict, limits: Limits, cancel: threa
     try:
         response = _session().request(
             method, url, timeout=(limits.connect_timeout, limits.read_timeout),
-            stream=True, allow_redirects=follow_redirects, **kwargs,
+            stream=True, allow_redirects=False, **kwargs,  # each hop is checked by the caller
         )
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise ExchangeFailed(_transport_text(exc), sent=not _never_sent(exc)) from None
-    except requests.TooManyRedirects:
-        raise ExchangeFailed("too many redirects") from None
     try:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limits.max_bytes:
@@ -311,6 +311,7 @@ class HttpClient:
         label = label or urlsplit(url).path
         deadline = time.monotonic() + self.limits.deadline
         tries = {TRANSIENT: 0, RATE_LIMITED_BUDGET: 0}
+        hops = 0
         while True:
             runtime.raise_if_interrupted()
             if limiter is not None:
@@ -329,6 +330,10 @@ class HttpClient:
             else:
                 if limiter is not None:
                     limiter.observe(reply.status, reply.headers, retry_after_seconds(reply.headers.get("retry-after")))
+                if reply.status in REDIRECTS and follow_redirects and reply.status not in accept:
+                    method, url = self._redirect(method, url, reply, hops, kwargs)
+                    hops += 1
+                    continue
                 budget = "ok" if reply.status in accept else classify(reply.status, follow_redirects, resend)
                 if budget == "ok":
                     return reply
@@ -344,6 +349,25 @@ class HttpClient:
             if wait is None or (reply is None and time.monotonic() > deadline):
                 raise self._gave_up(url, reply, why, tries[budget], retry_after, policy)
             await self._pause(wait, f"{why}; retrying in {wait:.1f} s", node_id, label)
+
+    def _redirect(self, method: str, url: str, reply: Reply, hops: int, kwargs: dict) -> tuple[str, str]:
+        """The next hop of a redirected API call: only on the same origin, where the key may go;
+        anywhere else the call stops, so no key or token follows a redirect to another host."""
+        location = reply.headers.get("location")
+        if not location or hops >= MAX_REDIRECTS:
+            raise ProviderError(self.provider, f"redirected the request {'nowhere' if not location else 'too often'} "
+                                f"({reply.status}). Check {self.provider.base_env} if you set it.", reply.status)
+        target = urljoin(url, location)
+        if not same_origin(target, url):
+            raise ProviderError(
+                self.provider, f"redirected the request to another host ({urlsplit(target).netloc or repr(target[:60])}); "
+                f"SD Bridge sends your key only to {urlsplit(url).netloc}. Check {self.provider.base_env} if you set "
+                "it; nothing was sent there.", reply.status)
+        if reply.status == 303 or (reply.status in (301, 302) and method == "POST"):
+            for name in ("json", "data", "files"):  # as HTTP says: the body does not follow
+                kwargs.pop(name, None)
+            method = "GET"
+        return method, target
 
     def _maybe_charged(self, url: str, reply: Reply | None, why: str) -> ProviderError:
         what = f"{why} at {urlsplit(url).netloc} after the request was sent." if reply is None else what_happened(reply)
