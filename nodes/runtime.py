@@ -183,15 +183,38 @@ def _server() -> Any | None:
     return getattr(getattr(server, "PromptServer", None), "instance", None)
 
 
+_redactor = None  # set by the credentials module: scrubs keys from everything sent out
+
+
+def set_redactor(redact) -> None:
+    global _redactor
+    _redactor = redact
+
+
+def _scrubbed(value: Any) -> Any:
+    if _redactor is None:
+        return value
+    if isinstance(value, str):
+        return _redactor(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
 def send_event(event: str, data: dict) -> None:
-    """A message to the frontend (the web extension listens for "sdbridge.*" events)."""
+    """A message to the frontend (the web extension listens for "sdbridge.*" events); keys are
+    scrubbed from every text in it."""
     instance = _server()
     if instance is not None:
-        instance.send_sync(event, data)
+        instance.send_sync(event, _scrubbed(data))
 
 
 def show_text(node_id: str | None, text: str, *, log_line: bool = True) -> None:
-    """A status line under the node (recent ComfyUI), and the log unless `log_line` is off."""
+    """A status line under the node (recent ComfyUI), and the log unless `log_line` is off;
+    keys are scrubbed from it."""
+    text = _scrubbed(text)
     if log_line:
         log.info("%s", text)
     instance = _server()

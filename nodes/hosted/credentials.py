@@ -8,11 +8,12 @@ logged or raised.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 from .. import runtime, userdata
 from .providers import PROVIDERS, Provider
@@ -107,16 +108,26 @@ def known_keys() -> list[str]:
     return keys
 
 
+def _spellings(key: str) -> list[str]:
+    """The forms a key takes in text a server or a library wrote: as is, JSON-escaped (with or
+    without escaped slashes), URL-encoded (path or form style). Longest first."""
+    escaped = json.dumps(key)[1:-1]
+    forms = {key, escaped, escaped.replace("/", "\\/"), quote(key, safe=""), quote(key), quote_plus(key)}
+    return sorted(forms, key=len, reverse=True)
+
+
 def redact(text: str) -> str:
-    """`text` with every known key replaced by "***"."""
+    """`text` with every known key, in every spelling, replaced by "***". Redact the whole text
+    before cutting it: a key cut in half would no longer be recognised."""
     for key in known_keys():
-        if key in text:
-            text = text.replace(key, "***")
+        for form in _spellings(key):
+            if form in text:
+                text = text.replace(form, "***")
     return text
 
 
 class RedactingFilter(logging.Filter):
-    """Scrubs keys from every record of the pack's logger, whatever the caller formatted."""
+    """Scrubs keys from every record of a logger, whatever the caller formatted."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -126,4 +137,10 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-runtime.log.addFilter(RedactingFilter())
+# The pack's own logger, and those of the libraries it drives (urllib3 logs every URL it opens
+# at DEBUG level; a provider's result URL may carry a token).
+LOGGERS = ("sdbridge", "urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.response",
+           "urllib3.poolmanager", "urllib3.util.retry", "requests", "filelock")
+for _name in LOGGERS:
+    logging.getLogger(_name).addFilter(RedactingFilter())
+runtime.set_redactor(redact)

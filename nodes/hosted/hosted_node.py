@@ -48,5 +48,6 @@ def report_credits(provider: Provider, remaining: Any, node_id: str | None) -> N
     """Show a provider's remaining credits on the node and tell the web extension."""
     if remaining is None or remaining == "":
         return
+    remaining = redact(str(remaining))[:40]  # a server's header: shown on the node and sent to the page
     runtime.show_text(node_id, f"{provider.name}: {remaining} credits left")
     runtime.send_event("sdbridge.credits", {"provider": provider.id, "remaining": remaining, "node": node_id})

@@ -19,6 +19,7 @@ from typing import Any
 from filelock import FileLock
 
 from .. import runtime, userdata
+from . import credentials
 
 JOURNAL_FILE = "journal.json"
 LOCK_TIMEOUT = 10.0  # seconds; a journal that cannot be locked is skipped, never waited on forever
@@ -77,6 +78,9 @@ def record(digest: str, provider_id: str, job: tuple[str, str, str], keep_for: f
     the provider's result window."""
     now = time.time()
     request_id, status_url, response_url = job
+    if any(credentials.redact(part) != part for part in job):  # a key never goes into a file
+        runtime.log.warning("SD Bridge: a job's URLs carry a key; it is not written to the request journal")
+        return
     entry = {"provider": provider_id, "request_id": request_id, "status_url": status_url,
              "response_url": response_url, "submitted_at": now, "expires_at": now + keep_for}
     _update(lambda entries: entries.__setitem__(digest, entry))

@@ -110,7 +110,7 @@ def server_message(reply: Reply) -> str:
         raw = reply.body[:4096].decode("utf-8", "replace")
         raw = re.sub(r"(?is)<(script|style).*?</\1>", " ", raw)
         text = html.unescape(re.sub(r"<[^>]+>", " ", raw))
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+    text = redact(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip())  # before the cut
     if len(text) > 300:
         text = text[:297] + "..."
     return text

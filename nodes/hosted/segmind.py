@@ -391,7 +391,7 @@ class SDBridgeSegmindAnyModel(HostedNode):
         if data is not None:
             result["answer"] = data
         else:
-            result["answer"] = reply.body[:4096].decode("utf-8", "replace")
+            result["answer"] = credentials.redact(reply.body.decode("utf-8", "replace"))[:4096]
         return imaging.placeholder(), result
 
 

@@ -63,7 +63,7 @@ def parse_entries(items: Any) -> tuple[Entry, ...]:
             continue
         entry_id = entry_id.strip()
         title = item.get("title") or item.get("name")
-        title = " ".join(CONTROL_CHARACTERS.sub(" ", title).split())[:80] if isinstance(title, str) else ""
+        title = credentials.redact(" ".join(CONTROL_CHARACTERS.sub(" ", title).split()))[:80] if isinstance(title, str) else ""
         entries.setdefault(entry_id, Entry(entry_id, title))
     return tuple(entries.values())
 

@@ -76,7 +76,7 @@ class FakeSegmind(Loopback):
     def answer(self, request: Request) -> Answer:
         if self.script:
             return self.script.pop(0)
-        found = re.fullmatch(r"/results/(\d+)_(\d+)x(\d+)\.jpg", request.path)
+        found = re.fullmatch(r"/results/(\d+)_(\d+)x(\d+)\.jpg", request.path.split("?")[0])
         if request.method == "GET" and found:
             seed, width, height = (int(g) for g in found.groups())
             return Answer(200, picture(width, height, seed), {"content-type": "image/jpeg"})

@@ -1,0 +1,121 @@
+"""A key never leaves in any text: not in errors, node text, events, logs (the pack's and the
+libraries'), info, or files; in any spelling a server or a library may give it (as is,
+JSON-escaped, URL-encoded), and not in part where a message is cut short."""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import quote
+
+import pytest
+from fakes.segmind import FakeSegmind
+from fakes.sinkin import CATALOG
+from support.loopback import json_answer
+from support.nodecalls import run
+
+from sdbridge.nodes import runtime
+from sdbridge.nodes.hosted import credentials, segmind, sinkin_catalog
+from sdbridge.nodes.hosted.providers import SEGMIND, SINKIN
+from sdbridge.nodes.hosted.replies import ProviderError
+
+CANARY = 'sg-CAN/ARY"0123+4567&89-xyz'
+SPELLINGS = {"as is": CANARY, "JSON-escaped": json.dumps(CANARY)[1:-1],
+             "JSON-escaped slashes": json.dumps(CANARY)[1:-1].replace("/", "\\/"),
+             "URL-encoded": quote(CANARY, safe=""), "URL path": quote(CANARY)}
+
+
+def leaks(text: str) -> list[str]:
+    """Every spelling of the canary, or a long piece of it, found in `text`."""
+    pieces = [CANARY[i:i + 8] for i in range(len(CANARY) - 8)]
+    return [p for p in [*SPELLINGS.values(), *pieces] if p in text]
+
+
+class Frontend:
+    """Stands in for ComfyUI's server: records node texts and events."""
+
+    def __init__(self):
+        self.texts, self.events = [], []
+
+    def send_progress_text(self, text, node_id):
+        self.texts.append(text)
+
+    def send_sync(self, event, data):
+        self.events.append(json.dumps(data))
+
+
+@pytest.fixture
+def canary_segmind(monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)  # every logger, the libraries' included
+    monkeypatch.setenv(segmind.API_ENV, "v1")
+    frontend = Frontend()
+    monkeypatch.setattr(runtime, "_server", lambda: frontend)
+    with FakeSegmind(key=CANARY) as fake:
+        monkeypatch.setenv(SEGMIND.key_env, CANARY)
+        monkeypatch.setenv(SEGMIND.base_env, fake.url)
+        fake.frontend = frontend
+        yield fake
+
+
+def test_every_spelling_is_redacted(monkeypatch):
+    monkeypatch.setenv(SEGMIND.key_env, CANARY)
+    for name, spelling in SPELLINGS.items():
+        assert credentials.redact(f"before {spelling} after") == "before *** after", name
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS, ids=str)
+def test_an_error_echoing_the_key_shows_no_part_of_it(canary_segmind, spelling):
+    canary_segmind.script.append(json_answer(400, {"error": f"bad key {SPELLINGS[spelling]}"}))
+    with pytest.raises(ProviderError) as caught:
+        run(segmind.SDBridgeSegmindRealisticVision, prompt="x", seed=1)
+    assert "***" in str(caught.value) and not leaks(str(caught.value))
+
+
+def test_a_key_across_the_cut_of_a_long_message_leaves_no_piece(canary_segmind):
+    body = {"error": "x" * 285 + CANARY + " and more"}  # the key straddles the 300-character cut
+    canary_segmind.script.append(json_answer(400, body))
+    with pytest.raises(ProviderError) as caught:
+        run(segmind.SDBridgeSegmindRealisticVision, prompt="x", seed=1)
+    assert not leaks(str(caught.value))
+
+
+def test_a_header_shown_on_the_node_and_sent_to_the_page_is_redacted(canary_segmind):
+    canary_segmind.credits = 7
+    canary_segmind.script.append(json_answer(200, {"image": []}, {"x-remaining-credits": CANARY}))
+    with pytest.raises(ProviderError):
+        run(segmind.SDBridgeSegmindRealisticVision, prompt="x", seed=1, samples=2)
+    frontend = canary_segmind.frontend
+    assert frontend.texts and not leaks(" ".join(frontend.texts)) and not leaks(" ".join(frontend.events))
+
+
+def test_library_debug_logs_of_a_url_with_a_token_are_redacted(canary_segmind, caplog):
+    url = f"{canary_segmind.url}/results/3_64x64.jpg?token={quote(CANARY, safe='')}"
+    canary_segmind.script.append(json_answer(200, {"image": [url]}))
+    images, info = run(segmind.SDBridgeSegmindRealisticVision, prompt="x", seed=1, samples=2)
+    assert images.shape[0] == 1
+    assert any(r.name.startswith("urllib3") for r in caplog.records)  # urllib3 did log the request
+    assert not leaks(caplog.text) and not leaks(info)
+
+
+def test_an_echo_in_any_model_info_is_redacted_before_it_is_cut(canary_segmind):
+    text = ("y" * 4090 + CANARY).encode()
+    canary_segmind.script.append(json_answer(200, {"caption": "ok", "echo": CANARY}))
+    canary_segmind.script.append(json_answer(200, {"caption": "ok"}))
+    _, info = run(segmind.SDBridgeSegmindAnyModel, slug="custom-model", parameters='{"prompt": "x"}')
+    assert not leaks(info)
+    from support.loopback import Answer
+
+    canary_segmind.script.append(Answer(200, text, {"content-type": "text/plain"}))
+    _, info = run(segmind.SDBridgeSegmindAnyModel, slug="custom-model", parameters='{"prompt": "x"}')
+    assert not leaks(info)
+
+
+def test_catalog_titles_carrying_a_key_are_redacted_on_screen_and_on_disk(fake_sinkin, monkeypatch):
+    monkeypatch.setenv(SINKIN.key_env, CANARY)
+    fake_sinkin.key = CANARY
+    fake_sinkin.catalog = {**CATALOG, "models": [{"id": "m1", "title": f"Model {CANARY}"}]}
+    import asyncio
+
+    answer = asyncio.run(sinkin_catalog.catalog_for_web(refresh=True))
+    assert answer["error"] is None and answer["models"] == ["Model *** (m1)"]
+    assert not leaks(sinkin_catalog.cache_file().read_text())
