@@ -6,11 +6,16 @@ to ComfyUI's server (through runtime; a no-op outside ComfyUI). No route ever re
 
 from __future__ import annotations
 
+import json
+import time
+
 from . import pack_settings, runtime
 from .hosted import credentials, rate_limit, sinkin, sinkin_catalog
 from .hosted.providers import PROVIDERS
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
+REFRESH_INTERVAL = 10.0  # seconds between two reads of SinkIn's catalog on request
+_last_refresh = float("-inf")
 
 
 def _json(data: dict, status: int = 200):
@@ -20,16 +25,28 @@ def _json(data: dict, status: int = 200):
 
 
 async def _text_field(request, field: str, example: str, what: str):
-    """The string `field` of a small JSON body, or an error response that says what to send."""
+    """The string `field` of a small JSON body, or an error response that says what to send.
+
+    The body is read only up to MAX_KEY_BODY bytes, whatever Content-Length says (a chunked body
+    has none), and must be sent as application/json: a browser page on another site cannot send
+    that without the server's consent, so these routes do not rely on ComfyUI's origin check
+    alone."""
+    if request.content_type != "application/json":
+        return _json({"error": "send the body as application/json"}, 415)
     if (request.content_length or 0) > MAX_KEY_BODY:
         return _json({"error": f"the request is too large for {what}"}, 413)
+    raw = await request.content.read(MAX_KEY_BODY + 1)
+    if len(raw) > MAX_KEY_BODY:
+        return _json({"error": f"the request is too large for {what}"}, 413)
     try:
-        body = await request.json()
-    except ValueError:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
         body = None
     value = body.get(field) if isinstance(body, dict) else None
     if not isinstance(value, str):
         return _json({"error": f'send a JSON object such as {{"{field}": "{example}"}}'}, 400)
+    if value and not value.strip():
+        return _json({"error": f"the {field} is only spaces; send an empty {field} to clear it"}, 400)
     return value.strip()
 
 
@@ -40,9 +57,15 @@ def _flag(request, name: str) -> bool:
 async def sinkin_models(request):
     """GET /sdbridge/sinkin/catalog[?refresh=1|?cached=1]: SinkIn's model and LoRA choices, their
     age, why a refresh failed if it did, and which node widgets show them. `cached` answers at
-    once from what is on disk (the page is loading); `refresh` reads SinkIn now."""
-    answer = await sinkin_catalog.catalog_for_web(refresh=_flag(request, "refresh"),
-                                                  read_sinkin=not _flag(request, "cached"))
+    once from what is on disk (the page is loading); `refresh` reads SinkIn now, at most once
+    every REFRESH_INTERVAL seconds (each read is a keyed call to SinkIn)."""
+    global _last_refresh
+    refresh = _flag(request, "refresh")
+    if refresh and time.monotonic() - _last_refresh < REFRESH_INTERVAL:
+        refresh = False  # the list read a moment ago is the answer
+    elif refresh:
+        _last_refresh = time.monotonic()
+    answer = await sinkin_catalog.catalog_for_web(refresh=refresh, read_sinkin=not _flag(request, "cached"))
     return _json({**answer, "nodes": sinkin.catalog_widgets()})
 
 

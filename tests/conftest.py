@@ -37,7 +37,7 @@ from fakes.segmind import FakeSegmind  # noqa: E402  (the fakes import the pack'
 from fakes.sinkin import FakeSinkIn  # noqa: E402
 from support import tiny_pipelines  # noqa: E402
 
-from sdbridge.nodes import runtime  # noqa: E402
+from sdbridge.nodes import routes, runtime  # noqa: E402
 from sdbridge.nodes.hosted import rate_limit, segmind, sinkin_api  # noqa: E402
 from sdbridge.nodes.hosted.providers import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
 from sdbridge.nodes.hosted.transport import PollPolicy, RetryPolicy  # noqa: E402
@@ -65,6 +65,7 @@ def _isolated_user_dir(tmp_path, monkeypatch):
         monkeypatch.setenv(provider.rate_env, UNPACED)
     monkeypatch.delenv(segmind.API_ENV, raising=False)
     rate_limit.forget_all()
+    monkeypatch.setattr(routes, "_last_refresh", float("-inf"))  # each test may refresh the catalog
     runtime.request_interrupt(False)
     yield
     runtime.request_interrupt(False)

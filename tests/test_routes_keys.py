@@ -82,7 +82,12 @@ def test_the_environment_wins_and_the_answer_says_so(monkeypatch):
     ("POST", "/sdbridge/keys/openai", {"json": {"key": "abcd1234"}}, 404),
     ("POST", "/sdbridge/keys/..%2F..%2Fsecrets", {"json": {"key": "abcd1234"}}, 404),
     ("POST", "/sdbridge/keys/segmind/../../x", {"json": {"key": "abcd1234"}}, 404),
-    ("POST", "/sdbridge/keys/segmind", {"data": "not json"}, 400),
+    ("POST", "/sdbridge/keys/segmind", {"data": "not json"}, 415),
+    ("POST", "/sdbridge/keys/segmind", {"data": '{"key": "abcd1234"}', "headers": {"content-type": "text/plain"}}, 415),
+    ("POST", "/sdbridge/keys/segmind", {"data": "not json", "headers": {"content-type": "application/json"}}, 400),
+    ("POST", "/sdbridge/keys/segmind", {"data": "[" * 100_000, "headers": {"content-type": "application/json"}}, 413),
+    ("POST", "/sdbridge/keys/segmind", {"data": "[" * 4000, "headers": {"content-type": "application/json"}}, 400),
+    ("POST", "/sdbridge/keys/segmind", {"json": {"key": "     "}}, 400),
     ("POST", "/sdbridge/keys/segmind", {"json": ["abcd1234"]}, 400),
     ("POST", "/sdbridge/keys/segmind", {"json": {"key": 12345678}}, 400),
     ("POST", "/sdbridge/keys/segmind", {"json": {"key": "has a space"}}, 400),
@@ -94,6 +99,27 @@ def test_bad_requests_are_refused_and_write_nothing(method, path, kwargs, expect
     assert status == expected, text
     assert not credentials.key_file().exists()
     assert not runtime.user_directory().exists() or not [p for p in runtime.user_directory().rglob("*") if p.is_file()]
+
+
+def test_a_chunked_body_is_bounded_by_the_bytes_read():
+    """No Content-Length: the route reads at most its limit, then refuses."""
+
+    async def chunks():
+        for _ in range(20):
+            yield b" " * 1024
+
+    async def script(session, base):
+        return await _call(session, "POST", f"{base}/sdbridge/keys/segmind", data=chunks(),
+                           headers={"content-type": "application/json"})
+
+    status, text = serve(script)
+    assert status == 413 and not credentials.key_file().exists()
+
+
+def test_a_key_of_only_spaces_is_refused_and_does_not_clear_the_saved_one():
+    credentials.store_key(SEGMIND, "saved-key-1234")
+    status, text = serve(lambda s, base: _call(s, "POST", f"{base}/sdbridge/keys/segmind", json={"key": "   "}))
+    assert status == 400 and "only spaces" in text and credentials.api_key(SEGMIND) == "saved-key-1234"
 
 
 def test_no_route_reads_other_files():
@@ -131,6 +157,6 @@ def test_a_rate_limit_setting_is_saved_checked_and_loses_to_the_environment(monk
     assert saved[0] == 200 and json.loads(saved[1])["source"] == "file"
     assert rate_limit.configured_plan(SEGMIND) == Plan(5, 60.0)  # the limiter reads what Settings saved
     assert bad[0] == 400 and "such as 5/60" in json.loads(bad[1])["error"]
-    assert unknown[0] == 404 and garbage[0] == 400
+    assert unknown[0] == 404 and garbage[0] == 415
     monkeypatch.setenv(SEGMIND.rate_env, "50/60")
     assert rate_limit.configured_plan(SEGMIND) == Plan(50, 60.0)  # the environment wins

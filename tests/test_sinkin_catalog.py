@@ -231,3 +231,9 @@ def test_the_route_works_in_a_real_aiohttp_app_on_loopback(fake_sinkin):
 
     status, answer = asyncio.run(main())
     assert status == 200 and answer["loras"][1] == "Detail Tweaker (lora01)"
+
+
+def test_refreshes_on_request_are_rate_limited(fake_sinkin):
+    """Each refresh is a keyed call to SinkIn: a second one within seconds answers the list read."""
+    assert ask("?refresh=1")["source"] == "sinkin" and len(fake_sinkin.requests) == 1
+    assert ask("?refresh=1")["source"] == "sinkin" and len(fake_sinkin.requests) == 1
