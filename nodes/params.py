@@ -84,15 +84,24 @@ class Param:
         """The value in its proper Python type, or ValidationError naming the fix."""
         kind = self.kind
         if kind == "IMAGE":
-            if not hasattr(value, "shape") or len(getattr(value, "shape", ())) != 4:
+            shape = tuple(getattr(value, "shape", ()))
+            if len(shape) != 4:
                 raise ValidationError(f"{self.name}: expected an IMAGE; connect an image output")
+            if 0 in shape:
+                raise ValidationError(f"{self.name}: the image batch is empty ({'x'.join(map(str, shape))}); "
+                                      "connect a node that outputs at least one image")
+            if shape[-1] not in (1, 3, 4):
+                raise ValidationError(f"{self.name}: an image with {shape[-1]} channels; connect an RGB image "
+                                      "(1, 3 or 4 channels)")
             return value
         if kind == "BOOLEAN":
             if isinstance(value, bool):
                 return value
             if isinstance(value, str) and value.strip().lower() in ("true", "false"):
                 return value.strip().lower() == "true"
-            raise ValidationError(f"{self.name}: {value!r} is not true or false")
+            raise ValidationError(f"{self.name}: {_shown(value)} is not true or false")
+        if isinstance(value, str):
+            _check_text(self.name, value)
         if kind == "STRING":
             if not isinstance(value, str):
                 raise ValidationError(f"{self.name}: expected text, got {type(value).__name__}")
@@ -111,7 +120,7 @@ class Param:
                 return value
             shown = ", ".join(str(c) for c in self.choices[:16])
             more = f" (and {len(self.choices) - 16} more)" if len(self.choices) > 16 else ""
-            raise ValidationError(f"{self.name}: {value!r} is not allowed. Pick one of: {shown}{more}")
+            raise ValidationError(f"{self.name}: {_shown(value)} is not allowed. Pick one of: {shown}{more}")
         number = _as_number(self.name, value, integer=(kind == "INT"))
         if self.min is not None and number < self.min or self.max is not None and number > self.max:
             raise ValidationError(
@@ -133,6 +142,23 @@ class Param:
                 raise ValidationError(f"{self.name}: {problem}")
 
 
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: short, whatever its size."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text):,} characters)"
+
+
+def _check_text(name: str, text: str) -> None:
+    """Text a library could choke on later: NUL characters, lone surrogates."""
+    if "\x00" in text:
+        raise ValidationError(f"{name}: contains a NUL character; remove it (it cannot be part of a name or a prompt)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{name}: contains a character that is not valid text (a lone surrogate); "
+                              "retype the text") from None
+
+
 def _fmt(number: float | None) -> str:
     if number is None:
         return "any"
@@ -145,8 +171,8 @@ def _as_number(name: str, value: Any, *, integer: bool) -> int | float:
     if isinstance(value, str):
         try:
             value = float(value.strip()) if not integer else _int_from_text(value)
-        except ValueError:
-            raise ValidationError(f"{name}: {value!r} is not a number") from None
+        except (ValueError, OverflowError):
+            raise ValidationError(f"{name}: {_shown(value)} is not a number") from None
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(f"{name}: {value!r} is not a finite number")
@@ -156,7 +182,12 @@ def _as_number(name: str, value: Any, *, integer: bool) -> int | float:
             return int(value)
         return value
     if isinstance(value, int):
-        return value if integer else float(value)
+        if integer:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValidationError(f"{name}: a number with {len(str(abs(value)))} digits is out of range") from None
     raise ValidationError(f"{name}: expected a number, got {type(value).__name__}")
 
 
@@ -173,18 +204,40 @@ def _int_from_text(text: str) -> int:
 
 def _parse_json_object(name: str, text: str) -> dict:
     try:
-        parsed = json.loads(text) if text.strip() else {}
+        parsed = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float,
+                            parse_int=_short_int) if text.strip() else {}
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"{name}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). "
             'Write an object such as {"prompt": "a cat", "steps": 25}'
         ) from None
+    except RecursionError:
+        raise ValidationError(f"{name}: the JSON is nested too deeply; write a flat object of parameters") from None
+    except ValueError as exc:  # NaN, Infinity, a number out of range, too many digits
+        raise ValidationError(f"{name}: {exc}; write every number as a plain finite number") from None
     if not isinstance(parsed, dict):
         raise ValidationError(
             f"{name}: must be a JSON object in braces, got a JSON {type(parsed).__name__}. "
             'Write an object such as {"prompt": "a cat", "steps": 25}'
         )
     return parsed
+
+
+def _no_constant(word: str):
+    raise ValueError(f"{word} is not a JSON number")
+
+
+def _short_int(text: str) -> int:
+    if len(text.lstrip("-")) > 100:
+        raise ValueError(f"a number with {len(text.lstrip('-')):,} digits is out of range")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is out of range")
+    return number
 
 
 def parse_json_object(name: str, text: str) -> dict:

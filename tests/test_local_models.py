@@ -252,3 +252,10 @@ def test_out_of_memory_while_loading_empties_the_cache_and_retries(local_models,
     loaded = pipeline_cache.load_cached(str(local_models["sdxl_base"]["file"]))
     assert failures == [1] and loaded.family == "sdxl_base"
     assert pipeline_cache.cached_count() == 1  # the SD 1.5 model made room
+
+
+def test_the_folder_above_a_diffusers_model_gets_a_clear_message(local_models):
+    parent = local_models["sd15"]["folder"].parent
+    with pytest.raises(model_files.CheckpointError, match="a folder without model_index.json. Give the diffusers model "
+                                                          "folder itself"):
+        model_files.resolve("", str(parent))

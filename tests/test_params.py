@@ -94,3 +94,47 @@ def test_fuzz_normalize_gives_a_valid_value_or_a_clear_error(param, value):
         assert isinstance(result, str) and result.strip()
     elif param.kind == "BOOLEAN":
         assert isinstance(result, bool)
+
+
+# ---------------------------------------------------------------- values that would reach a library
+
+JSON_PARAM = Param("parameters", "STRING", "a JSON object", default="{}", json_object=True)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('{"a": NaN}', "NaN is not a JSON number"), ('{"a": -Infinity}', "-Infinity is not a JSON number"),
+    ('{"a": 1e400}', "1e400 is out of range"), ('{"a": ' + "9" * 5000 + "}", "a number with 5,000 digits is out of range"),
+    ("[" * 100_000, "nested too deeply"), ('{"a": ' * 5000 + "1" + "}" * 5000, "nested too deeply"),
+])
+def test_json_parameters_that_would_reach_the_http_library_are_refused(text, words):
+    with pytest.raises(ValidationError, match=words):
+        JSON_PARAM.normalize(text)
+
+
+@pytest.mark.parametrize(("value", "words"), [
+    (10**400, "a number with 401 digits is out of range"), ("9" * 5000, "is not a finite number|is not a number"),
+    ("x" * 1_000_000, r"\(1,000,002 characters\) is not a number"),
+])
+def test_huge_numbers_are_refused_with_a_short_message(value, words):
+    with pytest.raises(ValidationError, match=words) as caught:
+        Param("guidance_scale", "FLOAT", "t", default=1.0, min=0.0, max=25.0).normalize(value)
+    assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize(("value", "words"), [("a\x00b", "NUL character"), ("a\ud800b", "lone surrogate")])
+def test_text_a_library_would_choke_on_is_refused(value, words):
+    for param in (Param("prompt", "STRING", "t", default=""),
+                  Param("model", "COMBO", "t", choices=("a",), open_choices=True)):
+        with pytest.raises(ValidationError, match=words):
+            param.normalize(value)
+
+
+@pytest.mark.parametrize(("shape", "words"), [((0, 8, 8, 3), "the image batch is empty"),
+                                              ((1, 0, 8, 3), "the image batch is empty"),
+                                              ((1, 8, 8, 5), "an image with 5 channels"),
+                                              ((8, 8, 3), "expected an IMAGE")])
+def test_images_a_node_cannot_send_are_refused(shape, words):
+    import torch
+
+    with pytest.raises(ValidationError, match=words):
+        Param("image", "IMAGE", "t").normalize(torch.zeros(shape))

@@ -506,3 +506,11 @@ def test_an_expired_result_url_says_so(fake_segmind):
     fake_segmind.script.append(json_answer(404, {"error": "not found"}))
     with pytest.raises(ProviderError, match=r"a result image could not be downloaded \(404\); the link may have expired"):
         run(RV, prompt="x", seed=1)
+
+
+def test_any_model_refuses_non_json_numbers_before_any_request(fake_segmind):
+    with pytest.raises(AssertionError, match="NaN is not a JSON number"):  # refused by validation
+        run(ANY, slug="custom-model", parameters='{"prompt": "x", "guidance_scale": NaN}')
+    with pytest.raises(ValueError, match="NaN is not a JSON number"):  # and by the node itself
+        asyncio.run(ANY().generate(unique_id="1", slug="custom-model", parameters='{"prompt": "x", "g": NaN}'))
+    assert fake_segmind.requests == []

@@ -397,3 +397,9 @@ def test_the_token_never_shows_in_outputs_info_logs_or_errors(fake_sinkin, monke
     assert all(CANARY not in text for text in seen)
     assert "***" in seen[0] and any("***" in text for text in seen[1:4])
     assert fake_sinkin.forms()[0]["access_token"] == CANARY  # it did go where it belongs
+
+
+def test_a_lone_surrogate_in_a_prompt_is_refused_before_any_request(fake_sinkin):
+    with pytest.raises(ValueError, match="lone surrogate"):
+        asyncio.run(Txt2Img().generate(unique_id="1", **{**defaults(Txt2Img), "prompt": "a \ud800 cat"}))
+    assert fake_sinkin.requests == []

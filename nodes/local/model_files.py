@@ -49,6 +49,9 @@ def resolve(model: str, path_or_hub_id: str = "") -> str:
             if not os.path.exists(path):
                 raise CheckpointError(f"'{given}' does not exist. Give the full path of a .safetensors file or of "
                                       "a diffusers folder (the one holding model_index.json).")
+            if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model_index.json")):
+                raise CheckpointError(f"'{given}' is a folder without model_index.json. Give the diffusers model "
+                                      "folder itself (the one holding model_index.json), not a folder above it.")
             return path
         if re.fullmatch(r"[\w.-]+/[\w.-]+", given):
             return given  # a hub id
