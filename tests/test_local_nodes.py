@@ -293,3 +293,11 @@ def test_sdxl_vae_decodes_in_fp32_when_the_model_is_fp16(local_models, monkeypat
     local = pipeline_cache.load_cached(str(local_models["sdxl_base"]["file"]))
     assert local.pipe.unet.dtype == torch.float16
     assert local.pipe.vae.config.force_upcast
+
+
+def test_a_prompt_longer_than_the_local_nodes_take_is_refused_before_any_work():
+    node = local_nodes.SDBridgeLocalTxt2Img
+    verdict = node.VALIDATE_INPUTS(prompt="a" * 40_000)
+    assert "prompt: 40,000 characters is longer than the local nodes take (32,000" in verdict
+    with pytest.raises(ValueError, match="negative_prompt: 50,000 characters"):
+        node.normalized({**COMMON, "negative_prompt": "b" * 50_000})

@@ -6,13 +6,21 @@ from __future__ import annotations
 import copy
 import math
 import re
+import time
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import reference_prompt_parser
 
-from sdbridge.nodes.local.prompts import BREAK, WEIGHT_LIMIT, encode_prompts, parse_prompt_attention
+from sdbridge.nodes.local.prompts import (
+    BREAK,
+    WEIGHT_LIMIT,
+    PromptTooComplex,
+    encode_prompts,
+    parse_prompt_attention,
+)
 
 # The documents' own prompts (seeds/), syntax included.
 RV_PROMPT = ("((selfie)) photo of an american girl and guy, smiling, (yosemite:1.3), mountains, wearing a backpack, "
@@ -267,3 +275,58 @@ def test_encoding_never_fails(pipes, prompt, negative_prompt):
         assert ours["prompt_embeds"].shape == ours["negative_prompt_embeds"].shape
         assert ours["prompt_embeds"].shape[1] % 77 == 0
         assert all(torch.isfinite(tensor).all() for tensor in ours.values())
+
+
+# ---------------------------------------------------------------- linear parsing
+
+def _same(text: str) -> None:
+    """The linear parser gives the reference parser's fragments, bit for bit."""
+    assert parse_prompt_attention(text) == reference_prompt_parser.parse_prompt_attention(text), text
+
+
+@settings(max_examples=1500, deadline=None)
+@given(prompt_text)
+def test_the_linear_parser_matches_the_reference_on_any_prompt(text):
+    _same(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["(", ")", "[", "]", "(a", "[a", "a)", "a]", ":1.5)", ":0)", ":-2)", " ", "  ",
+                                 "BREAK", "x", "\\(", ":"]), max_size=200).map("".join))
+def test_the_linear_parser_matches_the_reference_on_bracket_soups(text):
+    _same(text)
+
+
+@pytest.mark.parametrize("text", [
+    "(" * 200 + "a" + ")" * 200, "(a" * 300, "[a" * 300, "((a)b" * 100, "(a:0.5)" * 50 + "(" * 100 + "b",
+    "a" + " " * 3000 + "BREAK" + " " * 3000 + "b", "(" * 80 + "a" + "]" * 80, "(a[b" * 150,
+])
+def test_the_linear_parser_matches_the_reference_on_deep_and_long_prompts(text):
+    _same(text)
+
+
+MEGABYTE_PROMPTS = {
+    "spaces": "a" + " " * 1_000_000 + "b",
+    "spaces and breaks": ("x" + " " * 5000 + "BREAK") * 200,
+    "nested open pairs": "(a" * 500_000,
+    "nested closed": "(" * 330_000 + "a" + ")" * 330_000,
+    "square and round": "(a[b" * 250_000,
+    "unmatched closings": "a)" * 500_000,
+    "colons": ": " * 500_000,
+    "digits after a colon": "(a:" + "1" * 1_000_000,
+    "backslashes": "\\" * 1_000_000,
+}
+
+
+@pytest.mark.parametrize("name", MEGABYTE_PROMPTS)
+def test_a_megabyte_prompt_never_hangs(name):
+    """Each finishes or is refused with a clear message; the time is a hang detector only (the
+    benchmark prints the real figures)."""
+    started = time.perf_counter()
+    try:
+        parsed = parse_prompt_attention(MEGABYTE_PROMPTS[name])
+    except PromptTooComplex as exc:
+        assert "remove some brackets" in str(exc)
+    else:
+        assert parsed
+    assert time.perf_counter() - started < 10

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from .. import surface
 from ..param_node import ImageNode, ParamNode, with_choices
-from ..params import Param, resolve_seed
+from ..params import Param, ValidationError, resolve_seed
 from . import loras, model_files, pipeline_cache
 
 CATEGORY = "SD Bridge/Local"
@@ -85,6 +85,11 @@ class PipelineInput:
                              f"({os.path.basename(value.source)}); this input takes {wanted}. Load a matching checkpoint.")
 
 
+# Prompts longer than this are refused by the local nodes: at about 4 characters a token it is
+# over a hundred 75-token chunks, far past what a text encoder gives a picture any sense from.
+MAX_PROMPT_CHARACTERS = 32_000
+
+
 class LocalNode(ImageNode):
     """Subclasses set PIPELINES, PARAMS, TITLE, DESCRIPTION and implement `run`. The same shape
     as the hosted nodes: inputs and validation derive from the params, outputs are images + info."""
@@ -93,6 +98,14 @@ class LocalNode(ImageNode):
     CATEGORY = CATEGORY
     OUTPUT_TOOLTIPS = ("The generated images, as one batch.",
                        "The run as JSON: seed(s) used, steps, scheduler, size, LoRAs, seconds.")
+
+    @classmethod
+    def check_together(cls, values: dict) -> None:
+        for name in (surface.PROMPT.name, surface.NEGATIVE_PROMPT.name):
+            text = values.get(name)
+            if isinstance(text, str) and len(text) > MAX_PROMPT_CHARACTERS:
+                raise ValidationError(f"{name}: {len(text):,} characters is longer than the local nodes take "
+                                      f"({MAX_PROMPT_CHARACTERS:,}, over a hundred 75-token chunks); shorten it")
 
     @classmethod
     def link_inputs(cls):

@@ -10,6 +10,7 @@ concatenated along the sequence. A prompt without syntax encodes exactly as `enc
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 
@@ -20,15 +21,26 @@ SQUARE_BRACKET_FACTOR = 1 / 1.1  # "[word]"
 WEIGHT_LIMIT = 1000.0
 BREAK = ("BREAK", -1.0)
 
-# One syntax element per match, tried in this order. A lone backslash is dropped, as A1111 does.
-_ELEMENT = re.compile(r"""
-    \\(?P<escaped>[()\[\]\\])?             # \( \) \[ \] \\ are literal; a lone \ vanishes
-  | (?P<weight>:\s*(?P<number>[+-]?[.\d]+)\s*\))   # ":1.3)" closes a round bracket with that weight
-  | (?P<bracket>[()\[\]])
-  | (?P<text>[^\\()\[\]:]+|:)
-""", re.VERBOSE)
-# BREAK splits plain text only where it stands as a word; the spaces around it go with it.
-_BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*")
+# The syntax elements, tried in this order; everything between them is plain text (a ':' that
+# starts no weight included). A lone backslash is dropped, as A1111 does.
+_SYNTAX = re.compile(r"""(
+    \\[()\[\]\\]?                                   # \( \) \[ \] \\ are literal; a lone \ vanishes
+  | :\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)\s*\)                # ":1.3)" closes a round bracket with that weight
+  | [()\[\]]
+)""", re.VERBOSE)
+_WEIGHT = re.compile(r":\s*(?P<number>[+-]?[.\d]+)\s*\)")
+# BREAK splits plain text only where it stands as a word; the spaces around it go with it. Only
+# the first space of a run may start a match (or BREAK itself, right after the spaces a previous
+# match took), so a long run of spaces is read once: a bare "\s*\bBREAK" rescans the run from each
+# of its spaces, which is quadratic.
+_BREAK_WORD = re.compile(r"(?<!\s)\s*\bBREAK\b\s*|\bBREAK\b\s*")
+# How much weighting work one prompt may ask for (bracket closings times the stretches of text
+# they weight); beyond it the prompt is refused with a clear message instead of hanging the worker.
+WORK_LIMIT = 2_000_000
+
+
+class PromptTooComplex(ValueError):
+    """A prompt whose brackets would take too long to weight; the message says what to change."""
 
 
 def _bounded(weight: float) -> float:
@@ -53,63 +65,169 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     a weight outside round brackets. `BREAK` (a whole word, in capitals) is returned as the marker
     `BREAK` = ("BREAK", -1.0), also inside brackets. Adjacent fragments of equal weight are merged,
     empty fragments dropped; an empty prompt gives [("", 1.0)].
+
+    Linear in the prompt's length: a bracket weights every fragment from where it opened to the
+    end, so the weights are kept as runs ("blocks") of fragments that have had the same brackets
+    applied in the same order, and a closing bracket touches only the last blocks. Each block's
+    weight is multiplied factor by factor in closing order, as weighting each fragment would be,
+    so the weights are the same to the last bit. Brackets that would take more than WORK_LIMIT
+    steps raise PromptTooComplex.
     """
-    fragments: list[list] = []  # [text, weight]; a BREAK marker is the tuple itself, never weighted
-    open_round: list[int] = []  # index in `fragments` where each open bracket starts
+    pieces: list = []       # each fragment: a list of strings (joined at the end), or BREAK
+    starts: list[int] = []  # first fragment of each block, increasing
+    weights: list[float] = []
+    fresh = False           # the last block has had no bracket applied yet
+    extend = False          # the next text may join the last fragment (nothing opened or closed since)
+    work = 0
+    open_round: list[int] = []  # fragment index where each open bracket starts
     open_square: list[int] = []
 
+    def new_fragment(item) -> None:
+        nonlocal fresh
+        if not fresh:
+            starts.append(len(pieces))
+            weights.append(1.0)
+            fresh = True
+        pieces.append(item)
+
     def add_text(piece: str) -> None:
-        for i, part in enumerate(_BREAK_WORD.split(piece)):
+        nonlocal extend
+        parts = _BREAK_WORD.split(piece) if "BREAK" in piece else (piece,)
+        for i, part in enumerate(parts):
             if i:
-                fragments.append(BREAK)
-            fragments.append([part, 1.0])
+                new_fragment(BREAK)
+                extend = False
+            if extend:
+                pieces[-1].append(part)
+            else:
+                new_fragment([part])
+                extend = True
+
 
     def multiply_from(start: int, factor: float) -> None:
-        for fragment in fragments[start:]:
-            if fragment is not BREAK:
-                fragment[1] = _bounded(fragment[1] * factor)
+        nonlocal fresh, extend, work
+        extend = False
+        if start >= len(pieces):
+            return
+        fresh = False
+        last = len(starts) - 1
+        if start >= starts[last]:  # the common case: only (part of) the last block
+            if start > starts[last]:
+                starts.append(start)
+                weights.append(weights[last])
+                last += 1
+            weight = weights[last] * factor  # _bounded, inlined
+            weight = WEIGHT_LIMIT if weight > WEIGHT_LIMIT else -WEIGHT_LIMIT if weight < -WEIGHT_LIMIT else weight
+            work += 1
+            if last and weight == weights[last - 1]:
+                del weights[last], starts[last]
+            else:
+                weights[last] = weight
+            return
+        first = bisect.bisect_right(starts, start) - 1
+        if starts[first] < start:  # the bracket opened inside this block: split it
+            first += 1
+            starts.insert(first, start)
+            weights.insert(first, weights[first - 1])
+        work += len(starts) - first
+        if work > WORK_LIMIT:
+            raise PromptTooComplex(
+                "the prompt has too many nested or repeated brackets to weight "
+                f"(more than {WORK_LIMIT:,} steps); remove some brackets, or write a weight as (word:1.5)")
+        for i in range(first, len(weights)):
+            weights[i] = _bounded(weights[i] * factor)
+        i = max(first, 1)  # neighbours that now share a weight share their future too: one block
+        while i < len(weights):
+            if weights[i] == weights[i - 1]:
+                del weights[i], starts[i]
+            else:
+                i += 1
 
-    position = 0
-    while position < len(text):
-        match = _ELEMENT.match(text, position)
-        position = match.end()
-        if match["weight"] is not None:
-            weight = _explicit_weight(match["number"])
-            if weight is None or not open_round:
-                if weight is None:  # re-read from just after the ':'
-                    position = match.start() + 1
-                    add_text(":")
+    def add_plain(piece: str) -> None:
+        """Text with no syntax in it (the commonest element: its usual path is short)."""
+        nonlocal fresh, extend
+        if "BREAK" in piece:
+            add_text(piece)
+        elif extend:
+            pieces[-1].append(piece)
+        else:
+            if not fresh:
+                starts.append(len(pieces))
+                weights.append(1.0)
+                fresh = True
+            pieces.append([piece])
+            extend = True
+
+    # The prompt as [text, syntax, text, syntax, ..., text], split in one pass by the regex engine.
+    parts = _SYNTAX.split(text)
+    for i in range(0, len(parts) - 1, 2):
+        plain = parts[i]
+        if plain:  # add_plain, inlined: most prompts are mostly this
+            if "BREAK" in plain:
+                add_text(plain)
+            elif extend:
+                pieces[-1].append(plain)
+            else:
+                if not fresh:
+                    starts.append(len(pieces))
+                    weights.append(1.0)
+                    fresh = True
+                pieces.append([plain])
+                extend = True
+        syntax = parts[i + 1]
+        first = syntax[0]
+        if first == "(":
+            open_round.append(len(pieces))
+            extend = False
+        elif first == "[":
+            open_square.append(len(pieces))
+            extend = False
+        elif first == ")":
+            if open_round:
+                multiply_from(open_round.pop(), ROUND_BRACKET_FACTOR)
+            else:  # a closing bracket with nothing to close is text
+                add_plain(syntax)
+        elif first == "]":
+            if open_square:
+                multiply_from(open_square.pop(), SQUARE_BRACKET_FACTOR)
+            else:
+                add_plain(syntax)
+        elif first == "\\":  # the escaped character, or nothing for a lone backslash
+            if len(syntax) > 1:
+                add_plain(syntax[1])
+        else:  # ":1.3)": closes a round bracket with that weight
+            weight = _explicit_weight(_WEIGHT.fullmatch(syntax)["number"])
+            if weight is not None and open_round:
+                multiply_from(open_round.pop(), weight)
+            elif weight is not None:  # a weight outside round brackets is text
+                add_plain(syntax)
+            else:  # too large for a float: the ':' and the digits are text, the ')' a bracket
+                add_plain(":")
+                add_plain(syntax[1:-1])
+                if open_round:
+                    multiply_from(open_round.pop(), ROUND_BRACKET_FACTOR)
                 else:
-                    add_text(match[0])
-                continue
-            multiply_from(open_round.pop(), weight)
-        elif match["bracket"] == "(":
-            open_round.append(len(fragments))
-        elif match["bracket"] == "[":
-            open_square.append(len(fragments))
-        elif match["bracket"] == ")" and open_round:
-            multiply_from(open_round.pop(), ROUND_BRACKET_FACTOR)
-        elif match["bracket"] == "]" and open_square:
-            multiply_from(open_square.pop(), SQUARE_BRACKET_FACTOR)
-        elif match[0].startswith("\\"):
-            add_text(match["escaped"] or "")
-        else:  # plain text, a lone ':' or a closing bracket with nothing to close
-            add_text(match[0])
+                    add_plain(")")
+    if parts[-1]:
+        add_plain(parts[-1])
     for start in open_round:
         multiply_from(start, ROUND_BRACKET_FACTOR)
     for start in open_square:
         multiply_from(start, SQUARE_BRACKET_FACTOR)
 
-    merged: list[tuple[str, float]] = []
-    for fragment in fragments:
-        if fragment is BREAK:
-            merged.append(BREAK)
-        elif fragment[0]:
-            if merged and merged[-1] is not BREAK and merged[-1][1] == fragment[1]:
-                merged[-1] = (merged[-1][0] + fragment[0], fragment[1])
+    merged: list = []  # [strings, weight] runs, joined at the end (no quadratic concatenation)
+    ends = [*starts[1:], len(pieces)] if starts else []
+    for block_start, block_end, weight in zip(starts, ends, weights, strict=True):
+        for piece in pieces[block_start:block_end]:
+            if piece is BREAK:
+                merged.append(BREAK)
+            elif not any(piece):  # empty fragments are dropped before merging
+                continue
+            elif merged and merged[-1] is not BREAK and merged[-1][1] == weight:
+                merged[-1][0].extend(piece)
             else:
-                merged.append((fragment[0], fragment[1]))
-    return merged or [("", 1.0)]
+                merged.append([list(piece), weight])
+    return [run if run is BREAK else ("".join(run[0]), run[1]) for run in merged] or [("", 1.0)]
 
 
 # ---------------------------------------------------------------- tokens in chunks
