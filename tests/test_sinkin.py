@@ -17,7 +17,7 @@ from support.nodecalls import defaults, run
 
 from sdbridge.nodes import examples, runtime
 from sdbridge.nodes import images as imaging
-from sdbridge.nodes.hosted import credentials, sinkin, sinkin_api
+from sdbridge.nodes.hosted import addresses, credentials, sinkin, sinkin_api
 from sdbridge.nodes.hosted.credentials import MissingKeyError
 from sdbridge.nodes.hosted.providers import SINKIN
 from sdbridge.nodes.hosted.replies import ProviderError
@@ -299,25 +299,25 @@ def test_downloads_run_concurrently(fake_sinkin):
     "http://127.0.0.1:9/a.png", "http://[::1]/a.png", "http://localhost/a.png", "https://images.sinkin.invalid/a.png",
 ])
 def test_unsafe_result_urls_are_refused_when_the_api_is_public(url):
-    with pytest.raises(ProviderError, match="refused a result URL"):
-        sinkin_api.DOWNLOADS._check_url(url, allow_private=False)
+    with pytest.raises(addresses.RefusedURL):
+        addresses.result_target(url, "https://93.184.215.14")
 
 
 def test_public_result_urls_pass_the_check():
-    sinkin_api.DOWNLOADS._check_url("https://93.184.215.14/result.png", allow_private=False)
+    target = addresses.result_target("https://93.184.215.14/result.png", "https://93.184.215.14")
+    assert target == addresses.Target("93.184.215.14", "93.184.215.14", "93.184.215.14")
 
 
 @pytest.mark.parametrize(("base", "private"), [
     ("http://127.0.0.1:8000", True), ("http://localhost:1", True), ("http://10.1.2.3", True),
     ("http://192.168.0.5:8080/", True), ("https://93.184.215.14", False), ("https://sinkin.invalid", False),
 ])
-def test_private_results_are_allowed_only_when_the_api_base_is_private(monkeypatch, base, private):
-    monkeypatch.setenv("SINKIN_API_BASE", base)
-    assert sinkin_api.downloads_may_be_private() is private
+def test_private_results_are_allowed_only_when_the_api_base_is_private(base, private):
+    assert bool(addresses.private_allowed(base)) is private
 
 
 def test_a_hostile_answer_cannot_aim_the_server_at_the_local_network(fake_sinkin, monkeypatch):
-    monkeypatch.setattr(sinkin_api, "downloads_may_be_private", lambda: False)  # as with the public API
+    monkeypatch.setattr(addresses, "private_allowed", lambda base: frozenset())  # as with the public API
     with pytest.raises(ProviderError, match="private, loopback or unresolvable"):
         run(Txt2Img, prompt="a cat", seed=1)
     assert [r.method for r in fake_sinkin.requests] == ["POST"]  # the URL on 127.0.0.1 was never fetched

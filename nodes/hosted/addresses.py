@@ -1,39 +1,92 @@
 """Which addresses the pack may reach, and with what.
 
 Result URLs come from a provider's answer, so a hostile or broken answer could aim the pack at
-the user's own network: they must resolve to public addresses unless the API itself lives on a
-private one. Keys go only to the API's own origin.
+the user's own network. A result URL is read with the parser that connects (urllib3's), and one
+that another parser reads as a different host is refused; its host is resolved once, every
+address it resolves to must be public (or, when the API itself lives on a private address, be
+the API's own address and port), and the download connects to exactly the address checked, so
+a second lookup (DNS rebinding) cannot send it elsewhere. Keys go only to the API's own origin.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
-def is_public_host(host: str) -> bool:
-    """True when every address the host resolves to is a public unicast address."""
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class RefusedURL(ValueError):
+    """A result URL the pack will not fetch; the message finishes "refused a result URL ..."."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a checked result URL is fetched from."""
+
+    address: str        # the IP address checked, connected to as it is
+    hostname: str       # the name TLS checks the certificate against
+    host_header: str    # the Host header the server expects
+
+
+def _resolve(host: str, port: int) -> list[str]:
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        return False
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not address.is_global or address.is_multicast:
-            return False
-    return bool(infos)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError):
+        return []
+    return list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))
 
 
-def private_results_allowed(base_url: str) -> bool:
-    """Result URLs may point at private or loopback addresses only when the API itself lives
-    on one (a local proxy, a test fake): a hostile answer cannot aim us at the user's network."""
-    host = urlsplit(base_url).hostname or ""
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_global and not ip.is_multicast
+
+
+def _parsed(url: str):
+    """(scheme, host, port, parsed) as urllib3, which opens the connection, reads the URL."""
     try:
-        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        return False
-    return not is_public_host(host)
+        parsed = parse_url(url)
+    except (LocationParseError, ValueError):
+        raise RefusedURL(f"that is not a URL: {url[:120]!r}") from None
+    scheme = (parsed.scheme or "").lower()
+    if scheme not in DEFAULT_PORTS or not parsed.host:
+        raise RefusedURL(f"that is not http(s): {url[:120]!r}")
+    return scheme, parsed.host.strip("[]").lower(), parsed.port or DEFAULT_PORTS[scheme], parsed
+
+
+def private_allowed(base_url: str) -> frozenset[tuple[str, int]]:
+    """The private (address, port) pairs result URLs may use: the API's own, when the API lives
+    on a private address (a local proxy, a test fake); none when it is public or unresolvable."""
+    try:
+        _, host, port, _ = _parsed(base_url)
+    except RefusedURL:
+        return frozenset()
+    addresses = _resolve(host, port)
+    if not addresses or all(_is_public(address) for address in addresses):
+        return frozenset()
+    return frozenset((address, port) for address in addresses)
+
+
+def result_target(url: str, base_url: str) -> Target:
+    """The one address a result URL may be fetched from, or RefusedURL saying why not."""
+    scheme, host, port, parsed = _parsed(url)
+    try:
+        other = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        other = ""
+    if other != host:
+        raise RefusedURL(f"that reads as two different hosts ({host!r} and {other!r}): {url[:120]!r}")
+    addresses = _resolve(host, port)
+    allowed = private_allowed(base_url)
+    if not addresses or any(not _is_public(a) and (a, port) not in allowed for a in addresses):
+        raise RefusedURL(f"on a private, loopback or unresolvable address ({host})")
+    netloc = parsed.host + (f":{parsed.port}" if parsed.port else "")
+    return Target(addresses[0], host, netloc)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

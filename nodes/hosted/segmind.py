@@ -12,7 +12,7 @@ from .. import images as imaging
 from .. import runtime, surface
 from ..params import Param, ValidationError, parse_json_object, resolve_seed
 from . import credentials, rate_limit
-from .addresses import private_results_allowed, same_origin
+from .addresses import same_origin
 from .hosted_node import HostedNode, report_credits
 from .providers import SEGMIND
 from .replies import ProviderError, Reply, describe_body
@@ -243,8 +243,7 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
         pictures = []
         for item in items:
             if re.match(r"^https?://", item):
-                allow_private = private_results_allowed(credentials.base_url(SEGMIND))
-                download = await CLIENT.download(item, allow_private=allow_private, node_id=node_id)
+                download = await CLIENT.download(item, base=credentials.base_url(SEGMIND), node_id=node_id)
                 pictures.append(imaging.decode_image(download.body))
                 continue
             try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from .. import images as imaging
 from . import credentials, rate_limit
-from .addresses import private_results_allowed
 from .providers import SINKIN
 from .replies import ProviderError, Reply, server_message
 from .transport import GENERATION, HttpClient, Limits, MiB, Resend, all_or_nothing
@@ -39,15 +38,11 @@ async def post_form(path: str, fields: dict[str, str], node_id: str | None, labe
     return data
 
 
-def downloads_may_be_private() -> bool:
-    return private_results_allowed(credentials.base_url(SINKIN))
-
-
 async def download_images(urls: list[str], node_id: str | None) -> list:
     """Fetch every result URL at once; the first failure cancels the rest."""
-    allow_private = downloads_may_be_private()
+    base = credentials.base_url(SINKIN)
     replies: list[Reply] = await all_or_nothing(
-        DOWNLOADS.download(url, allow_private=allow_private, node_id=node_id) for url in urls)
+        DOWNLOADS.download(url, base=base, node_id=node_id) for url in urls)
     pictures = []
     for reply in replies:
         try:

@@ -40,11 +40,12 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import requests.adapters
 import urllib3
 
 from .. import runtime
 from . import journal
-from .addresses import is_public_host, same_origin
+from .addresses import RefusedURL, Target, result_target, same_origin
 from .providers import Provider
 from .rate_limit import RateLimiter
 from .replies import ProviderError, Reply, describe_body, error_for_status, size_text, what_happened
@@ -177,6 +178,32 @@ class _Cancelled(Exception):
     pass
 
 
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    """Connects to one checked address, whatever its name resolves to by then; TLS still checks
+    the certificate against the host name."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        super().__init__(max_retries=0)
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params = {**host_params, "host": self.target.address}
+        if host_params.get("scheme") == "https":
+            pool_kwargs = {**pool_kwargs, "server_hostname": self.target.hostname,
+                           "assert_hostname": self.target.hostname}
+        return host_params, pool_kwargs
+
+
+def _pinned_session(target: Target) -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = "sdbridge (ComfyUI node pack)"
+    adapter = _PinnedAdapter(target)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 _executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sdbridge-http")
 _local = threading.local()
 
@@ -199,13 +226,18 @@ def _never_sent(exc: Exception) -> bool:
 
 
 def _exchange(method: str, url: str, kwargs: dict, limits: Limits, cancel: threading.Event,
-              deadline: float, follow_redirects: bool, run: int | None) -> Reply:
-    """One HTTP exchange, body read in bounded chunks; raises instead of returning half an answer."""
+              deadline: float, follow_redirects: bool, run: int | None, pin: Target | None = None) -> Reply:
+    """One HTTP exchange, body read in bounded chunks; raises instead of returning half an answer.
+    With `pin`, the connection goes to exactly that checked address."""
     if cancel.is_set() or runtime.interrupted(run):  # queued for a worker, then cancelled: never sent
         raise _Cancelled()
     started = time.monotonic()
+    session = _session()
+    if pin is not None:
+        session = _pinned_session(pin)
+        kwargs = {**kwargs, "headers": {**kwargs.get("headers", {}), "Host": pin.host_header}}
     try:
-        response = _session().request(
+        response = session.request(
             method, url, timeout=(limits.connect_timeout, limits.read_timeout),
             stream=True, allow_redirects=False, **kwargs,  # each hop is checked by the caller
         )
@@ -233,6 +265,8 @@ def _exchange(method: str, url: str, kwargs: dict, limits: Limits, cancel: threa
         raise AnswerUndecodable() from None
     finally:
         response.close()
+        if pin is not None:
+            session.close()
 
 
 def _transport_text(exc: Exception) -> str:
@@ -297,7 +331,8 @@ class HttpClient:
                       headers: Mapping[str, str] | None = None, json_body: Any = None,
                       data: Any = None, files: Any = None, follow_redirects: bool = True,
                       accept: Collection[int] = (), retry: RetryPolicy | None = None,
-                      resend: Resend = IDEMPOTENT, limiter: RateLimiter | None = None) -> Reply:
+                      resend: Resend = IDEMPOTENT, limiter: RateLimiter | None = None,
+                      pin: Target | None = None) -> Reply:
         """Send a request, retrying as `retry` (default the client's) decides, within what
         `resend` allows for this kind of request (GENERATION for one that makes an image).
         Returns a 2xx answer, or one whose status is in `accept`; a 3xx only when
@@ -318,7 +353,7 @@ class HttpClient:
                 await self._take_slot(limiter, node_id, label)
             reply = None
             try:
-                reply = await self._exchange(method, url, kwargs, deadline, follow_redirects, node_id, label)
+                reply = await self._exchange(method, url, kwargs, deadline, follow_redirects, node_id, label, pin)
             except ExchangeFailed as exc:
                 budget, why = classify_lost(exc.sent, resend), str(exc)
             except AnswerTooLarge as exc:
@@ -461,13 +496,19 @@ class HttpClient:
             journal.forget(digest)
         return result
 
-    async def download(self, url: str, *, allow_private: bool, accept: str = "image/",
-                       node_id: str | None = None, max_redirects: int = 3) -> Reply:
-        """GET a result URL the provider gave us, refusing anything unsafe or unexpected."""
+    async def download(self, url: str, *, base: str, accept: str = "image/", node_id: str | None = None,
+                       max_redirects: int = 3) -> Reply:
+        """GET a result URL the provider gave us (`base` is the API's base URL: it says which
+        private address, if any, results may come from), refusing anything unsafe or unexpected.
+        Each hop is checked and fetched from exactly the address checked."""
         for _ in range(max_redirects + 1):
-            self._check_url(url, allow_private)
             try:
-                reply = await self.request("GET", url, node_id=node_id, label="download", follow_redirects=False)
+                target = result_target(url, base)
+            except RefusedURL as exc:
+                raise ProviderError(self.provider, f"refused a result URL {exc}.") from None
+            try:
+                reply = await self.request("GET", url, node_id=node_id, label="download", follow_redirects=False,
+                                           pin=target)
             except ProviderError as exc:
                 if exc.status is None or exc.status in TRANSIENT_STATUSES or exc.status == RATE_LIMITED:
                     raise
@@ -491,23 +532,13 @@ class HttpClient:
             return reply
         raise ProviderError(self.provider, f"a result download redirected more than {max_redirects} times.")
 
-    def _check_url(self, url: str, allow_private: bool) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ProviderError(self.provider, f"refused a result URL that is not http(s): {url[:120]!r}.")
-        if not allow_private and not is_public_host(parts.hostname):
-            raise ProviderError(
-                self.provider,
-                f"refused a result URL on a private, loopback or unresolvable address ({parts.hostname}).",
-            )
-
-    async def _exchange(self, method, url, kwargs, deadline, follow_redirects, node_id, label) -> Reply:
+    async def _exchange(self, method, url, kwargs, deadline, follow_redirects, node_id, label, pin=None) -> Reply:
         """Run one exchange on a worker thread; poll for interrupts while it waits."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         future = loop.run_in_executor(
             _executor, _exchange, method, url, kwargs, self.limits, cancel, deadline, follow_redirects,
-            runtime.current_run(),
+            runtime.current_run(), pin,
         )
         started = time.monotonic()
         shown = 0

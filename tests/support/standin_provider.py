@@ -12,7 +12,6 @@ from __future__ import annotations
 from sdbridge.nodes import images as imaging
 from sdbridge.nodes import surface
 from sdbridge.nodes.hosted import credentials
-from sdbridge.nodes.hosted.addresses import private_results_allowed
 from sdbridge.nodes.hosted.hosted_node import HostedNode
 from sdbridge.nodes.hosted.providers import Provider
 from sdbridge.nodes.hosted.replies import ProviderError, Reply
@@ -63,8 +62,7 @@ class StandInTxt2Img(HostedNode):
             f"{base}/v1/queue/tiny-model", json_body=body, headers={"x-api-key": credentials.api_key(STANDIN)},
             read_job=read_job, read_state=read_state, node_id=node_id, label="tiny-model", poll=POLL)
         urls = answer.json_object(STANDIN).get("output") or []
-        allow_private = private_results_allowed(base)
-        pictures = [imaging.decode_image((await CLIENT.download(url, allow_private=allow_private)).body)
+        pictures = [imaging.decode_image((await CLIENT.download(url, base=base)).body)
                     for url in urls[:values["num_images"]]]
         if not pictures:
             raise ProviderError(STANDIN, "finished without an image. Try again.")
