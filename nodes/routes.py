@@ -101,7 +101,10 @@ async def store_key(request):
     problem = credentials.check_key_shape(key) if key else None
     if problem:
         return _json({"error": problem}, 400)
-    credentials.store_key(provider, key or None)
+    try:
+        credentials.store_key(provider, key or None)
+    except OSError as exc:  # a full disk, or a file another program keeps open (Windows)
+        return _json({"error": credentials.redact(str(exc))}, 503)
     status = _key_status()[provider.id]
     if status["source"] == "environment":
         status["note"] = f"{provider.key_env} is set and wins over the saved key"
@@ -133,7 +136,10 @@ async def store_setting(request):
     problem = rate_limit.setting_problem(text)
     if problem:
         return _json({"error": problem}, 400)
-    pack_settings.store(name, text or None)
+    try:
+        pack_settings.store(name, text or None)
+    except OSError as exc:
+        return _json({"error": str(exc)}, 503)
     entry = next(entry for entry in _pace_settings() if entry["name"] == name)
     if entry["source"] == "environment":
         entry["note"] = f"{name} is set in the environment and wins over this setting"

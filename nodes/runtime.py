@@ -138,7 +138,9 @@ def model_filenames(kind: str) -> list[str]:
 
 
 def model_path(kind: str, name: str) -> str | None:
-    """Absolute path of a listed model file or folder, or None when it is not there."""
+    """Absolute path of a listed model file or folder, or None when it is not there. A name saved
+    on Windows ("sub\\model.safetensors") finds the same file on macOS and Linux."""
+    name = name.replace("\\", "/")
     fp = _comfy("folder_paths")
     if fp is None:
         folder = os.environ.get(f"SDBRIDGE_{kind.upper()}_DIR")
@@ -148,11 +150,20 @@ def model_path(kind: str, name: str) -> str | None:
     else:
         return fp.get_full_path(kind, name)
     for root in roots:
-        candidate = os.path.realpath(os.path.join(root, name))
-        # A name must stay inside its model folder.
-        if candidate.startswith(os.path.realpath(root) + os.sep) and os.path.exists(candidate):
+        candidate = os.path.realpath(os.path.join(root, *name.split("/")))
+        if _inside(candidate, os.path.realpath(root)) and os.path.exists(candidate):
             return candidate
     return None
+
+
+def _inside(path: str, root: str) -> bool:
+    """True when `path` lies below `root` (a name must stay inside its model folder), compared
+    the way the file system compares names (case-blind on Windows)."""
+    path, root = os.path.normcase(path), os.path.normcase(root)
+    try:
+        return path != root and os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives on Windows
+        return False
 
 
 # ---------------------------------------------------------------- progress and messages

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,27 @@ def write_json(path: Path, data: Any) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle)
-        os.replace(tmp, path)
+        _replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+REPLACE_TRIES = 10  # about a second in all
+
+
+def _replace(source: str, target: Path) -> None:
+    """os.replace, waiting a moment while another process holds `target` open: Windows refuses
+    to replace an open file (PermissionError) where macOS and Linux do not."""
+    for attempt in range(REPLACE_TRIES):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if attempt == REPLACE_TRIES - 1:
+                raise PermissionError(f"SD Bridge could not write {target}: another program keeps it open. Close "
+                                      "it (or wait a moment) and try again.") from None
+            time.sleep(0.02 * (attempt + 1))
 
 
 def read_strings(path: Path) -> dict[str, str]:

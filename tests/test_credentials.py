@@ -80,3 +80,33 @@ def test_base_url_override_and_check(monkeypatch):
     monkeypatch.setenv("SEGMIND_API_BASE", "ftp://example.com")
     with pytest.raises(RuntimeError, match="not an http"):
         credentials.base_url(SEGMIND)
+
+
+def test_saving_waits_while_another_process_holds_the_file_open(monkeypatch):
+    """Windows refuses to replace a file another process has open: the write waits a moment."""
+    from sdbridge.nodes import userdata
+
+    real, refusals = os.replace, []
+
+    def busy_twice(source, target):
+        if len(refusals) < 2:
+            refusals.append(target)
+            raise PermissionError(13, "The process cannot access the file")
+        real(source, target)
+
+    monkeypatch.setattr(userdata.os, "replace", busy_twice)
+    credentials.store_key(SEGMIND, "sg-after-a-wait")
+    assert len(refusals) == 2 and credentials.api_key(SEGMIND) == "sg-after-a-wait"
+
+
+def test_a_file_held_open_for_good_is_a_clear_error_and_leaves_no_temp_file(monkeypatch):
+    from sdbridge.nodes import userdata
+
+    def always_busy(source, target):
+        raise PermissionError(13, "The process cannot access the file")
+
+    monkeypatch.setattr(userdata.os, "replace", always_busy)
+    monkeypatch.setattr(userdata.time, "sleep", lambda seconds: None)
+    with pytest.raises(PermissionError, match="another program keeps it open"):
+        credentials.store_key(SEGMIND, "sg-never")
+    assert [p.name for p in credentials.key_file().parent.iterdir()] == []

@@ -75,3 +75,20 @@ def test_interrupt_outside_comfyui():
     with pytest.raises(runtime.Interrupted):
         runtime.raise_if_interrupted()
     assert not runtime.interrupted()  # consumed, like ComfyUI's flag
+
+
+def test_a_model_name_saved_on_windows_finds_its_file(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "model.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("SDBRIDGE_CHECKPOINTS_DIR", str(tmp_path))
+    assert runtime.model_path("checkpoints", "sub\\model.safetensors") == str(tmp_path / "sub" / "model.safetensors")
+    assert runtime.model_path("checkpoints", "sub/model.safetensors") == str(tmp_path / "sub" / "model.safetensors")
+    for escape in ("../x", "..\\x", "sub/../../x", str(tmp_path.parent / "x"), ""):
+        assert runtime.model_path("checkpoints", escape) is None
+
+
+def test_names_are_compared_the_way_the_file_system_does(monkeypatch, tmp_path):
+    """On a case-blind file system (Windows) a root spelled in another case still contains its files."""
+    monkeypatch.setattr(runtime.os.path, "normcase", str.lower)
+    assert runtime._inside(str(tmp_path / "A" / "b.safetensors"), str(tmp_path / "a"))
+    assert not runtime._inside(str(tmp_path / "ab"), str(tmp_path / "a"))
