@@ -330,3 +330,18 @@ def test_a_megabyte_prompt_never_hangs(name):
     else:
         assert parsed
     assert time.perf_counter() - started < 10
+
+
+@settings(max_examples=25, deadline=None)
+@given(unit=st.lists(st.sampled_from(["(", ")", "[", "]", "a", " ", "  ", ":1.2)", ":", "\\", "BREAK", "é"]),
+                     min_size=1, max_size=8).map("".join),
+       size=st.integers(1_000, 1_000_000))
+def test_any_prompt_up_to_a_megabyte_parses_within_its_budget(unit, size):
+    text = (unit * (size // len(unit) + 1))[:size]
+    started = time.perf_counter()
+    try:
+        parsed = parse_prompt_attention(text)
+    except PromptTooComplex:
+        parsed = [("", 1.0)]
+    assert time.perf_counter() - started < 5  # a budget against hangs (the benchmark prints real times)
+    assert parsed and all(fragment == BREAK or abs(fragment[1]) <= WEIGHT_LIMIT for fragment in parsed)

@@ -11,7 +11,9 @@ from urllib.parse import quote
 import pytest
 from fakes.segmind import FakeSegmind
 from fakes.sinkin import CATALOG
-from support.loopback import json_answer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.loopback import Answer, json_answer
 from support.nodecalls import run
 
 from sdbridge.nodes import runtime
@@ -103,8 +105,6 @@ def test_an_echo_in_any_model_info_is_redacted_before_it_is_cut(canary_segmind):
     canary_segmind.script.append(json_answer(200, {"caption": "ok"}))
     _, info = run(segmind.SDBridgeSegmindAnyModel, slug="custom-model", parameters='{"prompt": "x"}')
     assert not leaks(info)
-    from support.loopback import Answer
-
     canary_segmind.script.append(Answer(200, text, {"content-type": "text/plain"}))
     _, info = run(segmind.SDBridgeSegmindAnyModel, slug="custom-model", parameters='{"prompt": "x"}')
     assert not leaks(info)
@@ -119,3 +119,40 @@ def test_catalog_titles_carrying_a_key_are_redacted_on_screen_and_on_disk(fake_s
     answer = asyncio.run(sinkin_catalog.catalog_for_web(refresh=True))
     assert answer["error"] is None and answer["models"] == ["Model *** (m1)"]
     assert not leaks(sinkin_catalog.cache_file().read_text())
+
+
+# ---------------------------------------------------------------- fuzz: answers carrying the key
+
+BODY_TYPES = ["application/json", "text/html", "text/plain", "image/jpeg", ""]
+
+
+@st.composite
+def hostile_answers(draw):
+    """An answer of any status and type whose body and headers carry the key in some spelling,
+    at some place, possibly cut off by the message limits."""
+    spelling = SPELLINGS[draw(st.sampled_from(list(SPELLINGS)))]
+    padding = draw(st.integers(0, 400))
+    text = draw(st.sampled_from(['{"error": "%s"}', '{"message": {"message": "%s"}}', "<p>%s</p>", "%s",
+                                 '{"image": ["%s"]}', '{"detail": "x%s"}']))
+    body = (text % ("." * padding + spelling)).encode("utf-8", "replace")
+    status = draw(st.sampled_from([200, 400, 401, 403, 404, 406, 422, 500, 502]))
+    headers = {"content-type": draw(st.sampled_from(BODY_TYPES))}
+    if draw(st.booleans()):
+        headers["x-remaining-credits"] = spelling
+    return Answer(status, body, headers)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=hostile_answers())
+def test_no_answer_however_hostile_gets_the_key_out(canary_segmind, caplog, answer):
+    canary_segmind.script[:] = [answer]
+    frontend = canary_segmind.frontend
+    frontend.texts.clear(), frontend.events.clear()
+    caplog.clear()
+    try:
+        _, info = run(segmind.SDBridgeSegmindRealisticVision, prompt="x", seed=1)
+        out = info
+    except ProviderError as exc:  # the only failure a provider's answer may cause
+        out = str(exc)
+    assert not leaks(out) and not leaks(" ".join(frontend.texts)) and not leaks(" ".join(frontend.events))
+    assert not leaks(caplog.text)

@@ -9,6 +9,8 @@ import stat
 
 import pytest
 from aiohttp import ClientSession, web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdbridge.nodes import routes, runtime
 from sdbridge.nodes.hosted import credentials
@@ -160,3 +162,27 @@ def test_a_rate_limit_setting_is_saved_checked_and_loses_to_the_environment(monk
     assert unknown[0] == 404 and garbage[0] == 415
     monkeypatch.setenv(SEGMIND.rate_env, "50/60")
     assert rate_limit.configured_plan(SEGMIND) == Plan(50, 60.0)  # the environment wins
+
+
+# ---------------------------------------------------------------- fuzz: any body, any type
+
+@settings(max_examples=80, deadline=None)
+@given(body=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode),
+                      st.recursive(st.none() | st.booleans() | st.text(max_size=20) | st.floats(),
+                                   lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5),
+                                                                                                inner, max_size=3),
+                                   max_leaves=8).map(lambda v: json.dumps({"key": v, "value": v}).encode())),
+       content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+       path=st.sampled_from(["/sdbridge/keys/segmind", f"/sdbridge/settings/{SEGMIND.rate_env}"]))
+def test_any_body_gets_an_answer_never_a_server_error(body, content_type, path):
+    before = credentials.key_file().read_bytes() if credentials.key_file().exists() else None
+
+    async def script(session, base):
+        headers = {"content-type": content_type} if content_type else {}
+        return await _call(session, "POST", base + path, data=body, headers=headers)
+
+    status, text = serve(script)
+    assert status in (200, 400, 413, 415), text
+    if status != 200 and path.startswith("/sdbridge/keys"):
+        after = credentials.key_file().read_bytes() if credentials.key_file().exists() else None
+        assert after == before  # a refused body writes nothing
