@@ -57,6 +57,15 @@ def _explicit_weight(number: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _extend(pieces: list, text: str) -> None:
+    """Add text to the last fragment (kept as a list of strings once it has more than one)."""
+    last = pieces[-1]
+    if last.__class__ is list:
+        last.append(text)
+    else:
+        pieces[-1] = [last, text]
+
+
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     """Split a prompt into (text, weight) fragments with A1111's semantics.
 
@@ -73,7 +82,7 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     so the weights are the same to the last bit. Brackets that would take more than WORK_LIMIT
     steps raise PromptTooComplex.
     """
-    pieces: list = []       # each fragment: a list of strings (joined at the end), or BREAK
+    pieces: list = []       # each fragment: a string, a list of strings (joined at the end), or BREAK
     starts: list[int] = []  # first fragment of each block, increasing
     weights: list[float] = []
     fresh = False           # the last block has had no bracket applied yet
@@ -98,9 +107,9 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
                 new_fragment(BREAK)
                 extend = False
             if extend:
-                pieces[-1].append(part)
+                _extend(pieces, part)
             else:
-                new_fragment([part])
+                new_fragment(part)
                 extend = True
 
 
@@ -149,13 +158,13 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         if "BREAK" in piece:
             add_text(piece)
         elif extend:
-            pieces[-1].append(piece)
+            _extend(pieces, piece)
         else:
             if not fresh:
                 starts.append(len(pieces))
                 weights.append(1.0)
                 fresh = True
-            pieces.append([piece])
+            pieces.append(piece)
             extend = True
 
     # The prompt as [text, syntax, text, syntax, ..., text], split in one pass by the regex engine.
@@ -166,13 +175,13 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
             if "BREAK" in plain:
                 add_text(plain)
             elif extend:
-                pieces[-1].append(plain)
+                _extend(pieces, plain)
             else:
                 if not fresh:
                     starts.append(len(pieces))
                     weights.append(1.0)
                     fresh = True
-                pieces.append([plain])
+                pieces.append(plain)
                 extend = True
         syntax = parts[i + 1]
         first = syntax[0]
@@ -210,10 +219,28 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
                     add_plain(")")
     if parts[-1]:
         add_plain(parts[-1])
-    for start in open_round:
-        multiply_from(start, ROUND_BRACKET_FACTOR)
-    for start in open_square:
-        multiply_from(start, SQUARE_BRACKET_FACTOR)
+    # Brackets left open close at the end, outermost first: the same steps as multiply_from, with
+    # its common case written out (a prompt of unclosed brackets can hold half a million).
+    count = len(pieces)
+    for opens, factor in ((open_round, ROUND_BRACKET_FACTOR), (open_square, SQUARE_BRACKET_FACTOR)):
+        for start in opens:
+            if start >= count:
+                break  # the later ones opened after the last fragment too
+            last = len(starts) - 1
+            if start < starts[last]:
+                multiply_from(start, factor)
+                continue
+            if start > starts[last]:
+                starts.append(start)
+                weights.append(weights[last])
+                last += 1
+            weight = weights[last] * factor
+            weight = WEIGHT_LIMIT if weight > WEIGHT_LIMIT else -WEIGHT_LIMIT if weight < -WEIGHT_LIMIT else weight
+            work += 1
+            if last and weight == weights[last - 1]:
+                del weights[last], starts[last]
+            else:
+                weights[last] = weight
 
     merged: list = []  # [strings, weight] runs, joined at the end (no quadratic concatenation)
     ends = [*starts[1:], len(pieces)] if starts else []
@@ -221,12 +248,12 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         for piece in pieces[block_start:block_end]:
             if piece is BREAK:
                 merged.append(BREAK)
-            elif not any(piece):  # empty fragments are dropped before merging
+            elif not piece or (piece.__class__ is list and not any(piece)):  # empty ones are dropped first
                 continue
             elif merged and merged[-1] is not BREAK and merged[-1][1] == weight:
-                merged[-1][0].extend(piece)
+                merged[-1][0].extend(piece) if piece.__class__ is list else merged[-1][0].append(piece)
             else:
-                merged.append([list(piece), weight])
+                merged.append([piece if piece.__class__ is list else [piece], weight])
     return [run if run is BREAK else ("".join(run[0]), run[1]) for run in merged] or [("", 1.0)]
 
 
