@@ -170,19 +170,8 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     # The prompt as [text, syntax, text, syntax, ..., text], split in one pass by the regex engine.
     parts = _SYNTAX.split(text)
     for i in range(0, len(parts) - 1, 2):
-        plain = parts[i]
-        if plain:  # add_plain, inlined: most prompts are mostly this
-            if "BREAK" in plain:
-                add_text(plain)
-            elif extend:
-                _extend(pieces, plain)
-            else:
-                if not fresh:
-                    starts.append(len(pieces))
-                    weights.append(1.0)
-                    fresh = True
-                pieces.append(plain)
-                extend = True
+        if parts[i]:
+            add_plain(parts[i])
         syntax = parts[i + 1]
         first = syntax[0]
         if first == "(":
@@ -219,28 +208,10 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
                     add_plain(")")
     if parts[-1]:
         add_plain(parts[-1])
-    # Brackets left open close at the end, outermost first: the same steps as multiply_from, with
-    # its common case written out (a prompt of unclosed brackets can hold half a million).
-    count = len(pieces)
-    for opens, factor in ((open_round, ROUND_BRACKET_FACTOR), (open_square, SQUARE_BRACKET_FACTOR)):
-        for start in opens:
-            if start >= count:
-                break  # the later ones opened after the last fragment too
-            last = len(starts) - 1
-            if start < starts[last]:
-                multiply_from(start, factor)
-                continue
-            if start > starts[last]:
-                starts.append(start)
-                weights.append(weights[last])
-                last += 1
-            weight = weights[last] * factor
-            weight = WEIGHT_LIMIT if weight > WEIGHT_LIMIT else -WEIGHT_LIMIT if weight < -WEIGHT_LIMIT else weight
-            work += 1
-            if last and weight == weights[last - 1]:
-                del weights[last], starts[last]
-            else:
-                weights[last] = weight
+    for start in open_round:  # brackets left open close at the end, outermost first
+        multiply_from(start, ROUND_BRACKET_FACTOR)
+    for start in open_square:
+        multiply_from(start, SQUARE_BRACKET_FACTOR)
 
     merged: list = []  # [strings, weight] runs, joined at the end (no quadratic concatenation)
     ends = [*starts[1:], len(pieces)] if starts else []

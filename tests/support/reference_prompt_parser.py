@@ -25,14 +25,7 @@ _BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*")  # the quadratic one
 
 
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
-    """Split a prompt into (text, weight) fragments with A1111's semantics.
-
-    `(a)` multiplies by 1.1, `[a]` divides by 1.1, `(a:1.3)` multiplies by 1.3, nesting multiplies.
-    Brackets left open at the end close there; a closing bracket with nothing to close is text; so is
-    a weight outside round brackets. `BREAK` (a whole word, in capitals) is returned as the marker
-    `BREAK` = ("BREAK", -1.0), also inside brackets. Adjacent fragments of equal weight are merged,
-    empty fragments dropped; an empty prompt gives [("", 1.0)].
-    """
+    """The previous parser, unchanged but for this docstring (see nodes/local/prompts.py)."""
     fragments: list[list] = []  # [text, weight]; a BREAK marker is the tuple itself, never weighted
     open_round: list[int] = []  # index in `fragments` where each open bracket starts
     open_square: list[int] = []
