@@ -93,7 +93,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
-        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        port = parts.port or DEFAULT_PORTS.get(scheme)
     except ValueError:  # a port that is not a number
         return ("", "", None)
     return (scheme, (parts.hostname or "").lower(), port)

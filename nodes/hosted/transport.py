@@ -351,7 +351,7 @@ class HttpClient:
             runtime.raise_if_interrupted()
             if limiter is not None:
                 await self._take_slot(limiter, node_id, label)
-            reply = None
+            reply, retry_after = None, None
             try:
                 reply = await self._exchange(method, url, kwargs, deadline, follow_redirects, node_id, label, pin)
             except ExchangeFailed as exc:
@@ -363,8 +363,9 @@ class HttpClient:
                 raise ProviderError(self.provider, "answered with a body that could not be decoded. Try again "
                                     "later; if it keeps happening, check the API base URL or your proxy.") from None
             else:
+                retry_after = retry_after_seconds(reply.headers.get("retry-after"))
                 if limiter is not None:
-                    limiter.observe(reply.status, reply.headers, retry_after_seconds(reply.headers.get("retry-after")))
+                    limiter.observe(reply.status, reply.headers, retry_after)
                 if reply.status in REDIRECTS and follow_redirects and reply.status not in accept:
                     method, url = self._redirect(method, url, reply, hops, kwargs)
                     hops += 1
@@ -378,8 +379,8 @@ class HttpClient:
             if budget == MAYBE_DONE:
                 raise self._maybe_charged(url, reply, why)
             tries[budget] += 1
-            retry_after = (retry_after_seconds(reply.headers.get("retry-after"))
-                           if reply is not None and budget == RATE_LIMITED_BUDGET else None)
+            if budget != RATE_LIMITED_BUDGET:
+                retry_after = None  # only a 429's Retry-After is honoured
             wait = retry_delay(policy, budget, tries[budget], retry_after, jitter=random.uniform(0.8, 1.2))
             if wait is None or (reply is None and time.monotonic() > deadline):
                 raise self._gave_up(url, reply, why, tries[budget], retry_after, policy)
