@@ -6,11 +6,12 @@ to ComfyUI's server (through runtime; a no-op outside ComfyUI). No route ever re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 from . import pack_settings, runtime
-from .hosted import credentials, rate_limit, sinkin, sinkin_catalog
+from .hosted import credentials, result_cache, sinkin, sinkin_catalog
 from .hosted.providers import PROVIDERS
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
@@ -24,8 +25,8 @@ def _json(data: dict, status: int = 200):
     return web.json_response(data, status=status)
 
 
-async def _text_field(request, field: str, example: str, what: str):
-    """The string `field` of a small JSON body, or an error response that says what to send.
+async def _json_object(request, what: str, example: str):
+    """A small JSON object body, or an error response that says what to send.
 
     The body is read only up to MAX_KEY_BODY bytes, whatever Content-Length says (a chunked body
     has none), and must be sent as application/json: a browser page on another site cannot send
@@ -42,7 +43,17 @@ async def _text_field(request, field: str, example: str, what: str):
         body = json.loads(raw)
     except (ValueError, RecursionError):
         body = None
-    value = body.get(field) if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return _json({"error": f"send a JSON object such as {example}"}, 400)
+    return body
+
+
+async def _text_field(request, field: str, example: str, what: str):
+    """The string `field` of a small JSON body, or an error response that says what to send."""
+    body = await _json_object(request, what, f'{{"{field}": "{example}"}}')
+    if not isinstance(body, dict):
+        return body
+    value = body.get(field)
     if not isinstance(value, str):
         return _json({"error": f'send a JSON object such as {{"{field}": "{example}"}}'}, 400)
     if value and not value.strip():
@@ -111,39 +122,47 @@ async def store_key(request):
     return _json(status)
 
 
-def _pace_settings() -> list[dict]:
-    """The pace of each provider's generation requests, as Settings shows it (never a key)."""
-    return [{"name": p.rate_env, "provider": p.id, "value": pack_settings.value(p.rate_env),
-             "source": pack_settings.source(p.rate_env),
-             "default": "/".join(f"{n:g}" for n in p.rate_plan) if p.rate_plan else ""}
-            for p in PROVIDERS.values() if p.rate_env]
-
-
 async def settings(request):
-    """GET /sdbridge/settings: the pack's server-side settings, their values and sources."""
-    return _json({"settings": _pace_settings()})
+    """GET /sdbridge/settings: the pack's server-side settings (pack_settings.declared()): name,
+    label, help, what applies when unset, the value and where it comes from."""
+    return _json({"settings": [setting.for_web() for setting in pack_settings.declared()]})
 
 
 async def store_setting(request):
-    """POST /sdbridge/settings/{name} with {"value": "..."}: save a setting (empty clears it)."""
-    name = request.match_info.get("name", "")
-    known = {entry["name"] for entry in _pace_settings()}
-    if name not in known:
-        return _json({"error": f"unknown setting; use one of: {', '.join(sorted(known))}"}, 404)
-    text = await _text_field(request, "value", "5/60", "a setting")
+    """POST /sdbridge/settings/{name} with {"value": "..."}: save a setting (empty clears it),
+    after the setting's own check."""
+    setting = pack_settings.find(request.match_info.get("name", ""))
+    if setting is None:
+        known = ", ".join(s.name for s in pack_settings.declared())
+        return _json({"error": f"unknown setting; use one of: {known}"}, 404)
+    text = await _text_field(request, "value", setting.example, "a setting")
     if not isinstance(text, str):
         return text
-    problem = rate_limit.setting_problem(text)
+    problem = setting.check(text)
     if problem:
-        return _json({"error": problem}, 400)
+        return _json({"error": f"{setting.label}: {problem}"}, 400)
     try:
-        pack_settings.store(name, text or None)
+        pack_settings.store(setting.name, text or None)
     except OSError as exc:
         return _json({"error": str(exc)}, 503)
-    entry = next(entry for entry in _pace_settings() if entry["name"] == name)
+    entry = setting.for_web()
     if entry["source"] == "environment":
-        entry["note"] = f"{name} is set in the environment and wins over this setting"
+        entry["note"] = f"{setting.name} is set in the environment and wins over this setting"
     return _json(entry)
+
+
+async def cache_stats(request):
+    """GET /sdbridge/result-cache: whether the result cache is on, what it holds, its bound."""
+    return _json(result_cache.stats())
+
+
+async def clear_cache(request):
+    """POST /sdbridge/result-cache/clear with {}: remove every stored result; {files, bytes}."""
+    body = await _json_object(request, "clearing the cache", "{}")
+    if not isinstance(body, dict):
+        return body
+    files, size = await asyncio.to_thread(result_cache.clear)
+    return _json({"files": files, "bytes": size})
 
 
 def register(routes) -> None:
@@ -154,6 +173,8 @@ def register(routes) -> None:
     routes.post("/sdbridge/keys/{provider}")(store_key)
     routes.get("/sdbridge/settings")(settings)
     routes.post("/sdbridge/settings/{name}")(store_setting)
+    routes.get("/sdbridge/result-cache")(cache_stats)
+    routes.post("/sdbridge/result-cache/clear")(clear_cache)
 
 
 def install() -> bool:

@@ -154,8 +154,10 @@ def test_a_rate_limit_setting_is_saved_checked_and_loses_to_the_environment(monk
 
     (listed, saved, bad, unknown, garbage) = serve(script)
     entries = {e["name"]: e for e in json.loads(listed[1])["settings"]}
-    assert entries[SEGMIND.rate_env] == {"name": SEGMIND.rate_env, "provider": "segmind", "value": "", "source": None,
-                                         "default": "50/60"}
+    segmind_pace = entries[SEGMIND.rate_env]
+    assert {k: segmind_pace[k] for k in ("name", "provider", "value", "source", "default", "section")} == {
+        "name": SEGMIND.rate_env, "provider": "segmind", "value": "", "source": None, "default": "the default 50/60",
+        "section": ["Rate limits", "Segmind"]}
     assert saved[0] == 200 and json.loads(saved[1])["source"] == "file"
     assert rate_limit.configured_plan(SEGMIND) == Plan(5, 60.0)  # the limiter reads what Settings saved
     assert bad[0] == 400 and "such as 5/60" in json.loads(bad[1])["error"]

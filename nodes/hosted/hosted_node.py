@@ -1,17 +1,34 @@
 """What every hosted node shares: inputs, validation and the info output derived from its
-params, random seeds, a description that says which key it needs, and reporting credits. Each
-provider module supplies PROVIDER and `call`."""
+params, random seeds, a description that says which key it needs, the result cache, and
+reporting credits. Each provider module supplies PROVIDER and `call`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .. import images as imaging
 from .. import runtime
 from ..param_node import ImageNode
+from . import result_cache
 from .credentials import redact
 from .providers import Provider
+
+
+@dataclass
+class Result:
+    """What `call` returns: the IMAGE batch, the info, and the provider's bytes of each image as
+    received (what the result cache stores; empty when the answer held no image)."""
+    images: Any
+    info: dict
+    raw: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, pictures: list[imaging.Picture], info: dict) -> Result:
+        return cls(imaging.pil_to_tensor([p.image for p in pictures]), info, [p.raw for p in pictures])
 
 
 class HostedNode(ImageNode):
@@ -32,15 +49,59 @@ class HostedNode(ImageNode):
     async def generate(self, unique_id: str | None = None, **values):
         values = self.normalized(values)
         runtime.begin_run()  # an interrupt seen by any request of the prompt stops all of this run's
-        # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
-        runtime.show_text(unique_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
         started = time.monotonic()
-        images, info = await self.call(values, unique_id)
-        info["seconds"] = round(time.monotonic() - started, 2)
+        uploads = self.uploads(values)  # the input images' bytes, as `call` will send them
+        key = result_cache.key_for(type(self), values, result_cache.image_digests(uploads))
+        cached = await asyncio.to_thread(result_cache.lookup, key) if key else None
+        if cached is not None:
+            result = self.from_cache(*cached, unique_id)
+        else:
+            # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
+            runtime.show_text(unique_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
+            self.before_request(values, unique_id)
+            result = await self.call(values, unique_id, uploads)
+        result.info["seconds"] = round(time.monotonic() - started, 2)
+        if cached is None and key and result.raw:  # a success only: a failure raised above
+            await asyncio.to_thread(result_cache.store, key, result.raw, result.info)
         # The info text may carry what a server echoed back: scrub keys like any other output.
-        return (images, redact(json.dumps(info, indent=1)))
+        return (result.images, redact(json.dumps(result.info, indent=1)))
 
-    async def call(self, values: dict, node_id: str | None) -> tuple[Any, dict]:
+    def before_request(self, values: dict, node_id: str | None) -> None:
+        """Runs after a cache miss, just before `call` asks the provider (budget checks go
+        here: raise to stop the run before anything is spent)."""
+
+    def from_cache(self, raw: list[bytes], info: dict, node_id: str | None) -> Result:
+        """A cache hit: the stored bytes decoded as the first run decoded them, and its info."""
+        saved = info.get("credits_spent", info.get("credit_cost"))
+        saved = saved if isinstance(saved, (int, float)) and not isinstance(saved, bool) else None
+        note = f"from cache — saved {saved:g} credits" if saved is not None else "from cache"
+        runtime.show_text(node_id, f"{self.PROVIDER.name}: {note}")
+        info = {**info, "cache": {"hit": True, **({"saved_credits": saved} if saved is not None else {})}}
+        pictures = [imaging.decode_image(data) for data in raw]
+        return Result(imaging.pil_to_tensor(pictures), info, raw)
+
+    def uploads(self, values: dict) -> dict[str, list[bytes]]:
+        """The bytes each image input is sent as ({input name: one per image sent}); they name
+        the request in the result cache, so a change of one pixel is another request."""
+        return {}
+
+    @classmethod
+    def cache_seed(cls, values: dict) -> int | None:
+        """The run's fixed seed, or None when each run asks for a new image (seed -1)."""
+        seed = values.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+
+    @classmethod
+    def cache_endpoint(cls, values: dict) -> str:
+        """What the node calls, for the result cache's key."""
+        return cls.__name__
+
+    @classmethod
+    def cache_values(cls, values: dict) -> dict:
+        """The normalized values as the cache key reads them."""
+        return values
+
+    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         raise NotImplementedError
 
 
