@@ -139,7 +139,7 @@ async function describeCache() {
     const response = await api.fetchApi("/sdbridge/result-cache");
     if (!response.ok) return "status unknown";
     const stats = await response.json();
-    const held = `${stats.results} results, ${megabytes(stats.bytes)} of ${megabytes(stats.limit_bytes)}`;
+    const held = `${stats.results} ${stats.results === 1 ? "result" : "results"}, ${megabytes(stats.bytes)} of ${megabytes(stats.limit_bytes)}`;
     return stats.enabled ? held : `${held}; the cache is off`;
   } catch (error) {
     return "status unknown";

@@ -70,7 +70,9 @@ def image_digests(inputs: dict[str, list[bytes]]) -> list[str]:
 
 def key_for(node_cls, values: dict, image_digests: list[str] | None = None) -> str | None:
     """The cache key of a run of `node_cls` with `values` (widget values or the node's
-    normalized values; defaults apply to what is missing), or None when the run is not
+    normalized values; defaults apply to what is missing): the sha256 of the provider, its API
+    base URL, the node's endpoint, every value normalized and the input images' digests, in
+    canonical JSON. None when the run is not
     cacheable: the cache is off, the seed is not fixed (-1, or an Any Model body without an
     integer seed >= 0), a value is invalid, or an image input is connected (or required) and
     `image_digests` (see `image_digests()`) is not given."""
@@ -196,8 +198,8 @@ def _read_entry(path: Path) -> tuple[list[bytes], dict] | None:
 def _holds_a_key(images: list[bytes], info_text: str) -> bool:
     if credentials.redact(info_text) != info_text:
         return True
-    spellings = {form.encode() for key in credentials.known_keys() for form in credentials._spellings(key)}
-    return any(form in data for form in spellings for data in images)
+    forms = {form.encode() for form in credentials.key_forms()}
+    return any(form in data for form in forms for data in images)
 
 
 def store(key: str | None, images: list[bytes], info: dict) -> bool:
