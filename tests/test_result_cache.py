@@ -495,3 +495,26 @@ def test_settings_rows_come_from_the_server_and_the_cache_can_be_cleared(tmp_pat
     assert lines["SDBridge.ResultCache.Clear"] == "1 result, 0.0 MB of 512.0 MB"
     assert result["posts"] == [["/sdbridge/result-cache/clear", "POST", {}]]
     assert result["toasts"] == [["success", "Result cache cleared", "removed 3 files (2.0 MB)"]]
+
+
+def test_the_budget_seams_run_on_a_miss_only_and_the_info_they_add_is_stored(fake_segmind, monkeypatch):
+    """before_request runs after the cache said no and before any request; after_request before
+    the store, so what it adds to the info (credits_spent) is what a later hit reports."""
+    from sdbridge.nodes.hosted.hosted_node import HostedNode
+
+    seen = []
+
+    def before(self, values, node_id):
+        seen.append(("before", len(fake_segmind.submits())))
+
+    def after(self, values, result, node_id):
+        seen.append(("after", result_cache.stats()["results"]))
+        result.info["credits_spent"] = 1.5
+
+    monkeypatch.setattr(HostedNode, "before_request", before)
+    monkeypatch.setattr(HostedNode, "after_request", after)
+    first = json.loads(run(RV, prompt="a cat", seed=1, **SMALL)[1])
+    second = json.loads(run(RV, prompt="a cat", seed=1, **SMALL)[1])
+    assert seen == [("before", 0), ("after", 0)]  # nothing asked before, nothing stored before
+    assert first["credits_spent"] == 1.5 and "cache" not in first
+    assert second["cache"] == {"hit": True, "saved_credits": 1.5}

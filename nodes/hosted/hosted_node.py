@@ -47,22 +47,29 @@ class HostedNode(ImageNode):
                                "Settings > SD Bridge).")
 
     async def generate(self, unique_id: str | None = None, **values):
+        # 1. Check every input; mark the run, so an interrupt seen by any request of the prompt
+        #    stops all of this run's.
         values = self.normalized(values)
-        runtime.begin_run()  # an interrupt seen by any request of the prompt stops all of this run's
+        runtime.begin_run()
         started = time.monotonic()
+        # 2. A request already paid for is answered from the result cache.
         uploads = self.uploads(values)  # the input images' bytes, as `call` will send them
         key = result_cache.key_for(type(self), values, result_cache.image_digests(uploads))
         cached = await asyncio.to_thread(result_cache.lookup, key) if key else None
-        if cached is not None:
-            result = self.from_cache(*cached, unique_id)
-        else:
+        result = self.from_cache(*cached, unique_id) if cached is not None else None
+        if result is None:
+            # 3. Ask the provider: the last checks first, then the call.
             # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
             runtime.show_text(unique_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
             self.before_request(values, unique_id)
             result = await self.call(values, unique_id, uploads)
-        result.info["seconds"] = round(time.monotonic() - started, 2)
-        if cached is None and key and result.raw:  # a success only: a failure raised above
-            await asyncio.to_thread(result_cache.store, key, result.raw, result.info)
+            result.info["seconds"] = round(time.monotonic() - started, 2)
+            self.after_request(values, result, unique_id)
+            # 4. Keep what was paid for (a failure raised above: never stored).
+            if key and result.raw:
+                await asyncio.to_thread(result_cache.store, key, result.raw, result.info)
+        else:
+            result.info["seconds"] = round(time.monotonic() - started, 2)
         # The info text may carry what a server echoed back: scrub keys like any other output.
         return (result.images, redact(json.dumps(result.info, indent=1)))
 
@@ -70,14 +77,22 @@ class HostedNode(ImageNode):
         """Runs after a cache miss, just before `call` asks the provider (budget checks go
         here: raise to stop the run before anything is spent)."""
 
-    def from_cache(self, raw: list[bytes], info: dict, node_id: str | None) -> Result:
-        """A cache hit: the stored bytes decoded as the first run decoded them, and its info."""
+    def after_request(self, values: dict, result: Result, node_id: str | None) -> None:
+        """Runs after a successful `call`, before the result cache stores `result.info` (what a
+        run spent goes into the info here, as "credits_spent")."""
+
+    def from_cache(self, raw: list[bytes], info: dict, node_id: str | None) -> Result | None:
+        """A cache hit: the stored bytes decoded as the first run decoded them, and its info
+        (None, a miss, if they no longer decode)."""
+        try:
+            pictures = [imaging.decode_image(data) for data in raw]
+        except imaging.ImageDecodeError:
+            return None
         saved = info.get("credits_spent", info.get("credit_cost"))
         saved = saved if isinstance(saved, (int, float)) and not isinstance(saved, bool) else None
         note = f"from cache — saved {saved:g} credits" if saved is not None else "from cache"
         runtime.show_text(node_id, f"{self.PROVIDER.name}: {note}")
         info = {**info, "cache": {"hit": True, **({"saved_credits": saved} if saved is not None else {})}}
-        pictures = [imaging.decode_image(data) for data in raw]
         return Result(imaging.pil_to_tensor(pictures), info, raw)
 
     def uploads(self, values: dict) -> dict[str, list[bytes]]:
