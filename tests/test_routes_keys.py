@@ -12,7 +12,7 @@ from aiohttp import ClientSession, web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdbridge.nodes import routes, runtime
+from sdbridge.nodes import pack_settings, routes, runtime
 from sdbridge.nodes.hosted import credentials
 from sdbridge.nodes.hosted.providers import SEGMIND, SINKIN
 
@@ -175,7 +175,8 @@ def test_a_rate_limit_setting_is_saved_checked_and_loses_to_the_environment(monk
                                                                                                 inner, max_size=3),
                                    max_leaves=8).map(lambda v: json.dumps({"key": v, "value": v}).encode())),
        content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
-       path=st.sampled_from(["/sdbridge/keys/segmind", f"/sdbridge/settings/{SEGMIND.rate_env}"]))
+       path=st.sampled_from(["/sdbridge/keys/segmind", f"/sdbridge/settings/{SEGMIND.rate_env}",
+                             f"/sdbridge/settings/{pack_settings.MAX_CREDITS_PER_DAY}", "/sdbridge/result-cache/clear"]))
 def test_any_body_gets_an_answer_never_a_server_error(body, content_type, path):
     before = credentials.key_file().read_bytes() if credentials.key_file().exists() else None
 
