@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
 
 import pytest
-from aiohttp import ClientSession, web
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.serving import call as _call
+from support.serving import serve
 
-from sdbridge.nodes import routes, runtime
+from sdbridge.nodes import runtime
 from sdbridge.nodes.hosted import credentials
 from sdbridge.nodes.hosted.providers import SEGMIND, SINKIN
 
 CANARY = "key-CANARY-0a1b2c3d4e5f"
-
-
-def serve(script):
-    """Run `script(session, base_url)` against an app holding the pack's routes."""
-
-    async def main():
-        table = web.RouteTableDef()
-        routes.register(table)
-        app = web.Application()
-        app.add_routes(table)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            async with ClientSession() as session:
-                return await script(session, f"http://127.0.0.1:{port}")
-        finally:
-            await runner.cleanup()
-
-    return asyncio.run(main())
-
-
-async def _call(session, method, url, **kwargs):
-    async with session.request(method, url, **kwargs) as response:
-        return response.status, await response.text()
 
 
 def test_saving_reading_and_clearing_a_key_never_returns_it():

@@ -130,7 +130,8 @@ def estimate_prompt(prompt: Mapping[str, Any], cached=None) -> dict:
         if not isinstance(node, Mapping) or node.get("class_type") not in classes:
             continue
         cls = classes[node["class_type"]]
-        skipped = SKIPPED_MODES.get(node.get("mode"))
+        mode = node.get("mode")
+        skipped = SKIPPED_MODES.get(mode) if isinstance(mode, int) else None
         inputs = node.get("inputs") if isinstance(node.get("inputs"), Mapping) else {}
         found = (costs.Estimate(0.0, f"{skipped}: does not run") if skipped
                  else estimate_node(cls, inputs, ledger, cached))
@@ -156,8 +157,11 @@ _runs_lock = threading.Lock()
 
 
 def run_for(prompt: Mapping | None) -> Run:
-    """The run this node belongs to: ComfyUI's prompt id, else the prompt object itself."""
-    run_id = runtime.current_prompt_id() or f"prompt-{id(prompt)}"
+    """The run this node belongs to: ComfyUI's prompt id, else the prompt object itself (a node
+    called with neither is a run of its own)."""
+    run_id = runtime.current_prompt_id() or (f"prompt-{id(prompt)}" if prompt is not None else None)
+    if run_id is None:
+        return Run()
     with _runs_lock:
         run = _runs.get(run_id)
         if run is None:

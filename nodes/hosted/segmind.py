@@ -3,7 +3,6 @@ answer reading, and the five nodes."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -160,19 +159,12 @@ def api_version() -> str:
     return "v1" if os.environ.get(API_ENV, "").strip().lower() == "v1" else "v2"
 
 
-_BALANCES: dict[str, spending.BalanceWatch] = {}  # per account (a digest of its key, in memory only)
-
-
-def _balance_watch(key: str) -> spending.BalanceWatch:
-    return _BALANCES.setdefault(hashlib.sha256(key.encode()).hexdigest(), spending.BalanceWatch())
-
-
 async def post(slug: str, body: dict, node_id: str | None) -> tuple[Reply, float | None]:
     """One generation: the answer that holds its images, and its cost when the drop in remaining
     credits tells it. On the v2 queue unless v1 is asked for, or v2 does not serve the slug
     (404/405 at submit), when the documents' v1 runs it."""
     key = credentials.api_key(SEGMIND)
-    watch = _balance_watch(key)
+    watch = spending.balance_watch(SEGMIND.id, key)
     watch.start()
     reply = None
     try:

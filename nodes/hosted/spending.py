@@ -10,6 +10,7 @@ file lock, and each write replaces the file atomically. No key is ever part of t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
@@ -141,3 +142,20 @@ class BalanceWatch:
             self._balance = balance
             self._overlapped = self._in_flight > 0
             return drop
+
+
+_watches: dict[tuple[str, str], BalanceWatch] = {}
+_watches_lock = threading.Lock()
+
+
+def balance_watch(provider_id: str, key: str) -> BalanceWatch:
+    """The watch of one account (known by a digest of its key, kept in memory only)."""
+    account = (provider_id, hashlib.sha256(key.encode()).hexdigest())
+    with _watches_lock:
+        return _watches.setdefault(account, BalanceWatch())
+
+
+def forget_balances() -> None:
+    """Forget every balance seen (tests; a new account)."""
+    with _watches_lock:
+        _watches.clear()
