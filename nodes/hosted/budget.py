@@ -88,10 +88,11 @@ class _Inputs(dict):
 
 
 def hosted_classes() -> dict[str, type]:
-    """Every hosted node class by id (imported here: the families import this module's users)."""
-    from . import segmind, sinkin
+    """Every shipped hosted node class by id (read late: the package imports this module first)."""
+    from .. import NODE_CLASS_MAPPINGS
+    from .hosted_node import HostedNode
 
-    return {cls.__name__: cls for cls in segmind.NODES + sinkin.NODES}
+    return {node_id: cls for node_id, cls in NODE_CLASS_MAPPINGS.items() if issubclass(cls, HostedNode)}
 
 
 def estimate_node(cls, inputs: Mapping[str, Any], ledger: dict, cached=None) -> costs.Estimate:
