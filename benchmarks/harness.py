@@ -14,6 +14,6 @@ importlib.import_module("conftest")
 
 # The benchmarks measure the way to the provider and back: runs repeating one request with a
 # fixed seed would otherwise be answered by the result cache after the first.
-from sdbridge.nodes import pack_settings  # noqa: E402  (loaded by conftest just above)
+from sdbridge.nodes.hosted import result_cache  # noqa: E402  (loaded by conftest just above)
 
-os.environ[pack_settings.RESULT_CACHE] = "off"
+os.environ[result_cache.SWITCH_ENV] = "off"

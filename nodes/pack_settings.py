@@ -2,15 +2,15 @@
 user folder, so they hold for every browser and for queue-API scripts too. Each setting is
 named after its environment variable, and the variable wins when both are set.
 
-Every setting is declared once, in `declared()`: its name, label, help, the check of a typed
-value and what applies when it is unset. The routes serve and save them from that table and
-the web extension draws one row per entry, so neither keeps a list of its own.
+Every setting is listed once, in `declared()`: its name (declared by the module that reads
+it), label, help, the check of a typed value and what applies when it is unset. The routes
+serve and save them from that table and the web extension draws one row per entry, so neither
+keeps a list of its own.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +20,6 @@ from . import userdata
 
 SETTINGS_FILE = "settings.json"
 
-RESULT_CACHE = "SDBRIDGE_RESULT_CACHE"             # "off" switches the result cache off
-RESULT_CACHE_MB = "SDBRIDGE_RESULT_CACHE_MB"       # its size bound in MB
-RESULT_CACHE_DEFAULT_MB = 2048
-MAX_CREDITS_PER_RUN = "SDBRIDGE_MAX_CREDITS_PER_RUN"
-MAX_CREDITS_PER_DAY = "SDBRIDGE_MAX_CREDITS_PER_DAY"
 OFF_WORDS = ("off", "0", "false", "no")
 
 
@@ -46,37 +41,11 @@ class Setting:
                 "value": value(self.name), "source": source(self.name)}
 
 
-def check_on_off(text: str) -> str | None:
-    return None if text.strip().lower() in ("", "on", "off") else "write on or off"
-
-
-def check_positive_integer(text: str) -> str | None:
-    text = text.strip()
-    if not text or (text.isdigit() and 0 < int(text) < 10**9):
-        return None
-    return "write a whole number of megabytes above 0, such as 2048"
-
-
-def check_credits(text: str) -> str | None:
-    """A cap: empty (no cap) or a non-negative number of credits."""
-    if not text.strip() or credits_number(text) is not None:
-        return None
-    return "write a number of credits (0 or more, such as 25 or 2.5), or leave it empty for no cap"
-
-
-def credits_number(text: str) -> float | None:
-    """The number of credits a cap's text holds, or None (empty or not a number >= 0)."""
-    try:
-        number = float(text.strip())
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
 @functools.cache
 def declared() -> tuple[Setting, ...]:
-    """Every server-side setting, in the order Settings shows them."""
-    from .hosted import rate_limit  # imports this module: read on first use
+    """Every server-side setting, in the order Settings shows them. The names and checks live
+    with the modules that read them (read on first use: they import this module)."""
+    from .hosted import budget, rate_limit, result_cache
     from .hosted.providers import PROVIDERS
 
     paces = tuple(
@@ -89,19 +58,21 @@ def declared() -> tuple[Setting, ...]:
                 ("Rate limits", p.name), "5/60", p.id)
         for p in PROVIDERS.values() if p.rate_env)
     return paces + (
-        Setting(RESULT_CACHE, "Result cache",
+        Setting(result_cache.SWITCH_ENV, "Result cache",
                 "on: a run that repeats a request already paid for (same node, inputs and fixed seed) returns "
                 "the stored images without asking the provider; off: every run asks.",
-                check_on_off, "on", ("Result cache", "Cache"), "off"),
-        Setting(RESULT_CACHE_MB, "Result cache size (MB)",
+                result_cache.switch_problem, "on", ("Result cache", "Cache"), "off"),
+        Setting(result_cache.SIZE_ENV, "Result cache size (MB)",
                 "The most disk space the result cache takes; the results used longest ago go first.",
-                check_positive_integer, f"{RESULT_CACHE_DEFAULT_MB} MB", ("Result cache", "Size"), "2048"),
-        Setting(MAX_CREDITS_PER_RUN, "Most credits per run",
-                "A hosted node that would spend more credits than this in one run stops before asking.",
-                check_credits, "no cap", ("Spending", "Per run"), "25"),
-        Setting(MAX_CREDITS_PER_DAY, "Most credits per day",
-                "Hosted nodes stop before asking once this many credits were spent today.",
-                check_credits, "no cap", ("Spending", "Per day"), "200"),
+                result_cache.size_problem, f"{result_cache.DEFAULT_MB} MB", ("Result cache", "Size"), "2048"),
+        Setting(budget.RUN_CAP, "Most credits per run",
+                "A prompt whose hosted nodes are estimated above this stops before any request; a node that "
+                "would pass it sends nothing.",
+                budget.cap_problem, "no cap", ("Spending", "Per run"), "25"),
+        Setting(budget.DAY_CAP, "Most credits per day",
+                "Hosted nodes stop before asking once what was spent today, plus their estimate, would pass "
+                "this.",
+                budget.cap_problem, "no cap", ("Spending", "Per day"), "200"),
     )
 
 

@@ -11,10 +11,11 @@ import json
 import time
 
 from . import pack_settings, runtime
-from .hosted import credentials, result_cache, sinkin, sinkin_catalog
+from .hosted import budget, credentials, result_cache, sinkin, sinkin_catalog, spending
 from .hosted.providers import PROVIDERS
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
+MAX_PROMPT_BODY = 8 * 1024 * 1024  # bytes; a prompt to price (prompts with long texts stay far below)
 REFRESH_INTERVAL = 10.0  # seconds between two reads of SinkIn's catalog on request
 _last_refresh = float("-inf")
 
@@ -25,40 +26,36 @@ def _json(data: dict, status: int = 200):
     return web.json_response(data, status=status)
 
 
-async def _json_object(request, what: str, example: str):
-    """A small JSON object body, or an error response that says what to send.
-
-    The body is read only up to MAX_KEY_BODY bytes, whatever Content-Length says (a chunked body
-    has none), and must be sent as application/json: a browser page on another site cannot send
-    that without the server's consent, so these routes do not rely on ComfyUI's origin check
-    alone."""
-    if request.content_type != "application/json":
-        return _json({"error": "send the body as application/json"}, 415)
-    if (request.content_length or 0) > MAX_KEY_BODY:
-        return _json({"error": f"the request is too large for {what}"}, 413)
-    raw = await request.content.read(MAX_KEY_BODY + 1)
-    if len(raw) > MAX_KEY_BODY:
-        return _json({"error": f"the request is too large for {what}"}, 413)
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        body = None
-    if not isinstance(body, dict):
-        return _json({"error": f"send a JSON object such as {example}"}, 400)
-    return body
-
-
 async def _text_field(request, field: str, example: str, what: str):
     """The string `field` of a small JSON body, or an error response that says what to send."""
-    body = await _json_object(request, what, f'{{"{field}": "{example}"}}')
-    if not isinstance(body, dict):
-        return body
-    value = body.get(field)
+    body, refused = await _json_body(request, MAX_KEY_BODY, what)
+    if refused is not None and refused.status != 400:
+        return refused
+    value = body.get(field) if isinstance(body, dict) else None
     if not isinstance(value, str):
         return _json({"error": f'send a JSON object such as {{"{field}": "{example}"}}'}, 400)
     if value and not value.strip():
         return _json({"error": f"the {field} is only spaces; send an empty {field} to clear it"}, 400)
     return value.strip()
+
+
+async def _json_body(request, limit: int, what: str):
+    """(the JSON body, None) or (None, an error response that says what to send).
+
+    The body is read only up to `limit` bytes, whatever Content-Length says (a chunked body has
+    none), and must be sent as application/json: a browser page on another site cannot send that
+    without the server's consent, so these routes do not rely on ComfyUI's origin check alone."""
+    if request.content_type != "application/json":
+        return None, _json({"error": "send the body as application/json"}, 415)
+    if (request.content_length or 0) > limit:
+        return None, _json({"error": f"the request is too large for {what}"}, 413)
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        return None, _json({"error": f"the request is too large for {what}"}, 413)
+    try:
+        return json.loads(raw), None
+    except (ValueError, RecursionError):
+        return None, _json({"error": f"the body is not JSON; send {what}"}, 400)
 
 
 def _flag(request, name: str) -> bool:
@@ -151,6 +148,30 @@ async def store_setting(request):
     return _json(entry)
 
 
+def _caps() -> dict:
+    """The caps in force, for the total the web extension shows (an unreadable cap: None and why)."""
+    caps = {"spent_today": spending.spent_on()}
+    for key, name in (("per_run", budget.RUN_CAP), ("per_day", budget.DAY_CAP)):
+        try:
+            caps[key] = budget.cap(name)
+        except budget.BudgetExceeded as exc:
+            caps[key], caps[f"{key}_problem"] = None, str(exc)
+    return caps
+
+
+async def estimate(request):
+    """POST /sdbridge/estimate with {"prompt": {...}} (what /prompt takes): what each hosted node
+    will cost, the total, which nodes have no estimate, and the caps in force. Reads only the
+    pack's own files: nothing is sent to a provider."""
+    body, refused = await _json_body(request, MAX_PROMPT_BODY, 'a prompt such as {"prompt": {...}}')
+    if refused is not None:
+        return refused
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    if not isinstance(prompt, dict):
+        return _json({"error": 'send {"prompt": {...}}: an API-format prompt, what /prompt takes'}, 400)
+    return _json({**budget.estimate_prompt(prompt, result_cache.cached_inputs), "caps": _caps()})
+
+
 async def cache_stats(request):
     """GET /sdbridge/result-cache: whether the result cache is on, what it holds, its bound."""
     return _json(result_cache.stats())
@@ -158,9 +179,11 @@ async def cache_stats(request):
 
 async def clear_cache(request):
     """POST /sdbridge/result-cache/clear with {}: remove every stored result; {files, bytes}."""
-    body = await _json_object(request, "clearing the cache", "{}")
+    body, refused = await _json_body(request, MAX_KEY_BODY, "clearing the cache")
+    if refused is not None:
+        return refused
     if not isinstance(body, dict):
-        return body
+        return _json({"error": "send a JSON object: {}"}, 400)
     files, size = await asyncio.to_thread(result_cache.clear)
     return _json({"files": files, "bytes": size})
 
@@ -173,6 +196,7 @@ def register(routes) -> None:
     routes.post("/sdbridge/keys/{provider}")(store_key)
     routes.get("/sdbridge/settings")(settings)
     routes.post("/sdbridge/settings/{name}")(store_setting)
+    routes.post("/sdbridge/estimate")(estimate)
     routes.get("/sdbridge/result-cache")(cache_stats)
     routes.post("/sdbridge/result-cache/clear")(clear_cache)
 

@@ -5,7 +5,6 @@ it can be switched off and cleared. Every test counts the requests that reached 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -19,9 +18,10 @@ from fakes import segmind as fake_segmind_module
 from fakes import sinkin as fake_sinkin_module
 from support.loopback import json_answer
 from support.nodecalls import defaults, run
+from support.serving import call, serve
 
-from sdbridge.nodes import pack_settings, routes, runtime
-from sdbridge.nodes.hosted import result_cache, segmind, sinkin
+from sdbridge.nodes import pack_settings, runtime
+from sdbridge.nodes.hosted import budget, result_cache, segmind, sinkin
 from sdbridge.nodes.hosted.replies import ProviderError
 
 RV, SDXL, IMG2IMG, REALVIS, ANY = segmind.NODES
@@ -238,7 +238,7 @@ def _entry(n: int, size: int) -> list[bytes]:
 
 
 def test_the_least_recently_used_go_first_when_over_the_bound(monkeypatch):
-    monkeypatch.setenv(pack_settings.RESULT_CACHE_MB, "1")
+    monkeypatch.setenv(result_cache.SIZE_ENV, "1")
     third = 400 * 1024  # two fit in 1 MB; the third pushes one out
     for name in ("a", "b"):
         assert result_cache.store(name * 64, _entry(ord(name), third), {"n": name})
@@ -274,7 +274,7 @@ for i in range(60):
 
 
 def test_two_processes_writing_at_once_leave_a_consistent_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv(pack_settings.RESULT_CACHE_MB, "1")  # ~25 entries fit: eviction runs all along
+    monkeypatch.setenv(result_cache.SIZE_ENV, "1")  # ~25 entries fit: eviction runs all along
     writers = [subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(ROOT), str(worker), str(tmp_path)],
                                 env=dict(os.environ),
                                 stderr=subprocess.PIPE, text=True) for worker in (1, 2)]
@@ -290,22 +290,22 @@ def test_two_processes_writing_at_once_leave_a_consistent_cache(monkeypatch, tmp
 
 
 def test_off_by_environment_or_setting_and_the_environment_wins(fake_segmind, monkeypatch):
-    monkeypatch.setenv(pack_settings.RESULT_CACHE, "off")
+    monkeypatch.setenv(result_cache.SWITCH_ENV, "off")
     for _ in range(2):
         run(RV, prompt="a cat", seed=1, **SMALL)
     assert fake_segmind.generated == 2 and not (result_cache.folder() / "entries").exists()
-    monkeypatch.delenv(pack_settings.RESULT_CACHE)
-    pack_settings.store(pack_settings.RESULT_CACHE, "off")
+    monkeypatch.delenv(result_cache.SWITCH_ENV)
+    pack_settings.store(result_cache.SWITCH_ENV, "off")
     for _ in range(2):
         run(RV, prompt="a cat", seed=1, **SMALL)
     assert fake_segmind.generated == 4 and result_cache.stats() == {
         "enabled": False, "results": 0, "bytes": 0, "limit_bytes": 2048 * 1024 * 1024}
-    monkeypatch.setenv(pack_settings.RESULT_CACHE, "on")  # the environment wins over the setting
+    monkeypatch.setenv(result_cache.SWITCH_ENV, "on")  # the environment wins over the setting
     for _ in range(2):
         run(RV, prompt="a cat", seed=1, **SMALL)
     assert fake_segmind.generated == 5
     # Off also hides what is stored: nothing is answered from it.
-    monkeypatch.setenv(pack_settings.RESULT_CACHE, "OFF")
+    monkeypatch.setenv(result_cache.SWITCH_ENV, "OFF")
     run(RV, prompt="a cat", seed=1, **SMALL)
     assert fake_segmind.generated == 6
 
@@ -356,31 +356,9 @@ def test_a_cache_that_cannot_be_written_never_fails_a_run(fake_sinkin, monkeypat
 
 # ---------------------------------------------------------------- the routes
 
-def _serve(script):
-    from aiohttp import ClientSession, web
-
-    async def main():
-        table = web.RouteTableDef()
-        routes.register(table)
-        app = web.Application()
-        app.add_routes(table)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            async with ClientSession() as session:
-                return await script(session, f"http://127.0.0.1:{port}")
-        finally:
-            await runner.cleanup()
-
-    return asyncio.run(main())
-
-
 async def _call(session, method, url, **kwargs):
-    async with session.request(method, url, **kwargs) as response:
-        return response.status, json.loads(await response.text())
+    status, text = await call(session, method, url, **kwargs)
+    return status, json.loads(text)
 
 
 def test_the_cache_routes_show_and_clear_it():
@@ -394,7 +372,7 @@ def test_the_cache_routes_show_and_clear_it():
                 await _call(session, "POST", f"{base}/sdbridge/result-cache/clear", json={}),
                 await _call(session, "GET", f"{base}/sdbridge/result-cache")]
 
-    stats, untyped, listed, large, cleared, after = _serve(script)
+    stats, untyped, listed, large, cleared, after = serve(script)
     assert stats == (200, {"enabled": True, "results": 1, "bytes": stats[1]["bytes"], "limit_bytes": 2048 * 1024 * 1024})
     assert stats[1]["bytes"] > 1000
     assert (untyped[0], listed[0], large[0]) == (415, 400, 413)
@@ -403,10 +381,10 @@ def test_the_cache_routes_show_and_clear_it():
 
 
 @pytest.mark.parametrize(("name", "good", "bad"), [
-    (pack_settings.RESULT_CACHE, "off", "maybe"),
-    (pack_settings.RESULT_CACHE_MB, "512", "-5"),
-    (pack_settings.MAX_CREDITS_PER_RUN, "2.5", "-1"),
-    (pack_settings.MAX_CREDITS_PER_DAY, "0", "lots"),
+    (result_cache.SWITCH_ENV, "off", "maybe"),
+    (result_cache.SIZE_ENV, "512", "-5"),
+    (budget.RUN_CAP, "2.5", "-1"),
+    (budget.DAY_CAP, "0", "lots"),
 ])
 def test_the_new_settings_are_checked_saved_and_lose_to_the_environment(name, good, bad, monkeypatch):
     async def script(session, base):
@@ -415,22 +393,22 @@ def test_the_new_settings_are_checked_saved_and_lose_to_the_environment(name, go
                 await _call(session, "POST", url, json={"value": good}),
                 await _call(session, "GET", f"{base}/sdbridge/settings")]
 
-    refused, saved, listed = _serve(script)
-    assert refused[0] == 400 and "write" in refused[1]["error"]
+    refused, saved, listed = serve(script)
+    assert refused[0] == 400 and refused[1]["error"]
     assert saved[0] == 200 and saved[1]["value"] == good and saved[1]["source"] == "file"
     assert pack_settings.value(name) == good
     entry = next(e for e in listed[1]["settings"] if e["name"] == name)
     assert entry["value"] == good and entry["label"] and entry["help"] and entry["default"]
     monkeypatch.setenv(name, "7")
     assert pack_settings.value(name) == "7" and pack_settings.source(name) == "environment"
-    saved_again = _serve(lambda session, base: _call(session, "POST", f"{base}/sdbridge/settings/{name}",
+    saved_again = serve(lambda session, base: _call(session, "POST", f"{base}/sdbridge/settings/{name}",
                                                      json={"value": good}))
     assert "wins over this setting" in saved_again[1]["note"]
 
 
 def test_the_size_setting_bounds_the_cache():
     assert result_cache.limit_bytes() == 2048 * 1024 * 1024
-    pack_settings.store(pack_settings.RESULT_CACHE_MB, "3")
+    pack_settings.store(result_cache.SIZE_ENV, "3")
     assert result_cache.limit_bytes() == 3 * 1024 * 1024
 
 
@@ -470,8 +448,8 @@ def test_settings_rows_come_from_the_server_and_the_cache_can_be_cleared(tmp_pat
         pytest.skip("Node.js is not installed")
     from sdbridge.nodes.hosted.providers import PROVIDERS
 
-    monkeypatch.setenv(pack_settings.MAX_CREDITS_PER_DAY, "50")
-    pack_settings.store(pack_settings.RESULT_CACHE_MB, "512")
+    monkeypatch.setenv(budget.DAY_CAP, "50")
+    pack_settings.store(result_cache.SIZE_ENV, "512")
     result_cache.store("a" * 64, [b"x" * 1000], {})
     answers = {"/sdbridge/providers": {"providers": [p.for_web() for p in PROVIDERS.values()]},
                "/sdbridge/settings": {"settings": [s.for_web() for s in pack_settings.declared()]},
@@ -481,40 +459,42 @@ def test_settings_rows_come_from_the_server_and_the_cache_can_be_cleared(tmp_pat
     names = [s.name for s in pack_settings.declared()]
     assert [row[0] for row in result["rows"]] == [f"SDBridge.Setting.{n}" for n in names] + ["SDBridge.ResultCache.Clear"]
     by_id = {row[0]: row for row in result["rows"]}
-    assert by_id[f"SDBridge.Setting.{pack_settings.RESULT_CACHE}"][1] == ["SD Bridge", "Result cache", "Cache"]
-    assert by_id[f"SDBridge.Setting.{pack_settings.MAX_CREDITS_PER_RUN}"][1:3] == [
+    assert by_id[f"SDBridge.Setting.{result_cache.SWITCH_ENV}"][1] == ["SD Bridge", "Result cache", "Cache"]
+    assert by_id[f"SDBridge.Setting.{budget.RUN_CAP}"][1:3] == [
         ["SD Bridge", "Spending", "Per run"], "Most credits per run"]
     assert all(f"Or set {n} before starting ComfyUI, which wins" in by_id[f"SDBridge.Setting.{n}"][3] for n in names)
     assert all(value is None for value in result["defaults"])  # nothing kept as a browser setting
     lines = dict(zip([row[0] for row in result["rows"]], result["lines"], strict=True))
-    assert lines[f"SDBridge.Setting.{pack_settings.RESULT_CACHE}"] == "not set: on"
-    assert lines[f"SDBridge.Setting.{pack_settings.RESULT_CACHE_MB}"] == "512 (saved on the server)"
-    assert lines[f"SDBridge.Setting.{pack_settings.MAX_CREDITS_PER_RUN}"] == "not set: no cap"
-    assert lines[f"SDBridge.Setting.{pack_settings.MAX_CREDITS_PER_DAY}"] == \
+    assert lines[f"SDBridge.Setting.{result_cache.SWITCH_ENV}"] == "not set: on"
+    assert lines[f"SDBridge.Setting.{result_cache.SIZE_ENV}"] == "512 (saved on the server)"
+    assert lines[f"SDBridge.Setting.{budget.RUN_CAP}"] == "not set: no cap"
+    assert lines[f"SDBridge.Setting.{budget.DAY_CAP}"] == \
         "50 (from SDBRIDGE_MAX_CREDITS_PER_DAY, which wins over a value saved here)"
     assert lines["SDBridge.ResultCache.Clear"] == "1 result, 0.0 MB of 512.0 MB"
     assert result["posts"] == [["/sdbridge/result-cache/clear", "POST", {}]]
     assert result["toasts"] == [["success", "Result cache cleared", "removed 3 files (2.0 MB)"]]
 
 
-def test_the_budget_seams_run_on_a_miss_only_and_the_info_they_add_is_stored(fake_segmind, monkeypatch):
-    """before_request runs after the cache said no and before any request; after_request before
-    the store, so what it adds to the info (credits_spent) is what a later hit reports."""
-    from sdbridge.nodes.hosted.hosted_node import HostedNode
-
-    seen = []
-
-    def before(self, values, node_id):
-        seen.append(("before", len(fake_segmind.submits())))
-
-    def after(self, values, result, node_id):
-        seen.append(("after", result_cache.stats()["results"]))
-        result.info["credits_spent"] = 1.5
-
-    monkeypatch.setattr(HostedNode, "before_request", before)
-    monkeypatch.setattr(HostedNode, "after_request", after)
-    first = json.loads(run(RV, prompt="a cat", seed=1, **SMALL)[1])
-    second = json.loads(run(RV, prompt="a cat", seed=1, **SMALL)[1])
-    assert seen == [("before", 0), ("after", 0)]  # nothing asked before, nothing stored before
-    assert first["credits_spent"] == 1.5 and "cache" not in first
-    assert second["cache"] == {"hit": True, "saved_credits": 1.5}
+def test_a_hit_spends_nothing_passes_any_cap_and_the_estimate_prices_it_at_zero(fake_sinkin, monkeypatch):
+    events = []
+    monkeypatch.setattr(runtime, "send_event", lambda name, data: events.append((name, data)))
+    values = {"prompt": "a cat", "seed": 7, **SINKIN_SMALL}
+    prompt = {"3": {"class_type": Txt2Img.__name__, "inputs": {**defaults(Txt2Img), **values}}}
+    assert budget.estimate_prompt(prompt, result_cache.cached_inputs)["nodes"]["3"]["basis"] != \
+        "cached result: no request"
+    first = json.loads(run(Txt2Img, **values)[1])
+    assert first["credits_spent"] == 0.5 and first["credits_basis"] == "measured" and "cache" not in first
+    assert budget.estimate_prompt(prompt, result_cache.cached_inputs)["nodes"]["3"] == {
+        "provider": "sinkin", "credits": 0.0, "basis": "cached result: no request"}
+    linked = {"3": {**prompt["3"], "inputs": {**prompt["3"]["inputs"], "prompt": ["9", 0]}}}
+    assert budget.estimate_prompt(linked, result_cache.cached_inputs)["nodes"]["3"]["basis"] != \
+        "cached result: no request"  # a prompt from another node is known only at run time
+    monkeypatch.setenv(budget.RUN_CAP, "0")  # nothing may be spent: a hit still runs
+    second = json.loads(run(Txt2Img, **values)[1])
+    assert fake_sinkin.inferences == 1
+    assert second["credits_spent"] == 0 and second["credits_basis"] == "cached"
+    assert second["cache"] == {"hit": True, "saved_credits": 0.5}
+    assert events[-1] == ("sdbridge.spent", {"node": "7", "provider": "sinkin", "credits": 0, "basis": "cached"})
+    with pytest.raises(budget.BudgetExceeded):  # a miss under the same cap sends nothing
+        run(Txt2Img, **{**values, "seed": 8})
+    assert fake_sinkin.inferences == 1

@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
 
 import pytest
-from aiohttp import ClientSession, web
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.serving import call as _call
+from support.serving import serve
 
-from sdbridge.nodes import pack_settings, routes, runtime
-from sdbridge.nodes.hosted import credentials
+from sdbridge.nodes import runtime
+from sdbridge.nodes.hosted import budget, credentials
 from sdbridge.nodes.hosted.providers import SEGMIND, SINKIN
 
 CANARY = "key-CANARY-0a1b2c3d4e5f"
-
-
-def serve(script):
-    """Run `script(session, base_url)` against an app holding the pack's routes."""
-
-    async def main():
-        table = web.RouteTableDef()
-        routes.register(table)
-        app = web.Application()
-        app.add_routes(table)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            async with ClientSession() as session:
-                return await script(session, f"http://127.0.0.1:{port}")
-        finally:
-            await runner.cleanup()
-
-    return asyncio.run(main())
-
-
-async def _call(session, method, url, **kwargs):
-    async with session.request(method, url, **kwargs) as response:
-        return response.status, await response.text()
 
 
 def test_saving_reading_and_clearing_a_key_never_returns_it():
@@ -176,7 +149,7 @@ def test_a_rate_limit_setting_is_saved_checked_and_loses_to_the_environment(monk
                                    max_leaves=8).map(lambda v: json.dumps({"key": v, "value": v}).encode())),
        content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
        path=st.sampled_from(["/sdbridge/keys/segmind", f"/sdbridge/settings/{SEGMIND.rate_env}",
-                             f"/sdbridge/settings/{pack_settings.MAX_CREDITS_PER_DAY}", "/sdbridge/result-cache/clear"]))
+                             f"/sdbridge/settings/{budget.DAY_CAP}", "/sdbridge/result-cache/clear"]))
 def test_any_body_gets_an_answer_never_a_server_error(body, content_type, path):
     before = credentials.key_file().read_bytes() if credentials.key_file().exists() else None
 

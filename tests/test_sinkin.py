@@ -97,7 +97,8 @@ def test_txt2img_sends_every_input_as_multipart_text(fake_sinkin):
     for i in range(2):
         assert tuple(round(float(c) * 255) for c in images[i, 0, 0]) == colour_of(1234 + i)
     assert json.loads(info) == {"provider": "SinkIn", "model_id": "yBG2r9O", "seed": 1234, "images": 2,
-                                "credit_cost": 1.0, "inf_id": "inf0001", "seconds": json.loads(info)["seconds"]}
+                                "credit_cost": 1.0, "inf_id": "inf0001", "credits_spent": 1.0,
+                                "credits_basis": "measured", "seconds": json.loads(info)["seconds"]}
 
 
 def test_defaults_send_the_documented_values_and_leave_out_empty_choices(fake_sinkin):

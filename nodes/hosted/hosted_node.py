@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 
 from .. import images as imaging
 from .. import runtime
-from ..param_node import ImageNode
-from . import result_cache
+from ..param_node import HIDDEN, ImageNode
+from . import budget, costs, result_cache, spending
 from .credentials import redact
 from .providers import Provider
 
@@ -36,6 +36,8 @@ class HostedNode(ImageNode):
 
     PROVIDER: ClassVar[Provider]
     ABOUT: ClassVar[str] = ""  # what the node does; DESCRIPTION adds which key it needs
+    # The whole prompt, for the spending caps (named so no widget can clash with it).
+    HIDDEN_INPUTS = {**HIDDEN, "sdbridge_prompt": "PROMPT"}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -46,26 +48,22 @@ class HostedNode(ImageNode):
             cls.DESCRIPTION = (f"{cls.ABOUT} Needs a {provider.name} {provider.key_label} ({provider.key_env} or "
                                "Settings > SD Bridge).")
 
-    async def generate(self, unique_id: str | None = None, **values):
+    async def generate(self, unique_id: str | None = None, sdbridge_prompt: dict | None = None, **values):
         # 1. Check every input; mark the run, so an interrupt seen by any request of the prompt
         #    stops all of this run's.
         values = self.normalized(values)
         runtime.begin_run()
         started = time.monotonic()
-        # 2. A request already paid for is answered from the result cache.
+        # 2. A request already paid for is answered from the result cache: no request, no cap.
         uploads = self.uploads(values)  # the input images' bytes, as `call` will send them
         key = result_cache.key_for(type(self), values, result_cache.image_digests(uploads))
         cached = await asyncio.to_thread(result_cache.lookup, key) if key else None
         result = self.from_cache(*cached, unique_id) if cached is not None else None
         if result is None:
-            # 3. Ask the provider: the last checks first, then the call.
-            # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
-            runtime.show_text(unique_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
-            self.before_request(values, unique_id)
-            result = await self.call(values, unique_id, uploads)
+            # 3. Ask the provider (within the caps), then keep what was paid for; a failure
+            #    raised above, so it is never stored.
+            result = await self.ask(values, uploads, sdbridge_prompt, unique_id)
             result.info["seconds"] = round(time.monotonic() - started, 2)
-            self.after_request(values, result, unique_id)
-            # 4. Keep what was paid for (a failure raised above: never stored).
             if key and result.raw:
                 await asyncio.to_thread(result_cache.store, key, result.raw, result.info)
         else:
@@ -73,26 +71,61 @@ class HostedNode(ImageNode):
         # The info text may carry what a server echoed back: scrub keys like any other output.
         return (result.images, redact(json.dumps(result.info, indent=1)))
 
-    def before_request(self, values: dict, node_id: str | None) -> None:
-        """Runs after a cache miss, just before `call` asks the provider (budget checks go
-        here: raise to stop the run before anything is spent)."""
+    async def ask(self, values: dict, uploads: dict[str, list[bytes]], prompt: dict | None,
+                  node_id: str | None) -> Result:
+        """The spending caps first (past them nothing is sent), then `call`; what it spent is
+        recorded and put in its info."""
+        shape = self.cost_shape(values, requests=self.request_count(values))
+        own = costs.estimate(shape)
+        run = budget.run_for(prompt)
+        reserved = budget.check_before_request(run, prompt, own, result_cache.cached_inputs)
+        # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
+        runtime.show_text(node_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
+        spent = None
+        try:
+            result = await self.call(values, node_id, uploads)
+            spent = self.account(shape, own, result.info, node_id)
+        finally:
+            budget.settle(run, reserved, spent)
+        return result
 
-    def after_request(self, values: dict, result: Result, node_id: str | None) -> None:
-        """Runs after a successful `call`, before the result cache stores `result.info` (what a
-        run spent goes into the info here, as "credits_spent")."""
+    def account(self, shape: costs.CostShape, own: costs.Estimate, info: dict, node_id: str | None) -> float | None:
+        """Record what the run spent (measured when the provider told, else the estimate), put
+        it in `info`, show it on the node and tell the web extension."""
+        measured = info.pop("credits_measured", None)
+        if measured is not None:
+            costs.record_measured(shape, measured)
+            spent, basis = measured, "measured"
+        elif own.credits is not None:
+            spending.record(self.PROVIDER.id, own.credits)
+            spent, basis = own.credits, "estimated"
+        else:
+            spent, basis = None, "unknown"
+        info["credits_spent"] = spent
+        info["credits_basis"] = basis
+        if spent is not None:
+            shown = f"{costs.rounded(spent):g}"
+            runtime.show_text(node_id, f"{self.PROVIDER.name}: spent {shown} credits ({basis})")
+        runtime.send_event("sdbridge.spent", {"node": node_id, "provider": self.PROVIDER.id, "credits": spent,
+                                              "basis": basis})
+        return spent
 
     def from_cache(self, raw: list[bytes], info: dict, node_id: str | None) -> Result | None:
-        """A cache hit: the stored bytes decoded as the first run decoded them, and its info
-        (None, a miss, if they no longer decode)."""
+        """A cache hit: the stored bytes decoded as the first run decoded them, and its info,
+        which says that nothing was spent and what the first run cost (None, a miss, if the
+        bytes no longer decode)."""
         try:
             pictures = [imaging.decode_image(data) for data in raw]
         except imaging.ImageDecodeError:
             return None
-        saved = info.get("credits_spent", info.get("credit_cost"))
+        saved = info.get("credits_spent")
         saved = saved if isinstance(saved, (int, float)) and not isinstance(saved, bool) else None
-        note = f"from cache — saved {saved:g} credits" if saved is not None else "from cache"
+        note = f"from cache — saved {costs.rounded(saved):g} credits" if saved is not None else "from cache"
         runtime.show_text(node_id, f"{self.PROVIDER.name}: {note}")
-        info = {**info, "cache": {"hit": True, **({"saved_credits": saved} if saved is not None else {})}}
+        runtime.send_event("sdbridge.spent", {"node": node_id, "provider": self.PROVIDER.id, "credits": 0,
+                                              "basis": "cached"})
+        info = {**info, "credits_spent": 0, "credits_basis": "cached",
+                "cache": {"hit": True, **({"saved_credits": saved} if saved is not None else {})}}
         return Result(imaging.pil_to_tensor(pictures), info, raw)
 
     def uploads(self, values: dict) -> dict[str, list[bytes]]:
@@ -116,7 +149,19 @@ class HostedNode(ImageNode):
         """The normalized values as the cache key reads them."""
         return values
 
+    @classmethod
+    def request_count(cls, values: dict) -> int:
+        """How many paid requests one run sends: one per input image, or one."""
+        image = values.get("image")
+        return int(image.shape[0]) if image is not None and hasattr(image, "shape") else 1
+
+    @classmethod
+    def cost_shape(cls, values: dict, requests: int = 1) -> costs.CostShape:
+        """What one run costs in: provider, endpoint, and the inputs a price scales with."""
+        raise NotImplementedError
+
     async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
+        """Run the requests. A provider that tells what they cost puts it in `credits_measured`."""
         raise NotImplementedError
 
 

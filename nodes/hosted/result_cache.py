@@ -32,6 +32,9 @@ from .. import pack_settings, runtime, userdata
 from ..params import ValidationError, normalize_all
 from . import credentials
 
+SWITCH_ENV = "SDBRIDGE_RESULT_CACHE"       # "off" switches the cache off (or its setting)
+SIZE_ENV = "SDBRIDGE_RESULT_CACHE_MB"      # its bound in megabytes (or its setting)
+DEFAULT_MB = 2048
 FOLDER = "result_cache"
 INDEX_FILE = "index.json"
 ENTRY_FILE = "entry.json"
@@ -52,13 +55,26 @@ def _entries() -> Path:
 
 def enabled() -> bool:
     """Off when SDBRIDGE_RESULT_CACHE (or its setting) says off."""
-    return not pack_settings.is_off(pack_settings.RESULT_CACHE)
+    return not pack_settings.is_off(SWITCH_ENV)
 
 
 def limit_bytes() -> int:
-    text = pack_settings.value(pack_settings.RESULT_CACHE_MB)
-    megabytes = int(text) if text.isdigit() and int(text) > 0 else pack_settings.RESULT_CACHE_DEFAULT_MB
+    text = pack_settings.value(SIZE_ENV)
+    megabytes = int(text) if size_problem(text) is None and text else DEFAULT_MB
     return megabytes * MB
+
+
+def switch_problem(text: str) -> str | None:
+    """Why a typed switch setting is not one ("" clears it)."""
+    return None if text.strip().lower() in ("", "on", "off") else "write on or off"
+
+
+def size_problem(text: str) -> str | None:
+    """Why a typed size setting is not a size in megabytes ("" clears it)."""
+    text = text.strip()
+    if not text or (text.isdigit() and 0 < int(text) < 10**9):
+        return None
+    return "write a whole number of megabytes above 0, such as 2048"
 
 
 # ---------------------------------------------------------------- the key
@@ -153,6 +169,16 @@ def _remove_folder(path: Path) -> tuple[int, int]:
 def has(key: str | None) -> bool:
     """Whether a result is stored under `key` (the index only: cheap, no lock)."""
     return bool(key) and enabled() and key in _read_index()
+
+
+def cached_inputs(node_cls, inputs) -> bool:
+    """Whether a run of `node_cls` with these API-prompt inputs is stored, for the cost estimate
+    (budget's `cached`: a stored run costs nothing). An input that comes from another node (a
+    [node, output] pair, or listed in `inputs.linked`) is known only at run time: not cached."""
+    linked = set(getattr(inputs, "linked", ())) | {k for k, v in dict(inputs).items() if isinstance(v, list)}
+    if any(p.name in linked for p in node_cls.PARAMS):
+        return False
+    return has(key_for(node_cls, dict(inputs), None))
 
 
 def lookup(key: str | None) -> tuple[list[bytes], dict] | None:

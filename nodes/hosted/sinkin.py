@@ -10,6 +10,7 @@ from .. import images as imaging
 from .. import surface
 from ..params import Param, resolve_seed
 from . import sinkin_api, sinkin_catalog
+from .costs import CostShape
 from .hosted_node import HostedNode, Result
 from .providers import SINKIN
 from .transport import all_or_nothing
@@ -136,6 +137,17 @@ class SinkInNode(HostedNode):
         return with_catalog(cls.PARAMS, sinkin_catalog.current_catalog())
 
     @classmethod
+    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
+        # The model, an img2img base and a ControlNet may each change the price: each is its own kind.
+        model = sinkin_catalog.id_from_choice(values["model_id"]) or str(values["model_id"])
+        kind = "img2img" if "image" in {p.name for p in cls.PARAMS} else "txt2img"
+        controlnet = values.get("controlnet", NO_CONTROLNET)
+        variant = f"{kind}:{model}" + (f":{controlnet}" if controlnet != NO_CONTROLNET else "")
+        return CostShape(SINKIN.id, "inference", variant, requests=requests, images=values["num_images"],
+                         pixels=values["width"] * values["height"], steps=values["steps"],
+                         factor=0.5 if values["lcm"] else 1.0)
+
+    @classmethod
     def cache_endpoint(cls, values: dict) -> str:
         return f"inference/{cls.__name__}"
 
@@ -157,6 +169,7 @@ class SinkInNode(HostedNode):
         costs = [data.get("credit_cost") for data in answers]
         if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in costs):
             info["credit_cost"] = round(sum(costs), 4)
+            info["credits_measured"] = info["credit_cost"]
         inf_ids = [data.get("inf_id") for data in answers]
         info["inf_id"] = inf_ids[0] if len(inf_ids) == 1 else inf_ids
         return Result.of(pictures, info)

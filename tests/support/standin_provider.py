@@ -12,6 +12,7 @@ from __future__ import annotations
 from sdbridge.nodes import images as imaging
 from sdbridge.nodes import surface
 from sdbridge.nodes.hosted import credentials
+from sdbridge.nodes.hosted.costs import CostShape
 from sdbridge.nodes.hosted.hosted_node import HostedNode, Result
 from sdbridge.nodes.hosted.providers import Provider
 from sdbridge.nodes.hosted.replies import ProviderError, Reply
@@ -52,6 +53,11 @@ class StandInTxt2Img(HostedNode):
     ABOUT = "Text to image on the stand-in queue API."
     PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, surface.seed(SEED_MAX),
               Param("num_images", "INT", "Number of images.", default=1, min=1, max=4))
+
+    @classmethod
+    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
+        # No price is published and no answer tells the cost: estimates stay "unknown".
+        return CostShape(STANDIN.id, "tiny-model", images=values["num_images"])
 
     async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         base = credentials.base_url(STANDIN)
