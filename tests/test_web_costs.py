@@ -92,7 +92,7 @@ def test_badges_total_caps_and_spent(tmp_path, monkeypatch):
     assert out["patchedOthers"] == "undefined"            # only SD Bridge nodes get a badge
     assert out["pill"] == [f"SD Bridge: ≈ {float(f'{estimate:.3g}'):g} credits"]
     assert out["unchangedSends"] == len(out["sent"])      # nothing changed: nothing asked
-    assert out["afterRun"] == ["spent 1", "SD Bridge: spent 1 credits"]
+    assert out["afterRun"] == ["spent 1", "SD Bridge: spent 1 credit"]
     assert out["keptAfterRun"] == "spent 1"
     assert out["afterEdit"] == shown
     assert out["capped"]["over"] is True

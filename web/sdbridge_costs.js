@@ -16,6 +16,8 @@ export function formatCredits(credits) {
   return Number(credits.toPrecision(3)).toString();
 }
 
+const credits = (n) => `${formatCredits(n)} credit${n === 1 ? "" : "s"}`;
+
 // What a node's badge says: what it spent after a run, else its estimate; null for no badge.
 export function badgeText(estimate, spent) {
   if (spent) return spent.credits === null ? "spent ?" : `spent ${formatCredits(spent.credits)}`;
@@ -33,13 +35,13 @@ export function totalText(answer, spent = {}) {
   if (spentValues.length) {
     const known = spentValues.filter((s) => s.credits !== null).reduce((sum, s) => sum + s.credits, 0);
     const unknown = spentValues.filter((s) => s.credits === null).length;
-    return { text: `SD Bridge: spent ${formatCredits(known)} credits${unknown ? ` + ${unknown} unknown` : ""}`,
+    return { text: `SD Bridge: spent ${credits(known)}${unknown ? ` + ${unknown} unknown` : ""}`,
              title: "What the last run's hosted nodes spent (measured, or estimated where the provider does not tell).",
              over: false };
   }
   const unknown = answer.unknown?.length ?? 0;
   const total = answer.total ?? 0;
-  let text = answer.total === null ? "SD Bridge: cost unknown" : `SD Bridge: ≈ ${formatCredits(total)} credits`;
+  let text = answer.total === null ? "SD Bridge: cost unknown" : `SD Bridge: ≈ ${credits(total)}`;
   if (unknown && answer.total !== null) text += ` + ${unknown} unknown`;
   const caps = answer.caps ?? {};
   const reasons = [];
@@ -83,18 +85,32 @@ function graphNodes() {
   return app.graph?.nodes ?? app.graph?._nodes ?? [];
 }
 
+// Under the Run button when the page has one (frontends since 1.2x mark it), else bottom right.
+function placePill(pill) {
+  const run = document.querySelector?.('[data-testid="queue-button"]');
+  const bar = run?.closest?.(".actionbar") ?? run;
+  const rect = bar?.getBoundingClientRect?.();
+  if (rect && rect.width > 0 && globalThis.innerWidth) {
+    Object.assign(pill.style, { top: `${Math.round(rect.bottom + 6)}px`, bottom: "",
+                                right: `${Math.max(8, Math.round(globalThis.innerWidth - rect.right))}px` });
+  } else {
+    Object.assign(pill.style, { top: "", bottom: "16px", right: "16px" });
+  }
+}
+
 function showTotal() {
   if (typeof document === "undefined") return;
   const shown = totalText(state.answer, state.spent);
   if (!state.pill) {
     state.pill = document.createElement("div");
     state.pill.id = "sdbridge-cost-total";
-    state.pill.style.cssText = "position:fixed;right:16px;bottom:16px;z-index:1000;padding:4px 10px;border-radius:12px;"
+    state.pill.style.cssText = "position:fixed;z-index:1300;padding:4px 10px;border-radius:12px;"
       + "font:12px sans-serif;color:#fff;background:#2b5f3f;pointer-events:auto;cursor:default";
     document.body?.append(state.pill);
   }
   state.pill.style.display = shown ? "block" : "none";
   if (!shown) return;
+  placePill(state.pill);
   state.pill.textContent = shown.text;
   state.pill.title = shown.title;
   state.pill.style.background = shown.over ? "#8a2b2b" : "#2b5f3f";
@@ -172,6 +188,9 @@ app.registerExtension({
     });
     // A run changes what is measured and spent today: price again once it ends.
     api.addEventListener("execution_success", () => refreshEstimates(true));
-    setInterval(() => refreshEstimates(), CHECK_EVERY_MS);
+    setInterval(() => {
+      refreshEstimates();
+      if (state.pill?.style.display === "block") placePill(state.pill);  // the action bar can be dragged
+    }, CHECK_EVERY_MS);
   },
 });
