@@ -120,6 +120,10 @@ def page(node: type, node_id: str, display_name: str, workflows: dict) -> str:
         lines += ["", "Before you press Run, the title bar shows what one run will cost: what your own runs of the "
                   f"same kind cost (measured), or {known}. After a run it shows what the run spent, and the `info` "
                   "output says so too. Spending caps (Settings → SD Bridge) stop a run before any request."]
+        lines += ["", "A run that repeats one already paid for (the same inputs and input images, a fixed seed) "
+                  "returns the stored images from the result cache: no request, no credits, and the node says "
+                  "`from cache`. Seed -1 always asks for a new image. Switch the cache off or clear it in "
+                  "Settings → SD Bridge → Result cache."]
     else:
         lines.append("Runs on your own GPU (or slowly on the CPU): no key, no credits.")
     examples = workflows.get(node_id, [])
