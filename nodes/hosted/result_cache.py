@@ -41,6 +41,7 @@ ENTRY_FILE = "entry.json"
 LOCK_TIMEOUT = 10.0    # seconds; never waited on forever
 STALE_TEMP = 3600.0    # seconds after which a temporary folder left by a crash is removed
 MB = 1024 * 1024
+KEY_VERSION = 1        # part of every key: a change to what a key holds starts a new cache
 
 
 # ---------------------------------------------------------------- where and whether
@@ -88,10 +89,9 @@ def key_for(node_cls, values: dict, image_digests: list[str] | None = None) -> s
     """The cache key of a run of `node_cls` with `values` (widget values or the node's
     normalized values; defaults apply to what is missing): the sha256 of the provider, its API
     base URL, the node's endpoint, every value normalized and the input images' digests, in
-    canonical JSON. None when the run is not
-    cacheable: the cache is off, the seed is not fixed (-1, or an Any Model body without an
-    integer seed >= 0), a value is invalid, or an image input is connected (or required) and
-    `image_digests` (see `image_digests()`) is not given."""
+    canonical JSON. None when the run is not cacheable: the cache is off, the seed is not fixed
+    (-1, or an Any Model body without an integer seed >= 0), a value is invalid, or an image
+    input is connected (or required) and `image_digests` (see `image_digests()`) is not given."""
     if not enabled():
         return None
     images = [p for p in node_cls.PARAMS if p.kind == "IMAGE"]
@@ -111,7 +111,7 @@ def key_for(node_cls, values: dict, image_digests: list[str] | None = None) -> s
         return None
     if seed is None:
         return None
-    request = [node_cls.PROVIDER.id, base, endpoint, normalized, list(image_digests or [])]
+    request = [KEY_VERSION, node_cls.PROVIDER.id, base, endpoint, normalized, list(image_digests or [])]
     try:
         text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     except (TypeError, ValueError):
