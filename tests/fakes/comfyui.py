@@ -162,6 +162,10 @@ class FakeComfyUI(Loopback):
             return Answer(200, picture(int(seed)), {"content-type": "image/png"})
         return Answer(404, b"")
 
+    def queue_for_another_client(self, prompt: dict) -> str:
+        """Queue `prompt` as someone else's work (as if another user pressed Run); its prompt id."""
+        return json.loads(self._submit({"prompt": prompt, "client_id": "someone else"}).body)["prompt_id"]
+
     def _row(self, item: dict) -> list:
         return [item["number"], item["prompt_id"], item["prompt"], {"client_id": item["client_id"]}, ["2"]]
 

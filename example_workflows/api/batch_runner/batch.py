@@ -91,13 +91,16 @@ class Batch:
         return 0 if counts.get("done", 0) == len(self.jobs) else 1
 
     def _loop(self) -> None:
+        changed, dispatched = True, 0.0
         while self.waiting or self.in_flight:
             if not self.live:
                 for job in list(self.waiting):
                     self._record(job, "failed", error="no server left to run it: every server stopped answering")
                 self.waiting.clear()
                 return
-            self._dispatch()
+            if changed or time.monotonic() - dispatched >= 0.5:
+                self._dispatch()
+                changed, dispatched = False, time.monotonic()
             try:
                 event = self.events.get(timeout=0.2)
             except queue.Empty:
@@ -105,6 +108,7 @@ class Batch:
             for _ in range(1000):  # everything that arrived, then dispatch again
                 if event is None:
                     break
+                changed = True
                 self._handle(event)
                 try:
                     event = self.events.get_nowait()
@@ -116,14 +120,16 @@ class Batch:
     # Sending
 
     def _dispatch(self) -> None:
+        """While jobs wait: the servers' loads (running + waiting, from /queue: ours included); the
+        least loaded gets the next job if it has room (fewer than `depth` of ours), else wait."""
         for _ in range(len(self.waiting)):
             now = time.monotonic()
             ours = self._ours()
-            room = [s for s in self.live if ours[s.url] < self.settings.depth and self.resting.get(s.url, 0) <= now]
-            if not self.waiting or not room:
+            ready = [s for s in self.live if self.resting.get(s.url, 0) <= now]
+            if not self.waiting or not any(ours[s.url] < self.settings.depth for s in ready):
                 return
             loads = {}
-            for server in room:
+            for server in ready:
                 try:
                     running, pending = server.queue(timeout=5)
                     loads[server.url] = len(running) + len(pending)
@@ -133,9 +139,11 @@ class Batch:
                     loads[server.url] = ours[server.url]
             if not loads:
                 return
-            order = {s.url: i for i, s in enumerate(self.servers)}
-            best = min((s for s in room if s.url in loads), key=lambda s: (loads[s.url], ours[s.url], order[s.url]))
-            self._send(self.waiting.popleft(), best)
+            least = min(loads.values())
+            room = [s for s in ready if loads.get(s.url) == least and ours[s.url] < self.settings.depth]
+            if not room:
+                return  # the least loaded server has enough of ours: the next finished job frees it
+            self._send(self.waiting.popleft(), min(room, key=lambda s: ours[s.url]))
 
     def _ours(self) -> dict[str, int]:
         ours = {s.url: 0 for s in self.servers}
@@ -149,10 +157,26 @@ class Batch:
         self.resting[server.url] = time.monotonic() + 2.0
         self.followers[server.url].check_soon()
 
-    def _send(self, job: Job, server: Server) -> None:
+    def _submit(self, job: Job, server: Server) -> None:
         self.tries[job.index] = self.tries.get(job.index, 0) + 1
+        follower, chosen = self.followers[server.url], uuid.uuid4().hex
+        prefix = "" if self.settings.single else f"{job.index:0{self.width}d}_"
+        follower.track(chosen, prefix)
         try:
-            prompt_id = server.submit(job.prompt, self.client_id, uuid.uuid4().hex)
+            prompt_id = server.submit(job.prompt, self.client_id, chosen)
+        except (Refused, Unreachable):
+            follower.untrack(chosen)
+            raise
+        if prompt_id != chosen:  # an older ComfyUI chose its own id
+            follower.untrack(chosen)
+            follower.track(prompt_id, prefix)
+        self.in_flight[(server.url, prompt_id)] = Attempt(job, server, prompt_id)
+        if self.settings.single:
+            self.progress.say(f"queued {self.settings.name} as {prompt_id} on {server.url}")
+
+    def _send(self, job: Job, server: Server) -> None:
+        try:
+            self._submit(job, server)
         except Refused as exc:
             lines = reasons.refusal(exc.answer)
             if self.settings.single:
@@ -163,12 +187,6 @@ class Batch:
         except Unreachable as exc:
             self._rest(server)
             self._again(job, f"could not queue it on {server.url}: {exc}")
-            return
-        prefix = "" if self.settings.single else f"{job.index:0{self.width}d}_"
-        self.followers[server.url].track(prompt_id, prefix)
-        self.in_flight[(server.url, prompt_id)] = Attempt(job, server, prompt_id)
-        if self.settings.single:
-            self.progress.say(f"queued {self.settings.name} as {prompt_id} on {server.url}")
 
     def _again(self, job: Job, why: str) -> None:
         """Back to the front of the line, unless it has been tried on enough servers."""

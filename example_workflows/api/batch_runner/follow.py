@@ -49,6 +49,7 @@ class Follower(threading.Thread):
         self._tracked: dict[str, str] = {}      # prompt id -> file name prefix
         self._running: set[str] = set()
         self._misses: dict[str, int] = {}
+        self._since: dict[str, float] = {}      # when each prompt was tracked
         self._heard_done: dict[str, None] = {}  # finished prompts heard before they were tracked
         self._next_check = 0.0
         self._failures = 0
@@ -58,8 +59,10 @@ class Follower(threading.Thread):
     # Called by the batch (another thread)
 
     def track(self, prompt_id: str, prefix: str) -> None:
+        """Follow `prompt_id` (before it is sent: its first messages may beat the answer to /prompt)."""
         with self._lock:
             self._tracked[prompt_id] = prefix
+            self._since[prompt_id] = time.monotonic()
             if prompt_id in self._heard_done:
                 self._next_check = 0.0
 
@@ -196,7 +199,8 @@ class Follower(threading.Thread):
                     self._misses.pop(prompt_id, None)
                     continue
                 self._misses[prompt_id] = self._misses.get(prompt_id, 0) + 1
-                if self._misses[prompt_id] >= self.misses_before_lost:
+                if (self._misses[prompt_id] >= self.misses_before_lost
+                        and time.monotonic() - self._since.get(prompt_id, 0) >= 5.0):  # not one still being sent
                     self._misses.pop(prompt_id)
                     with self._lock:
                         if self._tracked.pop(prompt_id, None) is not None:
