@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     single = len(batch_jobs) == 1 and not args.batch and not args.seeds
     servers = [Server(url) for url in dict.fromkeys(args.servers or [DEFAULT_SERVER])]
     progress = Progress(len(batch_jobs), quiet=args.quiet)
-    usable = preflight.usable(servers, jobs.node_types(workflow), lambda text: progress.say(text, always=True))
+    try:
+        usable = preflight.usable(servers, jobs.node_types(workflow), lambda text: progress.say(text, always=True))
+    except KeyboardInterrupt:
+        progress.say("stopped before anything was sent", always=True)
+        return 130
     if not usable:
         raise SystemExit("no server can run this workflow (see above)")
     manifest = Manifest(args.manifest or args.out / "manifest.jsonl")
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         code = Batch(usable, batch_jobs, manifest, progress, settings).run()
     except Stop as stop:
         raise SystemExit(str(stop)) from None
+    except KeyboardInterrupt:  # a second Ctrl-C while withdrawing: the manifest is written all the same
+        progress.say(f"stopped; manifest: {manifest.path}", always=True)
+        return 130
     if not single or code:
         counts = manifest.counts()
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))

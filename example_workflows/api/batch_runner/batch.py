@@ -167,6 +167,9 @@ class Batch:
         except (Refused, Unreachable):
             follower.untrack(chosen)
             raise
+        except KeyboardInterrupt:  # it may have been queued: withdraw it with the others
+            self.in_flight[(server.url, chosen)] = Attempt(job, server, chosen)
+            raise
         if prompt_id != chosen:  # an older ComfyUI chose its own id
             follower.untrack(chosen)
             follower.track(prompt_id, prefix)

@@ -65,6 +65,8 @@ class Follower(threading.Thread):
             self._since[prompt_id] = time.monotonic()
             if prompt_id in self._heard_done:
                 self._next_check = 0.0
+            elif self.ws is None:  # polling: an idle server was asked less often
+                self._next_check = min(self._next_check, time.monotonic() + self.poll_every)
 
     def untrack(self, prompt_id: str) -> bool:
         """Stop following `prompt_id`; True when it was followed (no event for it comes after)."""
