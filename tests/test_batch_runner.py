@@ -87,6 +87,18 @@ def test_a_server_dying_mid_batch_loses_no_job_and_counts_none_twice(tmp_path):
     assert_images_match_seeds(tmp_path, entries)
 
 
+def test_a_prompt_forgotten_by_a_restarted_server_is_sent_again(tmp_path):
+    with FakeComfyUI(duration=1.0) as a:
+        threading.Timer(0.5, a.restart).start()
+        entries = run(tmp_path, a, args=("--seeds", "1-2"))
+        forgotten = a.accepted[0]["prompt_id"]
+        assert len(a.accepted) == 4 and forgotten not in a.finished  # both forgotten ones sent again, once
+    assert [e["status"] for e in entries] == ["done", "done"]
+    assert entries[0]["resent"] == [{"server": a.url, "prompt_id": forgotten,
+                                     "why": "the server no longer knows the prompt"}]
+    assert_images_match_seeds(tmp_path, entries)
+
+
 def test_when_every_server_dies_the_rest_are_listed_as_failed(tmp_path):
     with FakeComfyUI(die_at=2) as a:
         entries = run(tmp_path, a, args=("--seeds", "1-5"), expect=1)

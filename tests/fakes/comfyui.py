@@ -13,7 +13,8 @@
   seed + i (`fakes.queue.picture`).
 - `websocket=False` answers /ws with 404 (the runner must poll); `die_at=N` makes the server die
   when its Nth prompt has run half its time: it stops accepting connections, drops every open
-  one and forgets its queue and history (a crashed machine); `die()` does that at any moment.
+  one and forgets its queue and history (a crashed machine); `die()` does that at any moment;
+  `restart()` forgets them but keeps answering (ComfyUI restarted between two checks).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class FakeComfyUI(Loopback):
         self.sockets: dict[str, list] = {}
         self.dead = False
         self.started = 0                   # prompts that began running
+        self._forget: str | None = None
         self._number = itertools.count()
         self._images = itertools.count(1)
         self._cond = threading.Condition()
@@ -99,6 +101,17 @@ class FakeComfyUI(Loopback):
             self._cond.notify_all()
         self.server.shutdown()
         self.server.server_close()
+        self._close_sockets()
+
+    def restart(self) -> None:
+        """Forget the queue, the running prompt and the history and drop the websockets, but keep
+        answering (ComfyUI restarted between two of the runner's checks)."""
+        with self._cond:
+            self.pending.clear()
+            self.history.clear()
+            if self.running:
+                self._interrupt.set()
+                self._forget = self.running["prompt_id"]
         self._close_sockets()
 
     def _close_sockets(self) -> None:
@@ -307,6 +320,8 @@ class FakeComfyUI(Loopback):
                 return
             if self.die_at == number and step > self.steps // 2:
                 self.die()
+                return
+            if self._interrupt.is_set() and self._forget == prompt_id:  # restarted: no trace of it
                 return
             if self._interrupt.is_set():
                 self._end(item, "execution_interrupted", {"prompt_id": prompt_id, "node_id": node,

@@ -115,7 +115,7 @@ class Follower(threading.Thread):
                     return
                 with self._lock:
                     busy = bool(self._tracked)
-                pause = self.check_every if self.ws is not None or not busy else self.poll_every
+                pause = self.check_every if (self.ws is not None or not busy) and not self._misses else self.poll_every
                 self._next_check = time.monotonic() + (pause if self._failures == 0 else 0.5)
 
     def _open(self) -> None:
