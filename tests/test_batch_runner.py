@@ -99,6 +99,17 @@ def test_a_prompt_forgotten_by_a_restarted_server_is_sent_again(tmp_path):
     assert_images_match_seeds(tmp_path, entries)
 
 
+def test_a_server_that_cannot_queue_is_passed_over_and_a_job_nobody_queues_is_listed(tmp_path):
+    with FakeComfyUI() as broken, FakeComfyUI() as good:
+        broken.broken_submit = True
+        entries = run(tmp_path, broken, good, args=("--seeds", "1-3"))
+        assert len(good.accepted) == 3
+        assert {e["server"] for e in entries} == {good.url}
+        (tmp_path / "out" / "manifest.jsonl").unlink()
+        (entry,) = run(tmp_path, broken, expect=1)
+    assert entry["status"] == "failed" and entry["error"].startswith(f"tried 3 times; last: could not queue it on {broken.url}")
+
+
 def test_when_every_server_dies_the_rest_are_listed_as_failed(tmp_path):
     with FakeComfyUI(die_at=2) as a:
         entries = run(tmp_path, a, args=("--seeds", "1-5"), expect=1)

@@ -69,6 +69,7 @@ class FakeComfyUI(Loopback):
         self.interrupts: list[str | None] = []
         self.sockets: dict[str, list] = {}
         self.dead = False
+        self.broken_submit = False         # POST /prompt answers 500 (everything else works)
         self.started = 0                   # prompts that began running
         self._forget: str | None = None
         self._number = itertools.count()
@@ -135,6 +136,8 @@ class FakeComfyUI(Loopback):
         if path == "/ws":
             return self._handshake(request, query.get("clientId", [""])[0])
         if request.method == "POST" and path == "/prompt":
+            if self.broken_submit:
+                return Answer(500, b"500 Internal Server Error\n\nServer got itself in trouble")
             return self._submit(json.loads(request.body))
         if request.method == "POST" and path == "/queue":
             body = json.loads(request.body or b"{}")

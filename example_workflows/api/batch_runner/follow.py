@@ -53,6 +53,7 @@ class Follower(threading.Thread):
         self._heard_done: dict[str, None] = {}  # finished prompts heard before they were tracked
         self._next_check = 0.0
         self._failures = 0
+        self._probe = False
         self.ws: WebSocket | None = None
         self._next_open = 0.0
 
@@ -74,6 +75,8 @@ class Follower(threading.Thread):
             return self._tracked.pop(prompt_id, None) is not None
 
     def check_soon(self) -> None:
+        """Ask the server now, by HTTP even while the websocket is open (a call to it just failed)."""
+        self._probe = True
         self._next_check = 0.0
 
     def stop(self) -> None:
@@ -175,7 +178,7 @@ class Follower(threading.Thread):
         """Ask /queue (and /history for our prompts no longer queued); False when unreachable."""
         with self._lock:
             tracked = list(self._tracked)
-        if not tracked and self.ws is not None:
+        if not tracked and self.ws is not None and not self._probe:
             return True
         try:
             queue_known = True
@@ -209,6 +212,7 @@ class Follower(threading.Thread):
                             self._emit("lost", prompt_id, "the server no longer knows the prompt")
         except Unreachable:
             return False
+        self._probe = False
         return True
 
     def _finish_safely(self, prompt_id: str) -> None:
