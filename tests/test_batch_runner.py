@@ -258,9 +258,9 @@ def test_reasons_in_comfyuis_words():
 def test_the_progress_bar_is_one_plain_line_cleared_before_each_message():
     stream, out = io.StringIO(), io.StringIO()
     progress = Progress(20, stream=stream, out=out, bar=True)
-    progress.update(force=True, finished=5, failed=1, running=2, servers=4, step=(3, 25))
-    assert stream.getvalue().startswith("\r[######------------------] 5/20 (1 failed) | 2 running on 4 servers | "
-                                        "step 3/25 | 0:00")
+    progress.update(force=True, finished=5, failed=1, running=2, queued=3, servers=4, steps=[(3, 25), (20, 25)])
+    assert stream.getvalue().startswith("\r[######------------------] 5/20 (1 failed) | 2 running, 3 queued on 4 "
+                                        "servers | steps 3/25 20/25 | 0:00")
     progress.say("a line")
     assert out.getvalue() == "a line\n" and "\r" + " " * 10 in stream.getvalue()
     assert stream.getvalue().isascii()

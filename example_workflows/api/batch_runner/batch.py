@@ -33,6 +33,7 @@ class Attempt:
     server: Server
     prompt_id: str
     queued: float = field(default_factory=time.monotonic)
+    running: bool = False
     step: tuple | None = None
 
 
@@ -69,6 +70,7 @@ class Batch:
 
     def run(self) -> int:
         """0 when every job is done, 1 when some failed, 130 after Ctrl-C (ours withdrawn)."""
+        self.progress.update(force=True, servers=len(self.live))
         for server in self.servers:
             follower = Follower(server, self.client_id, self.events, self.settings.out,
                                 use_websocket=self.settings.use_websocket, check_every=self.settings.check_every,
@@ -208,10 +210,12 @@ class Batch:
         if attempt is None:
             return  # a prompt given up on, or a server already left
         job = attempt.job
-        if event.kind == "started" and self.settings.single:
-            self.progress.say("running")
+        if event.kind == "started":
+            attempt.running = True
+            if self.settings.single:
+                self.progress.say("running")
         elif event.kind == "progress":
-            attempt.step = event.data
+            attempt.running, attempt.step = True, event.data
         elif event.kind == "done":
             del self.in_flight[(event.server, event.prompt_id)]
             files = event.data
@@ -315,7 +319,7 @@ class Batch:
 
     def _show(self) -> None:
         counts = self.manifest.counts()
-        running = [a for a in self.in_flight.values() if a.step]
+        running = [a for a in self.in_flight.values() if a.running]
         self.progress.update(finished=sum(counts.values()), failed=len(self.manifest.entries) - counts.get("done", 0),
-                             running=len(self.in_flight), servers=len(self.live),
-                             step=running[0].step if len(running) == 1 else None)
+                             running=len(running), queued=len(self.in_flight) - len(running), servers=len(self.live),
+                             steps=[a.step for a in running if a.step])

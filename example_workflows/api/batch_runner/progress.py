@@ -2,7 +2,7 @@
 
 The bar is plain text redrawn with a carriage return (a Windows console shows it too); it is
 drawn only when stderr is a terminal and --quiet is not given, at most ten times a second, and
-cleared before each line is printed so the two never mix.
+cleared before each line is printed so the two never mix (the next update draws it again).
 """
 
 from __future__ import annotations
@@ -26,17 +26,20 @@ class Progress:
         self.started = time.monotonic()
         self._shown = 0
         self._last = 0.0
-        self.state: dict = {"finished": 0, "failed": 0, "running": 0, "servers": 0, "step": None}
+        self.state: dict = {"finished": 0, "failed": 0, "running": 0, "queued": 0, "servers": 0, "steps": ()}
 
-    def line(self, finished: int, failed: int, running: int, servers: int, step=None, width: int = 24) -> str:
+    def line(self, finished: int, failed: int, running: int, queued: int, servers: int, steps=(),
+             width: int = 24) -> str:
+        """`steps`: (value, max) of each running job's current node, as ComfyUI reports it."""
         elapsed = time.monotonic() - self.started
         filled = int(width * finished / self.total) if self.total else width
         text = f"[{'#' * filled}{'-' * (width - filled)}] {finished}/{self.total}"
         if failed:
             text += f" ({failed} failed)"
-        text += f" | {running} running on {servers} server{'s' if servers != 1 else ''}"
-        if step and step[1]:
-            text += f" | step {step[0]}/{step[1]}"
+        text += f" | {running} running, {queued} queued on {servers} server{'s' if servers != 1 else ''}"
+        shown = [f"{value}/{total}" for value, total in list(steps)[:4] if total]
+        if shown:
+            text += f" | step{'s' if len(shown) > 1 else ''} {' '.join(shown)}"
         text += f" | {clock(elapsed)}"
         if 0 < finished < self.total:
             text += f", ~{clock(elapsed / finished * (self.total - finished))} left"
@@ -66,12 +69,13 @@ class Progress:
             return
         self._clear()
         print(text, file=self.out, flush=True)
-        if self.bar:
-            self.update(force=True)
+        self._last = 0.0  # the bar comes back at the next update, with the counts this line changed
 
     def close(self) -> None:
+        """The bar's last state stays on its line; lines after this one go below it."""
         if self.bar:
             self.update(force=True)
             self.stream.write("\n")
             self.stream.flush()
             self._shown = 0
+            self.bar = False
