@@ -110,6 +110,15 @@ def test_a_server_that_cannot_queue_is_passed_over_and_a_job_nobody_queues_is_li
     assert entry["status"] == "failed" and entry["error"].startswith(f"tried 3 times; last: could not queue it on {broken.url}")
 
 
+def test_an_image_cut_short_is_fetched_again_and_never_left_half_written(tmp_path):
+    with FakeComfyUI() as a:
+        a.cut_views = 1
+        entries = run(tmp_path, a, args=("--seeds", "1-2"))
+        views = [r for r in a.requests if r.path.startswith("/view")]
+        assert len(a.accepted) == 2 and len(views) == 3
+    assert_images_match_seeds(tmp_path, entries)
+
+
 def test_when_every_server_dies_the_rest_are_listed_as_failed(tmp_path):
     with FakeComfyUI(die_at=2) as a:
         entries = run(tmp_path, a, args=("--seeds", "1-5"), expect=1)

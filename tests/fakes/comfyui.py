@@ -70,6 +70,7 @@ class FakeComfyUI(Loopback):
         self.sockets: dict[str, list] = {}
         self.dead = False
         self.broken_submit = False         # POST /prompt answers 500 (everything else works)
+        self.cut_views = 0                 # this many /view answers are cut short
         self.started = 0                   # prompts that began running
         self._forget: str | None = None
         self._number = itertools.count()
@@ -175,7 +176,9 @@ class FakeComfyUI(Loopback):
             seed = name.split("_")[1] if name.startswith("seed_") else ""
             if not seed.isdigit() or query.get("type") != ["output"]:
                 return json_answer(404, {})
-            return Answer(200, picture(int(seed)), {"content-type": "image/png"})
+            with self._cond:
+                cut, self.cut_views = self.cut_views > 0, max(self.cut_views - 1, 0)
+            return Answer(200, picture(int(seed)), {"content-type": "image/png"}, truncate=cut)
         return Answer(404, b"")
 
     def queue_for_another_client(self, prompt: dict) -> str:

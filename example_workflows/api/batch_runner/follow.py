@@ -242,7 +242,7 @@ class Follower(threading.Thread):
                         raise Unreachable("stopped")
                     target = self.out / f"{prefix}{Path(image.get('filename', 'image.png')).name}"
                     partial = target.with_name(target.name + ".part")
-                    partial.write_bytes(self.server.image(image))
+                    self.server.save_image(image, partial)
                     partial.replace(target)
                     saved.append(target)
         except BaseException as exc:

@@ -7,10 +7,12 @@ workflow: ComfyUI's own words, which `reasons.refusal` turns into lines).
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 
 class Unreachable(ConnectionError):
@@ -27,22 +29,22 @@ class Refused(Exception):
 
 class Server:
     def __init__(self, url: str, timeout: float = 30.0):
-        self.url = url.rstrip("/")
+        url = url.strip().rstrip("/")
+        self.url = url if "://" in url else f"http://{url}"  # gpu1:8188 means http://gpu1:8188
         self.timeout = timeout
 
     def __repr__(self) -> str:
         return self.url
 
-    def call(self, path: str, body: dict | None = None, timeout: float | None = None) -> bytes:
+    def _open(self, path: str, body: dict | None = None, timeout: float | None = None):
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                return response.read()
+            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             try:
                 text = exc.read()
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 text = b""
             if exc.code >= 500:
                 raise Unreachable(f"{self.url} answered {exc.code}") from None
@@ -51,9 +53,18 @@ class Server:
             except ValueError:
                 answer = {"error": {"message": text.decode("utf-8", "replace")[:500]}}
             raise Refused(exc.code, answer if isinstance(answer, dict) else {}) from None
-        except (OSError, ValueError) as exc:  # URLError, resets, timeouts; http.client's bad answers
-            reason = getattr(exc, "reason", exc)
-            raise Unreachable(f"{self.url}: {reason}") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, reset, timed out, garbled
+            raise Unreachable(f"{self.url}: {getattr(exc, 'reason', exc)}") from None
+
+    def _read(self, response, size: int = -1) -> bytes:
+        try:
+            return response.read(size)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise Unreachable(f"{self.url}: the answer broke off ({exc})") from None
+
+    def call(self, path: str, body: dict | None = None, timeout: float | None = None) -> bytes:
+        with self._open(path, body, timeout) as response:
+            return self._read(response)
 
     def json(self, path: str, body: dict | None = None, timeout: float | None = None):
         text = self.call(path, body, timeout)
@@ -78,9 +89,20 @@ class Server:
     def history(self, prompt_id: str) -> dict | None:
         return self.json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
 
-    def image(self, image: dict) -> bytes:
+    def save_image(self, image: dict, target: Path) -> None:
+        """One output image (an entry of /history's outputs) into `target`, read 1 MiB at a time."""
         query = urllib.parse.urlencode({k: image.get(k, "") for k in ("filename", "subfolder", "type")})
-        return self.call(f"/view?{query}", timeout=max(self.timeout, 120))
+        written = 0
+        with self._open(f"/view?{query}", timeout=max(self.timeout, 120)) as response, target.open("wb") as file:
+            for _ in range(1 << 16):  # at most 64 GiB
+                chunk = self._read(response, 1 << 20)
+                if not chunk:
+                    break
+                file.write(chunk)
+                written += len(chunk)
+            promised = response.headers.get("Content-Length")
+        if promised and promised.isdigit() and written != int(promised):  # read(n) does not say it broke off
+            raise Unreachable(f"{self.url}: an image broke off after {written} of {promised} bytes")
 
     def missing_node_types(self, class_types: set[str]) -> set[str] | None:
         """The node types this server does not have, or None when it cannot tell (no /object_info)."""
