@@ -26,7 +26,10 @@ if str(API) not in sys.path:
 
 import submit  # noqa: E402
 from batch_runner import jobs, reasons  # noqa: E402
+from batch_runner.batch import Batch, Settings  # noqa: E402
+from batch_runner.manifest import Manifest  # noqa: E402
 from batch_runner.progress import Progress  # noqa: E402
+from batch_runner.server import Server  # noqa: E402
 from batch_runner.websocket import WebSocket, WebSocketClosed, accept_key  # noqa: E402
 
 WORKFLOW = "segmind_sdxl_panda.json"
@@ -119,9 +122,28 @@ def test_an_image_cut_short_is_fetched_again_and_never_left_half_written(tmp_pat
     assert_images_match_seeds(tmp_path, entries)
 
 
+def test_a_server_back_from_an_outage_rejoins_and_what_it_held_of_ours_is_withdrawn(tmp_path):
+    workflow = json.loads((API / WORKFLOW).read_text())
+    with FakeComfyUI(duration=2.0) as a, FakeComfyUI(duration=2.0) as b:
+        threading.Timer(0.3, a.blackout, args=(1.2,)).start()  # a holds a running and a waiting job of ours
+        batch = Batch([Server(a.url), Server(b.url)], jobs.build(workflow, [], seeds="1-6"),
+                      Manifest(tmp_path / "out" / "manifest.jsonl"), Progress(6, quiet=True, out=io.StringIO()),
+                      Settings(out=tmp_path / "out", revive_every=0.5))
+        assert batch.run() == 0
+        entries = manifest(tmp_path)
+        moved = {r["prompt_id"] for e in entries for r in e["resent"]}
+        assert len(moved) == 2 and all(r["server"] == a.url for e in entries for r in e["resent"])
+        withdrawn = set(a.deleted) | set(a.interrupts)
+        assert moved <= set(a.finished) | withdrawn and moved & withdrawn  # made and not counted, or withdrawn
+        assert any(e["server"] == a.url and not e["resent"] for e in entries[4:])  # it took new jobs once back
+    assert "is back in the batch" in batch.progress.out.getvalue()
+    assert [e["status"] for e in entries] == ["done"] * 6
+    assert_images_match_seeds(tmp_path, entries)
+
+
 def test_when_every_server_dies_the_rest_are_listed_as_failed(tmp_path):
     with FakeComfyUI(die_at=2) as a:
-        entries = run(tmp_path, a, args=("--seeds", "1-5"), expect=1)
+        entries = run(tmp_path, a, args=("--seeds", "1-5", "--wait", "0"), expect=1)
     assert [e["index"] for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0]["status"] == "done"
     assert {e["status"] for e in entries[1:]} == {"failed"}

@@ -49,6 +49,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--manifest", type=Path, help="default: OUT/manifest.jsonl")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one job may take, queue included")
     parser.add_argument("--depth", type=int, default=2, help="jobs of this batch queued on one server at a time")
+    parser.add_argument("--wait", type=float, default=60, metavar="S",
+                        help="when no server is left, how long to wait for one to come back (default 60)")
     parser.add_argument("--poll", action="store_true", help="poll /history instead of following the websocket")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, only errors and the summary")
     args = parser.parse_args(argv)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not single:
         progress.say(f"{len(batch_jobs)} jobs of {path.name} on {len(usable)} server(s); images and "
                      f"{manifest.path.name} in {args.out}")
-    settings = Settings(out=args.out, depth=args.depth, timeout=args.timeout, use_websocket=not args.poll,
+    settings = Settings(out=args.out, depth=args.depth, timeout=args.timeout, use_websocket=not args.poll, wait=args.wait,
                         name=path.name, single=single)
     try:
         code = Batch(usable, batch_jobs, manifest, progress, settings).run()

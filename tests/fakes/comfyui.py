@@ -14,7 +14,8 @@
 - `websocket=False` answers /ws with 404 (the runner must poll); `die_at=N` makes the server die
   when its Nth prompt has run half its time: it stops accepting connections, drops every open
   one and forgets its queue and history (a crashed machine); `die()` does that at any moment;
-  `restart()` forgets them but keeps answering (ComfyUI restarted between two checks).
+  `restart()` forgets them but keeps answering (ComfyUI restarted between two checks);
+  `blackout(s)` drops every connection for s seconds while prompts keep running (an outage).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class FakeComfyUI(Loopback):
         self.dead = False
         self.broken_submit = False         # POST /prompt answers 500 (everything else works)
         self.cut_views = 0                 # this many /view answers are cut short
+        self.away_until = 0.0              # connections are dropped until then (blackout)
         self.started = 0                   # prompts that began running
         self._forget: str | None = None
         self._number = itertools.count()
@@ -105,6 +107,11 @@ class FakeComfyUI(Loopback):
         self.server.server_close()
         self._close_sockets()
 
+    def blackout(self, seconds: float) -> None:
+        """Drop every connection for `seconds` (a network outage) while prompts keep running."""
+        self.away_until = time.monotonic() + seconds
+        self._close_sockets()
+
     def restart(self) -> None:
         """Forget the queue, the running prompt and the history and drop the websockets, but keep
         answering (ComfyUI restarted between two of the runner's checks)."""
@@ -130,7 +137,7 @@ class FakeComfyUI(Loopback):
     # HTTP
 
     def answer(self, request: Request) -> Answer:
-        if self.dead:
+        if self.dead or time.monotonic() < self.away_until:
             return Answer(drop=True)
         url = urlsplit(request.path)
         path, query = unquote(url.path), parse_qs(url.query)

@@ -9,15 +9,16 @@ in flight on one server (one prompt id), or finished in the manifest.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import reasons
+from . import preflight, reasons
 from .follow import Event, Follower
-from .jobs import Job
+from .jobs import Job, node_types
 from .manifest import Manifest
 from .progress import Progress
 from .server import Refused, Server, Unreachable
@@ -45,6 +46,8 @@ class Settings:
     use_websocket: bool = True
     check_every: float = 5.0    # with the websocket open; polling asks every poll_every
     poll_every: float = 0.5
+    revive_every: float = 5.0   # how often a server that left the batch is asked whether it is back
+    wait: float = 60.0          # how long jobs wait for a server to come back when none is left
     name: str = "workflow"      # the workflow's file name, for the lines printed
     single: bool = False        # one job, run as the runner always has: its own lines, file names
 
@@ -61,6 +64,11 @@ class Batch:
         self.live: list[Server] = list(servers)
         self.followers: dict[str, Follower] = {}
         self.resting: dict[str, float] = {}  # server -> until when it gets no job (just failed a call)
+        self.left: dict[str, float] = {}     # server that left -> when to ask it again
+        self.asking: set[str] = set()        # servers being asked right now
+        self.abandoned: dict[str, list[str]] = {}  # server -> our prompt ids moved away from it
+        self.none_since: float | None = None
+        self.node_types = node_types(jobs[0].prompt) if jobs else set()
         self.resent: dict[int, list[dict]] = {}
         self.tries: dict[int, int] = {}
         self.max_tries = len(servers) + 2
@@ -72,11 +80,7 @@ class Batch:
         """0 when every job is done, 1 when some failed, 130 after Ctrl-C (ours withdrawn)."""
         self.progress.update(force=True, servers=len(self.live))
         for server in self.servers:
-            follower = Follower(server, self.client_id, self.events, self.settings.out,
-                                use_websocket=self.settings.use_websocket, check_every=self.settings.check_every,
-                                poll_every=self.settings.poll_every)
-            self.followers[server.url] = follower
-            follower.start()
+            self._follow(server)
         try:
             self._loop()
         except KeyboardInterrupt:
@@ -92,10 +96,25 @@ class Batch:
         counts = self.manifest.counts()
         return 0 if counts.get("done", 0) == len(self.jobs) else 1
 
+    def _follow(self, server: Server) -> None:
+        follower = Follower(server, self.client_id, self.events, self.settings.out,
+                            use_websocket=self.settings.use_websocket, check_every=self.settings.check_every,
+                            poll_every=self.settings.poll_every)
+        self.followers[server.url] = follower
+        follower.start()
+
     def _loop(self) -> None:
         changed, dispatched = True, 0.0
         while self.waiting or self.in_flight:
-            if not self.live:
+            self._ask_those_that_left()
+            if self.live:
+                self.none_since = None
+            elif self.none_since is None:
+                self.none_since = time.monotonic()
+                if self.settings.wait > 0:
+                    self.progress.say(f"no server left; waiting up to {self.settings.wait:.0f} s for one to come back",
+                                      always=True)
+            if not self.live and time.monotonic() - self.none_since >= self.settings.wait:
                 for job in list(self.waiting):
                     self._record(job, "failed", error="no server left to run it: every server stopped answering")
                 self.waiting.clear()
@@ -206,6 +225,9 @@ class Batch:
         if event.kind == "down":
             self._server_down(event.server, str(event.data))
             return
+        if event.kind in ("back", "still away"):
+            self._answered(event)
+            return
         attempt = self.in_flight.get((event.server, event.prompt_id))
         if attempt is None:
             return  # a prompt given up on, or a server already left
@@ -238,16 +260,50 @@ class Batch:
             self._again(job, f"{event.server} lost it")
 
     def _server_down(self, url: str, why: str) -> None:
+        if url in self.left:
+            return
         self.live = [s for s in self.live if s.url != url]
+        self.left[url] = time.monotonic() + self.settings.revive_every
         self.followers[url].stop()
         moved = [a for key, a in self.in_flight.items() if key[0] == url]
         for attempt in sorted(moved, key=lambda a: a.job.index, reverse=True):
             self.followers[url].untrack(attempt.prompt_id)
             del self.in_flight[(url, attempt.prompt_id)]
+            self.abandoned.setdefault(url, []).append(attempt.prompt_id)
             self._note_resent(attempt, why)
             self._again(attempt.job, f"{url} stopped answering")
         tail = f"; its {len(moved)} job{'s' if len(moved) != 1 else ''} go to another" if moved else ""
         self.progress.say(f"server {url} left the batch: {why}{tail}", always=True)
+
+    def _ask_those_that_left(self) -> None:
+        """Every `revive_every` seconds, on a thread of its own, whether a server that left is back."""
+        now = time.monotonic()
+        for url, when in self.left.items():
+            if when > now or url in self.asking:
+                continue
+            self.asking.add(url)
+            server = next(s for s in self.servers if s.url == url)
+
+            def ask(server: Server = server) -> None:
+                verdict = preflight.check(server, self.node_types)
+                self.events.put(Event("back" if verdict is None else "still away", server.url, data=verdict))
+
+            threading.Thread(target=ask, daemon=True, name=f"ask {url}").start()
+
+    def _answered(self, event: Event) -> None:
+        self.asking.discard(event.server)
+        if event.server not in self.left:
+            return
+        if event.kind == "still away":
+            self.left[event.server] = time.monotonic() + self.settings.revive_every
+            return
+        del self.left[event.server]
+        server = next(s for s in self.servers if s.url == event.server)
+        # What it still holds of ours was sent elsewhere: withdraw it, so it is not made twice.
+        self._cancel_on_server(server, self.abandoned.pop(event.server, []))
+        self._follow(server)
+        self.live = [s for s in self.servers if s.url not in self.left]
+        self.progress.say(f"server {event.server} is back in the batch", always=True)
 
     def _note_resent(self, attempt: Attempt, why: str) -> None:
         self.resent.setdefault(attempt.job.index, []).append(
