@@ -346,11 +346,17 @@ class Batch:
         for job in self.waiting:
             self._record(job, "not run", error="stopped by Ctrl-C before it was sent")
         self.waiting.clear()
+        for job in self.jobs:  # one caught between two of those places by the Ctrl-C: listed all the same
+            if job.index not in self.manifest.entries:
+                self._record(job, "cancelled", error="stopped by Ctrl-C")
 
     def _cancel_on_server(self, server: Server, prompt_ids: list[str]) -> None:
         try:
+            if not prompt_ids:
+                return
             running, _ = server.queue(timeout=3)
-            server.delete([p for p in prompt_ids if p not in running])
+            if any(p not in running for p in prompt_ids):
+                server.delete([p for p in prompt_ids if p not in running])
             for prompt_id in prompt_ids:
                 if prompt_id in running:
                     server.interrupt(prompt_id)

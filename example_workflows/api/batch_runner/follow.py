@@ -147,9 +147,10 @@ class Follower(threading.Thread):
             ours = prompt_id in self._tracked
         if kind in ("executing", "execution_success") and (kind == "execution_success" or data.get("node") is None):
             if not ours and prompt_id:
-                self._heard_done[prompt_id] = None
-                while len(self._heard_done) > 1000:
-                    self._heard_done.pop(next(iter(self._heard_done)))
+                with self._lock:
+                    self._heard_done[prompt_id] = None
+                    while len(self._heard_done) > 1000:
+                        self._heard_done.pop(next(iter(self._heard_done)))
             if ours:
                 self._finish_safely(prompt_id)
             return
