@@ -141,30 +141,36 @@ class Batch:
     # Sending
 
     def _dispatch(self) -> None:
-        """While jobs wait: the servers' loads (running + waiting, from /queue: ours included); the
-        least loaded gets the next job if it has room (fewer than `depth` of ours), else wait."""
+        """While jobs wait: the servers' loads (running + waiting, from /queue: ours included, asked
+        once per round, plus what this round sent); the least loaded gets the next job if it has
+        room (fewer than `depth` of ours), else the job waits for it."""
+        now = time.monotonic()
+        ready = [s for s in self.live if self.resting.get(s.url, 0) <= now]
+        ours = self._ours()
+        if not self.waiting or not any(ours[s.url] < self.settings.depth for s in ready):
+            return
+        loads = {}
+        for server in ready:
+            try:
+                running, pending = server.queue(timeout=5)
+                loads[server.url] = len(running) + len(pending)
+            except Unreachable:
+                self._rest(server)
+            except Refused:  # no /queue (an old or a stripped-down server): count ours only
+                loads[server.url] = ours[server.url]
         for _ in range(len(self.waiting)):
-            now = time.monotonic()
-            ours = self._ours()
-            ready = [s for s in self.live if self.resting.get(s.url, 0) <= now]
-            if not self.waiting or not any(ours[s.url] < self.settings.depth for s in ready):
-                return
-            loads = {}
-            for server in ready:
-                try:
-                    running, pending = server.queue(timeout=5)
-                    loads[server.url] = len(running) + len(pending)
-                except Unreachable:
-                    self._rest(server)
-                except Refused:  # no /queue (an old or a stripped-down server): count ours only
-                    loads[server.url] = ours[server.url]
-            if not loads:
+            if not self.waiting or not loads:
                 return
             least = min(loads.values())
             room = [s for s in ready if loads.get(s.url) == least and ours[s.url] < self.settings.depth]
             if not room:
                 return  # the least loaded server has enough of ours: the next finished job frees it
-            self._send(self.waiting.popleft(), min(room, key=lambda s: ours[s.url]))
+            server = min(room, key=lambda s: ours[s.url])
+            if self._send(self.waiting.popleft(), server):
+                loads[server.url] += 1
+                ours[server.url] += 1
+            else:
+                loads.pop(server.url, None)  # refused the job or could not be reached: ask again next round
 
     def _ours(self) -> dict[str, int]:
         ours = {s.url: 0 for s in self.servers}
@@ -198,19 +204,21 @@ class Batch:
         if self.settings.single:
             self.progress.say(f"queued {self.settings.name} as {prompt_id} on {server.url}")
 
-    def _send(self, job: Job, server: Server) -> None:
+    def _send(self, job: Job, server: Server) -> bool:
+        """True when `server` queued the job."""
         try:
             self._submit(job, server)
+            return True
         except Refused as exc:
             lines = reasons.refusal(exc.answer)
             if self.settings.single:
                 raise Stop("ComfyUI refused the workflow:\n" + "\n".join(lines)) from None
             self.progress.say(f"{self._tag(job)}refused by {server.url}: " + "\n".join(lines), always=True)
             self._record(job, "refused", server=server.url, error="\n".join(lines))
-            return
         except Unreachable as exc:
             self._rest(server)
             self._again(job, f"could not queue it on {server.url}: {exc}")
+        return False
 
     def _again(self, job: Job, why: str) -> None:
         """Back to the front of the line, unless it has been tried on enough servers."""

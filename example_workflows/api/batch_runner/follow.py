@@ -80,7 +80,11 @@ class Follower(threading.Thread):
         self._next_check = 0.0
 
     def stop(self) -> None:
+        """End the thread soon: a read waiting on the websocket wakes up at once."""
         self.stopping.set()
+        ws = self.ws
+        if ws is not None:
+            ws.wake()
 
     # The thread
 

@@ -167,6 +167,13 @@ class WebSocket:
     def send_text(self, text: str) -> None:
         self._send(TEXT, text.encode())
 
+    def wake(self) -> None:
+        """From another thread: make a waiting `receive` end (with WebSocketClosed)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def close(self) -> None:
         try:
             self.sock.settimeout(1.0)
