@@ -1,4 +1,8 @@
-"""example_workflows/api/submit.py against a loopback server that speaks ComfyUI's queue API."""
+"""example_workflows/api/submit.py against a loopback server that speaks ComfyUI's queue API.
+
+This one is a bare server (no websocket, no /object_info), as an old ComfyUI or a proxy may be:
+the runner polls and skips the node-type check. tests/test_batch_runner.py runs batches against
+the full fake in tests/fakes/comfyui.py."""
 
 from __future__ import annotations
 
