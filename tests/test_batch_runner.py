@@ -240,6 +240,16 @@ def test_ctrl_c_leaves_other_clients_running_prompts_alone(tmp_path):
         assert theirs not in a.deleted
 
 
+def test_images_of_an_earlier_run_in_the_same_folder_are_kept(tmp_path):
+    with FakeComfyUI() as a:
+        first = run(tmp_path, a, args=("--seeds", "1-2"))
+    with FakeComfyUI() as b:  # a fresh server numbers its files from 1 again: the same names
+        second = run(tmp_path, b, args=("--seeds", "1-2"))
+    assert [e["images"] for e in first] == [["1_seed_1_00001_.png"], ["2_seed_2_00002_.png"]]
+    assert [e["images"] for e in second] == [["1_seed_1_00001_-2.png"], ["2_seed_2_00002_-2.png"]]
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
 def test_the_old_command_line_still_saves_one_job_under_comfyuis_file_name(tmp_path):
     with FakeComfyUI() as a:
         done = subprocess.run([sys.executable, str(SCRIPT), WORKFLOW, "--set", "seed=7", "--server", a.url,

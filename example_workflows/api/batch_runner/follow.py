@@ -36,6 +36,16 @@ class Event:
     data: object = None
 
 
+def free_name(target: Path) -> Path:
+    """`target`, or `name-2.png`, `name-3.png`, ... when a file (an earlier run's) has its name."""
+    candidate = target
+    for number in range(2, 10000):
+        if not candidate.exists() and not candidate.with_name(candidate.name + ".part").exists():
+            return candidate
+        candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
+    raise FileExistsError(f"{target}: too many files of that name")
+
+
 class Follower(threading.Thread):
     def __init__(self, server: Server, client_id: str, events: queue.Queue, out: Path, *,
                  use_websocket: bool = True, check_every: float = 5.0, poll_every: float = 0.5,
@@ -245,7 +255,7 @@ class Follower(threading.Thread):
                 for image in output.get("images", []):
                     if self.stopping.is_set():
                         raise Unreachable("stopped")
-                    target = self.out / f"{prefix}{Path(image.get('filename', 'image.png')).name}"
+                    target = free_name(self.out / f"{prefix}{Path(image.get('filename', 'image.png')).name}")
                     partial = target.with_name(target.name + ".part")
                     self.server.save_image(image, partial)
                     partial.replace(target)
