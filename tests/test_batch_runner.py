@@ -296,6 +296,18 @@ def test_reasons_in_comfyuis_words():
         ["Cannot execute because node Foo does not exist.: Node ID '#3'"]
 
 
+def test_why_a_run_failed_in_comfyuis_words():
+    def entry(kind, message):
+        return {"status": {"status_str": "error", "messages": [["execution_start", {}], [kind, message]]}}
+
+    assert reasons.failure({"status": {"status_str": "success"}}) is None
+    assert reasons.failure(entry("execution_error", {"node_type": "KSampler", "exception_message": "out of memory"})) \
+        == "KSampler failed: out of memory"
+    assert reasons.failure(entry("execution_interrupted", {"node_type": "KSampler"})) == \
+        "interrupted on the server at KSampler"
+    assert reasons.failure({"status": {"status_str": "error", "messages": []}}) == "the workflow failed"
+
+
 def test_the_progress_bar_is_one_plain_line_cleared_before_each_message():
     stream, out = io.StringIO(), io.StringIO()
     progress = Progress(20, stream=stream, out=out, bar=True)

@@ -129,7 +129,7 @@ class Batch:
             for _ in range(1000):  # everything that arrived, then dispatch again
                 if event is None:
                     break
-                changed = True
+                changed = changed or event.kind not in ("progress", "started")  # nothing freed by those
                 self._handle(event)
                 try:
                     event = self.events.get_nowait()
