@@ -134,3 +134,28 @@ def _folder_family(folder: Path) -> str:
         return "sd15"
     raise CheckpointError(f"'{folder.name}' is a {class_name or 'unknown'} model; SD Bridge loads SD 1.5, SDXL base "
                           "and SDXL refiner models.")
+
+
+def weights_bytes(source: str, element_size: int) -> int:
+    """About how much memory `source`'s weights take once loaded at `element_size` bytes per
+    value (read from the safetensors headers; other weight files count by their size)."""
+    from safetensors import safe_open
+
+    paths = [Path(source)] if os.path.isfile(source) else [
+        p for p in Path(source).rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file()]
+    total = 0
+    for path in paths:
+        if path.suffix != ".safetensors":
+            total += path.stat().st_size
+            continue
+        try:
+            with safe_open(str(path), "pt") as handle:
+                for key in handle.keys():
+                    shape = handle.get_slice(key).get_shape()
+                    count = 1
+                    for side in shape:
+                        count *= side
+                    total += count * element_size
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by the loader, not here
+            total += path.stat().st_size
+    return total
