@@ -311,7 +311,8 @@ def on_memory_needed(callback) -> bool:
     memory for its own models (`free_memory`: before it loads a model, and for everything on
     "Unload models" and POST /free), after ComfyUI has unloaded what it could of its own. The
     callback drops the pack's models while `free_bytes(device)` is still short of
-    `memory_required` (all of them when it is UNLOAD_EVERYTHING or more). False outside ComfyUI
+    `memory_required` (all of them when it is UNLOAD_EVERYTHING or more); when ComfyUI also
+    says how much RAM it needs (`ram_required`), the callback hears that for the CPU. False outside ComfyUI
     or on a ComfyUI without `free_memory`. ComfyUI has no hook for this: its function is
     wrapped, and wrapped again should something have put the original back."""
     mm = _comfy("comfy.model_management")
@@ -324,11 +325,17 @@ def on_memory_needed(callback) -> bool:
         def free_memory(memory_required, device, *args, **kwargs):
             result = original(memory_required, device, *args, **kwargs)
             if not getattr(_making_room, "active", False):
+                needs = [(memory_required, device)]
+                if kwargs.get("ram_required", 0) > 0:  # RAM for ComfyUI's weights (its RAM-pressure cache too)
+                    import torch
+
+                    needs.append((kwargs["ram_required"], torch.device("cpu")))
                 for registered in list(_memory_callbacks):
-                    try:
-                        registered(memory_required, device)
-                    except Exception:  # noqa: BLE001 - a failing cache must not break ComfyUI's loading
-                        log.exception("SD Bridge: giving memory back to ComfyUI failed")
+                    for need in needs:
+                        try:
+                            registered(*need)
+                        except Exception:  # noqa: BLE001 - a failing cache must not break ComfyUI's loading
+                            log.exception("SD Bridge: giving memory back to ComfyUI failed")
             return result
 
         free_memory._sdbridge_wrapper = True

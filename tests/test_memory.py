@@ -114,3 +114,22 @@ def test_release_returns_the_memory_to_the_system(local_models, monkeypatch):
     local_nodes.SDBridgeLoadCheckpoint().load("checkpoints/tiny-sd15.safetensors")
     assert pipeline_cache.release_pipelines() == 1 and trims == [0]
     assert pipeline_cache.release_pipelines() == 0 and trims == [0]  # nothing dropped, nothing to do
+
+
+def test_a_retry_after_out_of_memory_starts_without_the_failed_attempt(local_models, monkeypatch):
+    """Loading that runs out of memory empties the cache and tries again, once the failed
+    attempt's half-loaded weights (held by its exception's frames) are gone."""
+    local_nodes.SDBridgeLoadCheckpoint().load("checkpoints/tiny-sd15.safetensors")
+    real_load, attempts = pipeline_cache._load_to_cpu, []
+
+    def fails_once(*args):
+        if not attempts:
+            half_loaded = torch.zeros(1000)
+            attempts.append(weakref.ref(half_loaded))
+            raise torch.OutOfMemoryError("out of memory")
+        attempts.append(attempts[0]() is None)
+        return real_load(*args)
+
+    monkeypatch.setattr(pipeline_cache, "_load_to_cpu", fails_once)
+    local_nodes.SDBridgeLoadCheckpoint().load("checkpoints/tiny-sdxl_base.safetensors")
+    assert attempts[1] is True and pipeline_cache.cached_count() == 1

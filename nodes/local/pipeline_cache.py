@@ -190,6 +190,8 @@ def _loaded(source: str) -> Loaded:
         try:
             loaded = _load(source, device, dtype)
         except (MemoryError, torch.OutOfMemoryError):
+            loaded = None  # tried again below: inside this block the failed attempt's frames still hold its weights
+        if loaded is None:
             _release_locked()
             loaded = _load(source, device, dtype)
         _cache[key] = loaded
