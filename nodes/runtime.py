@@ -366,7 +366,7 @@ def free_bytes(device) -> float:
     mm = _comfy("comfy.model_management")
     if mm is not None and hasattr(mm, "get_free_memory"):
         return mm.get_free_memory(device)
-    if device.type == "cpu":
+    if device is not None and device.type == "cpu":
         try:
             import psutil
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sdbridge.nodes import runtime
-from sdbridge.nodes.local import local_nodes, pipeline_cache
+from sdbridge.nodes.local import local_nodes, model_files, pipeline_cache
 
 pytestmark = pytest.mark.slow
 
@@ -97,15 +97,30 @@ def test_the_cache_gives_way_when_comfyui_needs_memory(local_models, comfy_model
     assert pipeline_cache.cached_count() == 1
 
 
-def test_loading_asks_comfyui_to_make_room_for_the_weights(local_models, comfy_model_management):
-    local_nodes.SDBridgeLoadCheckpoint().load("checkpoints/tiny-sd15.safetensors")
+@pytest.mark.parametrize("name", ["checkpoints/tiny-sd15.safetensors", "diffusers/tiny-sd15"])
+def test_loading_asks_comfyui_to_make_room_for_the_weights(local_models, comfy_model_management, name):
+    local_nodes.SDBridgeLoadCheckpoint().load(name)
     requests = [call for call in comfy_model_management.calls if call[0] == "free_memory"]
-    parameters = sum(p.numel() for m in pipeline_cache._cache[next(iter(pipeline_cache._cache))].pipe.components.values()
-                     if isinstance(m, torch.nn.Module) for p in m.parameters())
+    pipe = next(iter(pipeline_cache._cache.values())).pipe
+    parameters = sum(p.numel() for m in pipe.components.values() if isinstance(m, torch.nn.Module)
+                     for p in m.parameters())
     assert len(requests) == 1 and requests[0][2] == "cpu"
-    # fp32 on the CPU: four bytes a value (the file's buffers too), plus ComfyUI's inference reserve
+    # fp32 on the CPU: four bytes a value (the files' buffers too), plus ComfyUI's inference reserve
     assert parameters * 4 + 1000 <= requests[0][1] <= parameters * 4 * 1.05 + 1000
     assert comfy_model_management.own_models == []
+
+
+def test_a_folders_weight_variants_are_not_counted_twice(local_models, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(local_models["sd15"]["folder"], folder)
+    plain = model_files.weights_bytes(str(folder), 4)
+    unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    shutil.copy(unet, unet.with_name("diffusion_pytorch_model.fp16.safetensors"))
+    (folder / "vae" / "diffusion_pytorch_model.bin").write_bytes(b"x" * 10)
+    assert model_files.weights_bytes(str(folder), 4) == plain
+    assert model_files.weights_bytes(str(folder), 2) == plain // 2
 
 
 def test_release_returns_the_memory_to_the_system(local_models, monkeypatch):

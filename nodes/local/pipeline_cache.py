@@ -131,7 +131,7 @@ def _load(source: str, device, dtype) -> Loaded:
     if not os.path.exists(source):
         source = _download(source)
     family = detect_family(source)
-    runtime.make_room(weights_bytes(source, torch.tensor([], dtype=dtype).element_size()), device)
+    runtime.make_room(weights_bytes(source, dtype.itemsize), device)
     try:
         pipe = _load_to_cpu(source, family, dtype)
     except (MemoryError, torch.OutOfMemoryError):
@@ -184,8 +184,10 @@ def _loaded(source: str) -> Loaded:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        while len(_cache) >= max(MAX_PIPELINES, 1):
-            _cache.popitem(last=False)
+        if len(_cache) >= max(MAX_PIPELINES, 1):
+            while len(_cache) >= max(MAX_PIPELINES, 1):
+                _cache.popitem(last=False)
+            _return_memory()  # before the next one loads into the same room
         _install_hooks()
         try:
             loaded = _load(source, device, dtype)
