@@ -13,6 +13,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -288,11 +289,9 @@ def on_models_unloaded(callback) -> bool:
     POST /free, its out-of-memory recovery), so the pack's own caches go too. False outside
     ComfyUI. ComfyUI has no hook for this: its function is wrapped once."""
     mm = _comfy("comfy.model_management")
-    if mm is None:
+    if mm is None or not hasattr(mm, "unload_all_models"):
         return False
-    if callback in _unload_callbacks:
-        return True
-    if not _unload_callbacks:
+    if not getattr(mm.unload_all_models, "_sdbridge_wrapper", False):
         original = mm.unload_all_models
 
         @functools.wraps(original)
@@ -305,13 +304,116 @@ def on_models_unloaded(callback) -> bool:
                     log.exception("SD Bridge: releasing a cache after ComfyUI unloaded its models failed")
             return result
 
+        unload_all_models._sdbridge_wrapper = True
         mm.unload_all_models = unload_all_models
-    _unload_callbacks.append(callback)
+    if callback not in _unload_callbacks:
+        _unload_callbacks.append(callback)
     return True
 
 
-def free_memory_hint() -> None:
-    """Let ComfyUI unload its own models before ours load (no-op outside ComfyUI)."""
+UNLOAD_EVERYTHING = 1e29  # ComfyUI's unload_all_models asks free_memory for 1e30 bytes
+_memory_callbacks: list = []
+_making_room = threading.local()  # set while the pack itself asks ComfyUI for room
+
+
+def on_memory_needed(callback) -> bool:
+    """Call `callback(memory_required, device)` each time ComfyUI's model management frees
+    memory for its own models (`free_memory`: before it loads a model, and for everything on
+    "Unload models" and POST /free), after ComfyUI has unloaded what it could of its own. The
+    callback drops the pack's models while `free_bytes(device)` is still short of
+    `memory_required` (all of them when it is UNLOAD_EVERYTHING or more); when ComfyUI also
+    says how much RAM it needs (`ram_required`), the callback hears that for the CPU. False outside ComfyUI
+    or on a ComfyUI without `free_memory`. ComfyUI has no hook for this: its function is
+    wrapped, and wrapped again should something have put the original back."""
     mm = _comfy("comfy.model_management")
-    if mm is not None:
+    if mm is None or not callable(getattr(mm, "free_memory", None)):
+        return False
+    if not getattr(mm.free_memory, "_sdbridge_wrapper", False):
+        original = mm.free_memory
+
+        @functools.wraps(original)
+        def free_memory(memory_required, device, *args, **kwargs):
+            result = original(memory_required, device, *args, **kwargs)
+            if not getattr(_making_room, "active", False):
+                needs = [(memory_required, device)]
+                if kwargs.get("ram_required", 0) > 0:  # RAM for ComfyUI's weights (its RAM-pressure cache too)
+                    import torch
+
+                    needs.append((kwargs["ram_required"], torch.device("cpu")))
+                for registered in list(_memory_callbacks):
+                    for need in needs:
+                        try:
+                            registered(*need)
+                        except Exception:  # noqa: BLE001 - a failing cache must not break ComfyUI's loading
+                            log.exception("SD Bridge: giving memory back to ComfyUI failed")
+            return result
+
+        free_memory._sdbridge_wrapper = True
+        mm.free_memory = free_memory  # unload_all_models and load_models_gpu look it up at each call
+    if callback not in _memory_callbacks:
+        _memory_callbacks.append(callback)
+    return True
+
+
+def make_room(memory_required: int, device) -> None:
+    """Before the pack loads a model of `memory_required` bytes: let ComfyUI unload (to its
+    offload device) as many of its own models as needed for that and its inference reserve on
+    `device`. The pack's own models stay (the pack's cache decides about those). No-op outside
+    ComfyUI."""
+    mm = _comfy("comfy.model_management")
+    if mm is None or not callable(getattr(mm, "free_memory", None)):
+        return
+    reserve = mm.minimum_inference_memory() if hasattr(mm, "minimum_inference_memory") else 0
+    _making_room.active = True
+    try:
+        mm.free_memory(memory_required + reserve, device)
+    finally:
+        _making_room.active = False
+
+
+def free_bytes(device) -> float:
+    """Memory free on `device` as ComfyUI counts it (RAM for the CPU); infinite when unknown."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "get_free_memory"):
+        return mm.get_free_memory(device)
+    if device is not None and device.type == "cpu":
+        try:
+            import psutil
+
+            return psutil.virtual_memory().available
+        except ImportError:
+            return float("inf")
+    return float("inf")
+
+
+def return_freed_memory() -> None:
+    """After the pack dropped models: give the freed memory back, the GPU's cached blocks through
+    ComfyUI (or torch outside it), and on Linux the C library's free heap pages (glibc keeps
+    freed weight buffers mapped, so the process would still hold gigabytes it no longer uses)."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "soft_empty_cache"):
         mm.soft_empty_cache()
+    else:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None (macOS, Windows, musl: their allocators have no such call)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim

@@ -35,7 +35,7 @@ PACK = _load_pack()
 
 from fakes.segmind import FakeSegmind  # noqa: E402  (the fakes import the pack's names)
 from fakes.sinkin import FakeSinkIn  # noqa: E402
-from support import tiny_pipelines  # noqa: E402
+from support import standin_comfy, tiny_pipelines  # noqa: E402
 
 from sdbridge.nodes import routes, runtime  # noqa: E402
 from sdbridge.nodes.hosted import budget, rate_limit, result_cache, segmind, sinkin_api, spending  # noqa: E402
@@ -114,6 +114,20 @@ def fake_sinkin(monkeypatch):
     """A running fake SinkIn, with the key and base URL pointing at it and fast retries."""
     with FakeSinkIn() as server:
         yield serve_fake(monkeypatch, SINKIN, server, (sinkin_api.CLIENT, sinkin_api.DOWNLOADS))
+
+
+@pytest.fixture
+def comfy_model_management():
+    """ComfyUI's model management as a stand-in (support/standin_comfy.py), with the pack's hooks
+    on it cleared before and after; set `get_free_memory_of` to say how much memory is free."""
+    module = standin_comfy.model_management()
+    with pytest.MonkeyPatch.context() as patch:
+        standin_comfy.install(patch, module)
+        patch.setattr(runtime, "_unload_callbacks", [])
+        patch.setattr(runtime, "_memory_callbacks", [])
+        runtime._comfy.cache_clear()
+        yield module
+    runtime._comfy.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -2,53 +2,107 @@
 
 from __future__ import annotations
 
+import platform
 import sys
-import types
 
 import pytest
+import torch
 
 from sdbridge.nodes import runtime
 
 
-@pytest.fixture
-def fake_model_management():
-    """comfy.model_management as a stand-in, removed (and runtime's cache cleared) on the way out."""
-    calls = []
-    module = types.ModuleType("comfy.model_management")
-    module.unload_all_models = lambda: calls.append("comfy unloaded")
-    package = types.ModuleType("comfy")
-    package.model_management = module
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(sys.modules, "comfy", package)
-        patch.setitem(sys.modules, "comfy.model_management", module)
-        patch.setattr(runtime, "_unload_callbacks", [])
-        runtime._comfy.cache_clear()
-        yield module, calls
-    runtime._comfy.cache_clear()
-
-
 def test_outside_comfyui_there_is_no_unload_hook():
     assert runtime.on_models_unloaded(lambda: None) is False
+    assert runtime.on_memory_needed(lambda required, device: None) is False
+    runtime.make_room(10**9, None)  # nothing to ask
+    assert runtime.free_bytes(torch.device("cpu")) > 0
 
 
-def test_comfyui_unloading_its_models_releases_ours_too(fake_model_management):
-    module, calls = fake_model_management
-    assert runtime.on_models_unloaded(lambda: calls.append("ours released"))
+def test_comfyui_unloading_its_models_releases_ours_too(comfy_model_management):
+    module = comfy_model_management
+    assert runtime.on_models_unloaded(lambda: module.calls.append("ours released"))
     assert runtime.on_models_unloaded(lambda: 1 / 0)  # a failing callback must not break ComfyUI
     module.unload_all_models()
-    assert calls == ["comfy unloaded", "ours released"]
+    assert module.calls == [("unload_all_models",), ("free_memory", 1e30, "cpu"), "ours released"]
 
 
-def test_a_callback_is_registered_once(fake_model_management):
-    module, calls = fake_model_management
+def test_a_callback_is_registered_once(comfy_model_management):
+    module = comfy_model_management
 
     def release():
-        calls.append("released")
+        module.calls.append("released")
 
-    runtime.on_models_unloaded(release)
-    runtime.on_models_unloaded(release)
+    def give_way(required, device):
+        module.calls.append("gave way")
+
+    for _ in range(2):
+        runtime.on_models_unloaded(release)
+        runtime.on_memory_needed(give_way)
     module.unload_all_models()
-    assert calls == ["comfy unloaded", "released"]
+    assert module.calls == [("unload_all_models",), ("free_memory", 1e30, "cpu"), "gave way", "released"]
+
+
+def test_comfyui_freeing_memory_asks_ours_after_its_own(comfy_model_management):
+    """ComfyUI's free_memory (before it loads a model, and inside unload_all_models) unloads its
+    own models first, then the pack hears how much is needed where."""
+    module = comfy_model_management
+    heard = []
+
+    def give_way(required, device):
+        heard.append((required, str(device), list(module.own_models)))
+
+    assert runtime.on_memory_needed(give_way)
+    assert runtime.on_memory_needed(lambda required, device: 1 / 0)  # must not break ComfyUI's loading
+    assert module.free_memory(5000, torch.device("cpu"), keep_loaded=["comfy unet"]) == ["comfy clip"]
+    module.unload_all_models()
+    module.free_memory(0, None, pins_required=1, ram_required=7000)  # ComfyUI's RAM-pressure cache after a node
+    assert heard == [(5000, "cpu", ["comfy unet"]), (1e30, "cpu", []), (0, "None", []), (7000, "cpu", [])]
+
+
+def test_the_pack_making_room_unloads_comfyuis_models_not_its_own(comfy_model_management):
+    module = comfy_model_management
+    heard = []
+    runtime.on_memory_needed(lambda required, device: heard.append(required))
+    runtime.make_room(4000, torch.device("cpu"))
+    assert module.calls == [("free_memory", 5000, "cpu")]  # plus ComfyUI's inference reserve
+    assert module.own_models == [] and heard == []
+
+
+def test_hooks_come_back_when_comfyui_restores_its_functions(comfy_model_management):
+    """ComfyUI puts back functions it does not want hooked (hook_breaker): registering again
+    (the cache does at every load) wraps them again."""
+    module = comfy_model_management
+    original = module.free_memory
+    heard = []
+    runtime.on_memory_needed(lambda required, device: heard.append(required))
+    module.free_memory = original
+    module.free_memory(1, torch.device("cpu"))
+    assert heard == []
+    runtime.on_memory_needed(lambda required, device: heard.append(required))
+    module.free_memory(2, torch.device("cpu"))
+    assert heard == [2, 2]  # both callbacks, through the one new wrapper
+
+
+def test_freed_memory_goes_back_to_the_system(comfy_model_management, monkeypatch):
+    trimmed = []
+    monkeypatch.setattr(runtime, "_malloc_trim", lambda: trimmed.append)
+    runtime.return_freed_memory()
+    assert comfy_model_management.calls == [("soft_empty_cache",)] and trimmed == [0]
+
+
+def test_malloc_trim_is_found_on_glibc_and_skipped_elsewhere(monkeypatch):
+    runtime._malloc_trim.cache_clear()
+    try:
+        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+            assert runtime._malloc_trim() is not None
+            runtime._malloc_trim()(0)
+        monkeypatch.setattr(sys, "platform", "win32")
+        runtime._malloc_trim.cache_clear()
+        assert runtime._malloc_trim() is None
+        runtime.return_freed_memory()  # still fine: nothing to trim
+    finally:
+        monkeypatch.undo()
+        runtime._malloc_trim.cache_clear()
 
 
 def test_model_folders_outside_comfyui(tmp_path, monkeypatch):

@@ -202,7 +202,8 @@ class SDBridgeLoadCheckpoint(ParamNode):
     DISPLAY_NAME = f"{TITLE} (local)"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Loads an SD 1.5, SDXL base or SDXL refiner model for the local nodes, offline. A loaded model "
-                   "stays in memory for the next run (up to SDBRIDGE_LOCAL_PIPELINES models, default 2).")
+                   "stays in memory for the next run (up to SDBRIDGE_LOCAL_PIPELINES models, default 2), until "
+                   "ComfyUI's Unload models, or ComfyUI needing the memory for its own models, drops it.")
     PARAMS = (MODEL, PATH_OR_HUB_ID)
     RETURN_TYPES = (PIPELINE,)
     RETURN_NAMES = ("pipeline",)

@@ -134,3 +134,37 @@ def _folder_family(folder: Path) -> str:
         return "sd15"
     raise CheckpointError(f"'{folder.name}' is a {class_name or 'unknown'} model; SD Bridge loads SD 1.5, SDXL base "
                           "and SDXL refiner models.")
+
+
+def weights_bytes(source: str, element_size: int) -> int:
+    """About how much memory `source`'s weights take once loaded at `element_size` bytes per
+    value: read from the safetensors headers of the file, or of the weight files a diffusers
+    folder loads (per component, the .safetensors without a variant such as .fp16; .bin files,
+    where there is nothing else, count by their size)."""
+    if os.path.isfile(source):
+        return _safetensors_bytes(Path(source), element_size)
+    total = 0
+    for folder in {path.parent for path in Path(source).rglob("*.*")}:
+        tensors = sorted(folder.glob("*.safetensors"))
+        plain = [path for path in tensors if path.name.count(".") == 1]
+        if plain or tensors:
+            total += sum(_safetensors_bytes(path, element_size) for path in plain or tensors)
+        else:
+            total += sum(path.stat().st_size for path in folder.glob("*.bin"))
+    return total
+
+
+def _safetensors_bytes(path: Path, element_size: int) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    try:
+        with safe_open(str(path), "pt") as handle:
+            for key in handle.keys():
+                count = 1
+                for side in handle.get_slice(key).get_shape():
+                    count *= side
+                total += count * element_size
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the loader, not here
+        return path.stat().st_size
+    return total

@@ -4,6 +4,11 @@ Single files load with no network: the diffusers layout of each architecture shi
 `configs/` and is handed to `from_single_file(config=...)`. What travels between nodes is a
 light `LocalPipeline` handle; the weights live only in this cache, so releasing it (ComfyUI's
 "Unload models") frees them even while ComfyUI keeps node outputs.
+
+The cache gives way to ComfyUI's own models: when ComfyUI's model management needs memory on
+a device and has unloaded what it could of its own, the least recently used pipelines there are
+dropped until it has enough ("Unload models" and POST /free drop them all); before a pipeline
+loads, ComfyUI is asked to make room for it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime
-from .model_files import FAMILY_NAMES, CheckpointError, detect_family
+from .model_files import FAMILY_NAMES, CheckpointError, detect_family, weights_bytes
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 TOKENIZER_DIR = CONFIGS / "clip_tokenizer"
@@ -126,6 +131,7 @@ def _load(source: str, device, dtype) -> Loaded:
     if not os.path.exists(source):
         source = _download(source)
     family = detect_family(source)
+    runtime.make_room(weights_bytes(source, dtype.itemsize), device)
     try:
         pipe = _load_to_cpu(source, family, dtype)
     except (MemoryError, torch.OutOfMemoryError):
@@ -178,13 +184,16 @@ def _loaded(source: str) -> Loaded:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        while len(_cache) >= max(MAX_PIPELINES, 1):
-            _cache.popitem(last=False)
-        runtime.on_models_unloaded(release_pipelines)  # ComfyUI's "Unload models" frees ours too
-        runtime.free_memory_hint()
+        if len(_cache) >= max(MAX_PIPELINES, 1):
+            while len(_cache) >= max(MAX_PIPELINES, 1):
+                _cache.popitem(last=False)
+            _return_memory()  # before the next one loads into the same room
+        _install_hooks()
         try:
             loaded = _load(source, device, dtype)
         except (MemoryError, torch.OutOfMemoryError):
+            loaded = None  # tried again below: inside this block the failed attempt's frames still hold its weights
+        if loaded is None:
             _release_locked()
             loaded = _load(source, device, dtype)
         _cache[key] = loaded
@@ -192,7 +201,8 @@ def _loaded(source: str) -> Loaded:
 
 
 def release_pipelines() -> int:
-    """Drop every cached pipeline (ComfyUI's "unload models" can call this); returns how many."""
+    """Drop every cached pipeline (ComfyUI's "Unload models" and POST /free call this through
+    the hooks below); returns how many."""
     with _lock:
         return _release_locked()
 
@@ -200,9 +210,40 @@ def release_pipelines() -> int:
 def _release_locked() -> int:
     count = len(_cache)
     _cache.clear()
-    gc.collect()
-    runtime.free_memory_hint()
+    if count:
+        _return_memory()
     return count
+
+
+def give_way(memory_required: float, device) -> int:
+    """ComfyUI's model management needs `memory_required` bytes on `device` and has unloaded
+    what it could of its own models: drop ours there, least recently used first, while it is
+    still short (all of them for "Unload models"). Returns how many were dropped."""
+    dropped = 0
+    with _lock:
+        while True:
+            here = [key for key in _cache if device is None or key[2] == str(device)]
+            if not here or (memory_required < runtime.UNLOAD_EVERYTHING
+                            and runtime.free_bytes(device) >= memory_required):
+                break
+            del _cache[here[0]]
+            dropped += 1
+            _return_memory()
+    return dropped
+
+
+def _return_memory() -> None:
+    """Free what the dropped pipelines held now (their modules refer to each other in cycles,
+    which only the collector breaks), and hand it back to the system."""
+    gc.collect()
+    runtime.return_freed_memory()
+
+
+def _install_hooks() -> None:
+    """Tie the cache to ComfyUI's model management (checked at every load: cheap, and it puts
+    the hooks back should ComfyUI have restored its functions)."""
+    runtime.on_models_unloaded(release_pipelines)
+    runtime.on_memory_needed(give_way)
 
 
 def cached_count() -> int:
