@@ -3,9 +3,12 @@ importable and loads the pack as "sdbridge", exactly as the tests do."""
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,3 +20,9 @@ importlib.import_module("conftest")
 from sdbridge.nodes.hosted import result_cache  # noqa: E402  (loaded by conftest just above)
 
 os.environ[result_cache.SWITCH_ENV] = "off"
+
+# Whatever a benchmark writes (the journal, the spending ledger) goes to a folder of its own, never
+# into the user's real one.
+_USER_DIR = tempfile.mkdtemp(prefix="sdbridge-bench-")
+os.environ["SDBRIDGE_USER_DIR"] = _USER_DIR
+atexit.register(shutil.rmtree, _USER_DIR, ignore_errors=True)

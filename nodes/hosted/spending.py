@@ -15,6 +15,8 @@ import json
 import math
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -50,8 +52,24 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def read() -> dict[str, Any]:
-    """The whole ledger: {"kinds": {kind: {...}}, "days": {"YYYY-MM-DD": {provider: credits}}}."""
+    """The whole ledger: {"kinds": {kind: {...}}, "days": {"YYYY-MM-DD": {provider: credits}}},
+    with every record this process made before it."""
+    flush()
     return _read(ledger_file())
+
+
+# Records are written by one background thread, so a node returns its images without waiting for
+# the lock and the file; a read in this process waits for the records made before it.
+_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbridge-ledger")
+_pending: list[Future] = []
+_pending_lock = threading.Lock()
+
+
+def flush(timeout: float = LOCK_TIMEOUT + 5) -> None:
+    """Wait for the records made so far to be written."""
+    with _pending_lock:
+        pending, _pending[:] = list(_pending), []
+    futures_wait(pending, timeout=timeout)
 
 
 def _update(change) -> None:
@@ -98,7 +116,9 @@ def record(provider_id: str, credits: float, *, kind: str | None = None, signatu
         data["kinds"][kind] = {"per_unit": credits / units, "credits": credits, "described": described,
                                "at": time.time(), "exact": exact}
 
-    _update(change)
+    future = _writer.submit(_update, change)
+    with _pending_lock:
+        _pending[:] = [f for f in _pending if not f.done()] + [future]
 
 
 def spent_on(day: str | None = None) -> float:
