@@ -72,8 +72,7 @@ def flush(timeout: float = LOCK_TIMEOUT + 5) -> None:
     futures_wait(pending, timeout=timeout)
 
 
-def _update(change) -> None:
-    path = ledger_file()
+def _update(change, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT):
@@ -116,7 +115,7 @@ def record(provider_id: str, credits: float, *, kind: str | None = None, signatu
         data["kinds"][kind] = {"per_unit": credits / units, "credits": credits, "described": described,
                                "at": time.time(), "exact": exact}
 
-    future = _writer.submit(_update, change)
+    future = _writer.submit(_update, change, ledger_file())  # the folder of now, not of when it is written
     with _pending_lock:
         _pending[:] = [f for f in _pending if not f.done()] + [future]
 
