@@ -28,12 +28,12 @@ def load(name: str):
 
 @pytest.fixture
 def sd15(local_models):
-    return load("checkpoints/tiny-sd15.safetensors")
+    return load("tiny-sd15.safetensors")
 
 
 @pytest.fixture
 def sdxl(local_models):
-    return load("checkpoints/tiny-sdxl_base.safetensors")
+    return load("tiny-sdxl_base.safetensors")
 
 
 @pytest.fixture
@@ -115,20 +115,21 @@ def test_bad_values_are_refused_when_run_too(sd15):
 
 def test_loader_lists_models_and_loads_by_path(local_models):
     spec = local_nodes.SDBridgeLoadCheckpoint.INPUT_TYPES()["required"]["model"]
-    assert "checkpoints/tiny-sd15.safetensors" in spec[0] and "diffusers/tiny-sdxl_base" in spec[0]
+    assert "tiny-sd15.safetensors" in spec[0] and "diffusers/tiny-sdxl_base" in spec[0]
     by_path = local_nodes.SDBridgeLoadCheckpoint().load("(unused)", str(local_models["sd15"]["file"]))[0]
-    assert by_path.pipe is load("checkpoints/tiny-sd15.safetensors").pipe  # the same cached weights
-    assert local_nodes.SDBridgeLoadCheckpoint.IS_CHANGED(model="checkpoints/tiny-sd15.safetensors").isdigit()
+    assert by_path.pipe is load("tiny-sd15.safetensors").pipe  # the same cached weights
+    assert by_path.pipe is load("checkpoints/tiny-sd15.safetensors").pipe  # as workflows saved before 0.1.0 name it
+    assert local_nodes.SDBridgeLoadCheckpoint.IS_CHANGED(model="tiny-sd15.safetensors").isdigit()
 
 
 def test_loader_reports_a_missing_file_on_the_node(local_models):
     with pytest.raises(ValueError, match="SD Bridge Load Checkpoint: 'gone.safetensors' is not in ComfyUI's"):
-        load("checkpoints/gone.safetensors")
+        load("gone.safetensors")
 
 
 # ---------------------------------------------------------------- txt2img
 
-@pytest.mark.parametrize("name", ["checkpoints/tiny-sd15.safetensors", "diffusers/tiny-sdxl_base"])
+@pytest.mark.parametrize("name", ["tiny-sd15.safetensors", "diffusers/tiny-sdxl_base"])
 def test_txt2img_makes_images_and_reports_the_run(local_models, name):
     images, info = txt2img(load(name), samples=2, seed=41, style="cinematic")
     assert images.shape == (2, 64, 64, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
