@@ -10,6 +10,7 @@ import base64
 import binascii
 import io
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -51,17 +52,33 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_base64_image(text: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode a base64 string (optionally a data: URL) to an RGB PIL image."""
+def base64_bytes(text: str) -> bytes:
+    """The bytes a base64 string (optionally a data: URL) holds."""
     if not isinstance(text, str):
         raise ImageDecodeError(f"expected a base64 string, got {type(text).__name__}")
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
-        data = base64.b64decode(text, validate=False)
+        return base64.b64decode(text, validate=False)
     except (binascii.Error, ValueError) as exc:
         raise ImageDecodeError(f"not valid base64 ({exc})") from None
-    return decode_image(data, max_pixels)
+
+
+def decode_base64_image(text: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a base64 string (optionally a data: URL) to an RGB PIL image."""
+    return decode_image(base64_bytes(text), max_pixels)
+
+
+class Picture(NamedTuple):
+    """A received image: the bytes exactly as the provider sent them (what the result cache
+    keeps) and the picture decoded from them."""
+    raw: bytes
+    image: Image.Image
+
+
+def decode_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> Picture:
+    """`decode_image`, keeping the bytes it decoded."""
+    return Picture(data, decode_image(data, max_pixels))
 
 
 def pil_to_tensor(images: list[Image.Image]) -> torch.Tensor:

@@ -24,6 +24,7 @@ class ParamNode:
     PARAMS: ClassVar[Sequence[Param]] = ()
     TITLE: ClassVar[str] = ""         # names the node in run-time errors
     DISPLAY_NAME: ClassVar[str] = ""  # the node menu's name (the id is the class name)
+    HIDDEN_INPUTS: ClassVar[dict[str, str]] = HIDDEN  # ComfyUI's hidden inputs: name -> kind
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -31,7 +32,7 @@ class ParamNode:
 
     @classmethod
     def INPUT_TYPES(cls):
-        types = input_types(cls.editor_params(), HIDDEN)
+        types = input_types(cls.editor_params(), cls.HIDDEN_INPUTS)
         links = cls.link_inputs()
         for section in ("required", "optional"):
             if links.get(section):

@@ -6,14 +6,16 @@ to ComfyUI's server (through runtime; a no-op outside ComfyUI). No route ever re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 from . import pack_settings, runtime
-from .hosted import credentials, rate_limit, sinkin, sinkin_catalog
+from .hosted import budget, credentials, result_cache, sinkin, sinkin_catalog, spending
 from .hosted.providers import PROVIDERS
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
+MAX_PROMPT_BODY = 8 * 1024 * 1024  # bytes; a prompt to price (prompts with long texts stay far below)
 REFRESH_INTERVAL = 10.0  # seconds between two reads of SinkIn's catalog on request
 _last_refresh = float("-inf")
 
@@ -25,29 +27,35 @@ def _json(data: dict, status: int = 200):
 
 
 async def _text_field(request, field: str, example: str, what: str):
-    """The string `field` of a small JSON body, or an error response that says what to send.
-
-    The body is read only up to MAX_KEY_BODY bytes, whatever Content-Length says (a chunked body
-    has none), and must be sent as application/json: a browser page on another site cannot send
-    that without the server's consent, so these routes do not rely on ComfyUI's origin check
-    alone."""
-    if request.content_type != "application/json":
-        return _json({"error": "send the body as application/json"}, 415)
-    if (request.content_length or 0) > MAX_KEY_BODY:
-        return _json({"error": f"the request is too large for {what}"}, 413)
-    raw = await request.content.read(MAX_KEY_BODY + 1)
-    if len(raw) > MAX_KEY_BODY:
-        return _json({"error": f"the request is too large for {what}"}, 413)
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        body = None
+    """The string `field` of a small JSON body, or an error response that says what to send."""
+    body, refused = await _json_body(request, MAX_KEY_BODY, what)
+    if refused is not None and refused.status != 400:
+        return refused
     value = body.get(field) if isinstance(body, dict) else None
     if not isinstance(value, str):
         return _json({"error": f'send a JSON object such as {{"{field}": "{example}"}}'}, 400)
     if value and not value.strip():
         return _json({"error": f"the {field} is only spaces; send an empty {field} to clear it"}, 400)
     return value.strip()
+
+
+async def _json_body(request, limit: int, what: str):
+    """(the JSON body, None) or (None, an error response that says what to send).
+
+    The body is read only up to `limit` bytes, whatever Content-Length says (a chunked body has
+    none), and must be sent as application/json: a browser page on another site cannot send that
+    without the server's consent, so these routes do not rely on ComfyUI's origin check alone."""
+    if request.content_type != "application/json":
+        return None, _json({"error": "send the body as application/json"}, 415)
+    if (request.content_length or 0) > limit:
+        return None, _json({"error": f"the request is too large for {what}"}, 413)
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        return None, _json({"error": f"the request is too large for {what}"}, 413)
+    try:
+        return json.loads(raw), None
+    except (ValueError, RecursionError):
+        return None, _json({"error": f"the body is not JSON; send {what}"}, 400)
 
 
 def _flag(request, name: str) -> bool:
@@ -111,39 +119,73 @@ async def store_key(request):
     return _json(status)
 
 
-def _pace_settings() -> list[dict]:
-    """The pace of each provider's generation requests, as Settings shows it (never a key)."""
-    return [{"name": p.rate_env, "provider": p.id, "value": pack_settings.value(p.rate_env),
-             "source": pack_settings.source(p.rate_env),
-             "default": "/".join(f"{n:g}" for n in p.rate_plan) if p.rate_plan else ""}
-            for p in PROVIDERS.values() if p.rate_env]
-
-
 async def settings(request):
-    """GET /sdbridge/settings: the pack's server-side settings, their values and sources."""
-    return _json({"settings": _pace_settings()})
+    """GET /sdbridge/settings: the pack's server-side settings (pack_settings.declared()): name,
+    label, help, what applies when unset, the value and where it comes from."""
+    return _json({"settings": [setting.for_web() for setting in pack_settings.declared()]})
 
 
 async def store_setting(request):
-    """POST /sdbridge/settings/{name} with {"value": "..."}: save a setting (empty clears it)."""
-    name = request.match_info.get("name", "")
-    known = {entry["name"] for entry in _pace_settings()}
-    if name not in known:
-        return _json({"error": f"unknown setting; use one of: {', '.join(sorted(known))}"}, 404)
-    text = await _text_field(request, "value", "5/60", "a setting")
+    """POST /sdbridge/settings/{name} with {"value": "..."}: save a setting (empty clears it),
+    after the setting's own check."""
+    setting = pack_settings.find(request.match_info.get("name", ""))
+    if setting is None:
+        known = ", ".join(s.name for s in pack_settings.declared())
+        return _json({"error": f"unknown setting; use one of: {known}"}, 404)
+    text = await _text_field(request, "value", setting.example, "a setting")
     if not isinstance(text, str):
         return text
-    problem = rate_limit.setting_problem(text)
+    problem = setting.check(text)
     if problem:
-        return _json({"error": problem}, 400)
+        return _json({"error": f"{setting.label}: {problem}"}, 400)
     try:
-        pack_settings.store(name, text or None)
+        pack_settings.store(setting.name, text or None)
     except OSError as exc:
         return _json({"error": str(exc)}, 503)
-    entry = next(entry for entry in _pace_settings() if entry["name"] == name)
+    entry = setting.for_web()
     if entry["source"] == "environment":
-        entry["note"] = f"{name} is set in the environment and wins over this setting"
+        entry["note"] = f"{setting.name} is set in the environment and wins over this setting"
     return _json(entry)
+
+
+def _caps() -> dict:
+    """The caps in force, for the total the web extension shows (an unreadable cap: None and why)."""
+    caps = {"spent_today": spending.spent_on()}
+    for key, name in (("per_run", budget.RUN_CAP), ("per_day", budget.DAY_CAP)):
+        try:
+            caps[key] = budget.cap(name)
+        except budget.BudgetExceeded as exc:
+            caps[key], caps[f"{key}_problem"] = None, str(exc)
+    return caps
+
+
+async def estimate(request):
+    """POST /sdbridge/estimate with {"prompt": {...}} (what /prompt takes): what each hosted node
+    will cost, the total, which nodes have no estimate, and the caps in force. Reads only the
+    pack's own files: nothing is sent to a provider."""
+    body, refused = await _json_body(request, MAX_PROMPT_BODY, 'a prompt such as {"prompt": {...}}')
+    if refused is not None:
+        return refused
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    if not isinstance(prompt, dict):
+        return _json({"error": 'send {"prompt": {...}}: an API-format prompt, what /prompt takes'}, 400)
+    return _json({**budget.estimate_prompt(prompt, result_cache.cached_inputs), "caps": _caps()})
+
+
+async def cache_stats(request):
+    """GET /sdbridge/result-cache: whether the result cache is on, what it holds, its bound."""
+    return _json(result_cache.stats())
+
+
+async def clear_cache(request):
+    """POST /sdbridge/result-cache/clear with {}: remove every stored result; {files, bytes}."""
+    body, refused = await _json_body(request, MAX_KEY_BODY, "clearing the cache")
+    if refused is not None:
+        return refused
+    if not isinstance(body, dict):
+        return _json({"error": "send a JSON object: {}"}, 400)
+    files, size = await asyncio.to_thread(result_cache.clear)
+    return _json({"files": files, "bytes": size})
 
 
 def register(routes) -> None:
@@ -154,6 +196,9 @@ def register(routes) -> None:
     routes.post("/sdbridge/keys/{provider}")(store_key)
     routes.get("/sdbridge/settings")(settings)
     routes.post("/sdbridge/settings/{name}")(store_setting)
+    routes.post("/sdbridge/estimate")(estimate)
+    routes.get("/sdbridge/result-cache")(cache_stats)
+    routes.post("/sdbridge/result-cache/clear")(clear_cache)
 
 
 def install() -> bool:

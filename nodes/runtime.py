@@ -102,6 +102,16 @@ def raise_if_interrupted(token: int | None = None) -> None:
     raise Interrupted("Processing interrupted")
 
 
+def current_prompt_id() -> str | None:
+    """The id of the prompt ComfyUI is running in this context (None outside ComfyUI or in an
+    older ComfyUI without an execution context)."""
+    utils = _comfy("comfy_execution.utils")
+    getter = getattr(utils, "get_executing_context", None)
+    context = getter() if getter is not None else None
+    prompt_id = getattr(context, "prompt_id", None)
+    return str(prompt_id) if prompt_id else None
+
+
 # ---------------------------------------------------------------- folders
 
 def user_directory() -> Path:

@@ -38,7 +38,7 @@ from fakes.sinkin import FakeSinkIn  # noqa: E402
 from support import tiny_pipelines  # noqa: E402
 
 from sdbridge.nodes import routes, runtime  # noqa: E402
-from sdbridge.nodes.hosted import rate_limit, segmind, sinkin_api  # noqa: E402
+from sdbridge.nodes.hosted import budget, rate_limit, result_cache, segmind, sinkin_api, spending  # noqa: E402
 from sdbridge.nodes.hosted.providers import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
 from sdbridge.nodes.hosted.transport import PollPolicy, RetryPolicy  # noqa: E402
 from sdbridge.nodes.local import pipeline_cache  # noqa: E402
@@ -64,7 +64,10 @@ def _isolated_user_dir(tmp_path, monkeypatch):
         # The tests send far more than a plan allows: no pace, but what a test sets itself.
         monkeypatch.setenv(provider.rate_env, UNPACED)
     monkeypatch.delenv(segmind.API_ENV, raising=False)
+    for setting in (budget.RUN_CAP, budget.DAY_CAP, result_cache.SWITCH_ENV, result_cache.SIZE_ENV):
+        monkeypatch.delenv(setting, raising=False)
     rate_limit.forget_all()
+    spending.forget_balances()  # each fake starts with a fresh balance
     monkeypatch.setattr(routes, "_last_refresh", float("-inf"))  # each test may refresh the catalog
     runtime.request_interrupt(False)
     yield

@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
 
 import pytest
-from aiohttp import ClientSession, web
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.serving import call as _call
+from support.serving import serve
 
-from sdbridge.nodes import routes, runtime
-from sdbridge.nodes.hosted import credentials
+from sdbridge.nodes import runtime
+from sdbridge.nodes.hosted import budget, credentials
 from sdbridge.nodes.hosted.providers import SEGMIND, SINKIN
 
 CANARY = "key-CANARY-0a1b2c3d4e5f"
-
-
-def serve(script):
-    """Run `script(session, base_url)` against an app holding the pack's routes."""
-
-    async def main():
-        table = web.RouteTableDef()
-        routes.register(table)
-        app = web.Application()
-        app.add_routes(table)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            async with ClientSession() as session:
-                return await script(session, f"http://127.0.0.1:{port}")
-        finally:
-            await runner.cleanup()
-
-    return asyncio.run(main())
-
-
-async def _call(session, method, url, **kwargs):
-    async with session.request(method, url, **kwargs) as response:
-        return response.status, await response.text()
 
 
 def test_saving_reading_and_clearing_a_key_never_returns_it():
@@ -154,8 +127,10 @@ def test_a_rate_limit_setting_is_saved_checked_and_loses_to_the_environment(monk
 
     (listed, saved, bad, unknown, garbage) = serve(script)
     entries = {e["name"]: e for e in json.loads(listed[1])["settings"]}
-    assert entries[SEGMIND.rate_env] == {"name": SEGMIND.rate_env, "provider": "segmind", "value": "", "source": None,
-                                         "default": "50/60"}
+    segmind_pace = entries[SEGMIND.rate_env]
+    assert {k: segmind_pace[k] for k in ("name", "provider", "value", "source", "default", "section")} == {
+        "name": SEGMIND.rate_env, "provider": "segmind", "value": "", "source": None, "default": "the default 50/60",
+        "section": ["Rate limits", "Segmind"]}
     assert saved[0] == 200 and json.loads(saved[1])["source"] == "file"
     assert rate_limit.configured_plan(SEGMIND) == Plan(5, 60.0)  # the limiter reads what Settings saved
     assert bad[0] == 400 and "such as 5/60" in json.loads(bad[1])["error"]
@@ -173,7 +148,8 @@ def test_a_rate_limit_setting_is_saved_checked_and_loses_to_the_environment(monk
                                                                                                 inner, max_size=3),
                                    max_leaves=8).map(lambda v: json.dumps({"key": v, "value": v}).encode())),
        content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
-       path=st.sampled_from(["/sdbridge/keys/segmind", f"/sdbridge/settings/{SEGMIND.rate_env}"]))
+       path=st.sampled_from(["/sdbridge/keys/segmind", f"/sdbridge/settings/{SEGMIND.rate_env}",
+                             f"/sdbridge/settings/{budget.DAY_CAP}", "/sdbridge/result-cache/clear"]))
 def test_any_body_gets_an_answer_never_a_server_error(body, content_type, path):
     before = credentials.key_file().read_bytes() if credentials.key_file().exists() else None
 

@@ -1,4 +1,8 @@
-"""example_workflows/api/submit.py against a loopback server that speaks ComfyUI's queue API."""
+"""example_workflows/api/submit.py against a loopback server that speaks ComfyUI's queue API.
+
+This one is a bare server (no websocket, no /object_info), as an old ComfyUI or a proxy may be:
+the runner polls and skips the node-type check. tests/test_batch_runner.py runs batches against
+the full fake in tests/fakes/comfyui.py."""
 
 from __future__ import annotations
 
@@ -30,8 +34,11 @@ class FakeComfy(Loopback):
         if request.method == "POST" and url.path == "/prompt":
             body = json.loads(request.body)
             if self.refuse:
-                return json_answer(400, {"error": {"message": "Prompt outputs failed validation"}, "node_errors": {
-                    "1": {"class_type": "SDBridgeSegmindSDXL", "errors": [{"message": "bad", "details": "img_width: 900 is not allowed"}]}}})
+                return json_answer(400, {"error": {"type": "prompt_outputs_failed_validation", "message":
+                                                   "Prompt outputs failed validation", "details": "", "extra_info": {}},
+                                         "node_errors": {"1": {"class_type": "SDBridgeSegmindSDXL", "errors": [
+                                             {"type": "value_bigger_than_max", "message": "Value 9 bigger than max of 4",
+                                              "details": "samples", "extra_info": {"input_name": "samples"}}]}}})
             self.prompts.append(body)
             return json_answer(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
         if url.path == "/queue":
@@ -75,8 +82,10 @@ def test_a_failed_run_reports_the_node_error(tmp_path):
 
 def test_a_refused_workflow_lists_the_node_errors(tmp_path):
     with FakeComfy(refuse=True) as server:
-        with pytest.raises(SystemExit, match="node 1 \\(SDBridgeSegmindSDXL\\): img_width: 900 is not allowed"):
-            submit.main(["segmind_sdxl_panda.json", "--server", server.url])
+        with pytest.raises(SystemExit, match="node 1 \\(SDBridgeSegmindSDXL\\): samples: Value 9 bigger than max of 4"):
+            submit.main(["segmind_sdxl_panda.json", "--set", "samples=9", "--server", server.url,
+                         "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing made, nothing written
 
 
 @pytest.mark.parametrize("override, words", [("nonsense", "needs NAME=VALUE"), ("images=x", "no node"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from support.webjs import NODE_JS, run_extension
 
+from sdbridge.nodes import pack_settings
 from sdbridge.nodes.hosted import credentials
 from sdbridge.nodes.hosted.providers import PROVIDERS, SEGMIND, SINKIN
 from sdbridge.nodes.hosted.replies import Reply, error_for_status
@@ -65,7 +66,8 @@ def test_key_settings_credits_and_toasts(tmp_path):
     result = run_extension(tmp_path, "sdbridge.js", DRIVER, answers)
     # One settings row per provider of the table, rendered by the pack: no stored default value
     # that could hold a key.
-    assert [s["id"] for s in result["settings"]] == ["SDBridge.Keys.Segmind", "SDBridge.Keys.SinkIn"]
+    keys = [s["id"] for s in result["settings"] if s["id"].startswith("SDBridge.Keys.")]
+    assert keys == ["SDBridge.Keys.Segmind", "SDBridge.Keys.SinkIn"]
     assert all(s["type"] == "function" and s.get("default") is None for s in result["settings"])
     assert result["before"] == "set (from SEGMIND_API_KEY); SEGMIND_API_KEY wins over a key saved here"
     # Save posts the trimmed key once, then the field is emptied; Clear posts an empty key.
@@ -89,7 +91,7 @@ ${DOM}
 api.answers = JSON.parse(process.argv[2]);
 await import("./extensions/sdbridge/sdbridge.js");
 const [extension] = app.extensions;
-const rows = extension.settings.filter((s) => s.id.startsWith("SDBridge.RateLimit."));
+const rows = extension.settings.filter((s) => s.id.startsWith("SDBridge.Setting."));
 const made = rows.map((s) => s.type());
 await new Promise((resolve) => setTimeout(resolve, 10));
 const lines = made.map((row) => row.children[0].textContent);
@@ -103,18 +105,16 @@ console.log(JSON.stringify({ ids: rows.map((s) => s.id), categories: rows.map((s
 
 
 def test_rate_limit_rows_show_the_pace_and_save_it_on_the_server(tmp_path, monkeypatch):
-    from sdbridge.nodes import routes
-
     monkeypatch.delenv(SEGMIND.rate_env)
     monkeypatch.setenv(SINKIN.rate_env, "10/60")
-    settings = {"settings": routes._pace_settings()}  # what the route answers
+    settings = {"settings": [s.for_web() for s in pack_settings.declared()]}  # what the route answers
     answers = {"/sdbridge/providers": {"providers": [p.for_web() for p in PROVIDERS.values()]},
                "/sdbridge/settings": settings,
                f"/sdbridge/settings/{SEGMIND.rate_env}": {"name": SEGMIND.rate_env, "value": "5/60", "source": "file"}}
     result = run_extension(tmp_path, "sdbridge.js", PACE_DRIVER, answers)
-    assert result["ids"] == ["SDBridge.RateLimit.Segmind", "SDBridge.RateLimit.SinkIn"]
+    assert result["ids"][:2] == [f"SDBridge.Setting.{SEGMIND.rate_env}", f"SDBridge.Setting.{SINKIN.rate_env}"]
     assert result["categories"][0] == ["SD Bridge", "Rate limits", "Segmind"]
-    assert result["lines"] == ["not set: the default 50/60",
-                               "10/60 (from SDBRIDGE_SINKIN_RATE, which wins over a value saved here)"]
+    assert result["lines"][:2] == ["not set: the default 50/60",
+                                   "10/60 (from SDBRIDGE_SINKIN_RATE, which wins over a value saved here)"]
     assert result["posts"] == [[f"/sdbridge/settings/{SEGMIND.rate_env}", "POST", {"value": "5/60"}]]
-    assert result["toasts"] == [["success", "Segmind rate limit", "saved: 5/60"]]
+    assert result["toasts"] == [["success", "Segmind requests allowed", "saved: 5/60"]]

@@ -92,6 +92,7 @@ def _workflows() -> dict[str, list[tuple[str, str]]]:
 
 
 def page(node: type, node_id: str, display_name: str, workflows: dict) -> str:
+    from sdbridge.nodes.hosted import costs
     from sdbridge.nodes.hosted.hosted_node import HostedNode
 
     lines = [f"# {display_name}", "", node.DESCRIPTION, "", f"**When to use it:** {when_to_use()[node]}", ""]
@@ -113,6 +114,16 @@ def page(node: type, node_id: str, display_name: str, workflows: dict) -> str:
                      f"ComfyUI, or paste it in Settings → SD Bridge → Keys ({provider.key_page}). Each run spends "
                      f"{provider.name} credits (top up at {provider.billing_page}); a request is sent once and "
                      "never paid for twice.")
+        slug = getattr(getattr(node, "ENDPOINT", None), "slug", None)
+        prices = [p.source for (pid, endpoint, _), p in costs.PUBLISHED.items() if pid == provider.id and endpoint == slug]
+        known = f"the published price ({prices[0]}), scaled" if prices else "`cost ?` until then"
+        lines += ["", "Before you press Run, the title bar shows what one run will cost: what your own runs of the "
+                  f"same kind cost (measured), or {known}. After a run it shows what the run spent, and the `info` "
+                  "output says so too. Spending caps (Settings → SD Bridge) stop a run before any request."]
+        lines += ["", "A run that repeats one already paid for (the same inputs and input images, a fixed seed) "
+                  "returns the stored images from the result cache: no request, no credits, and the node says "
+                  "`from cache`. Seed -1 always asks for a new image. Switch the cache off or clear it in "
+                  "Settings → SD Bridge → Result cache."]
     else:
         lines.append("Runs on your own GPU (or slowly on the CPU): no key, no credits.")
     examples = workflows.get(node_id, [])

@@ -1,5 +1,6 @@
-// SD Bridge web extension: API keys in the Settings dialog, remaining credits, and toasts
-// that name the fix when a hosted call fails for a key or for credits.
+// SD Bridge web extension: API keys and the server-side settings in the Settings dialog, the
+// result cache's clear button, remaining credits, and toasts that name the fix when a hosted
+// call fails for a key or for credits.
 // A key typed here goes to the pack's route and is never stored as a ComfyUI setting, never
 // put in the graph, and never sent back: the dialog shows only whether a key is set and where
 // it comes from.
@@ -94,7 +95,9 @@ function keyEditor(provider) {
   });
 }
 
-async function paceSettings() {
+// The pack's server-side settings (GET /sdbridge/settings): each entry names its env var, label,
+// help, section and what applies while it is unset, so no list of settings lives here.
+async function serverSettings() {
   try {
     const response = await api.fetchApi("/sdbridge/settings");
     if (response.ok) return (await response.json()).settings ?? [];
@@ -104,29 +107,63 @@ async function paceSettings() {
   return [];
 }
 
-function describePace(entry) {
+function describeSetting(entry) {
   if (!entry) return "status unknown";
-  const fallback = entry.default ? `the default ${entry.default}` : "no pace until the provider answers 429";
   if (entry.source === "environment") return `${entry.value} (from ${entry.name}, which wins over a value saved here)`;
   if (entry.source === "file") return `${entry.value} (saved on the server)`;
-  return `not set: ${fallback}`;
+  return `not set: ${entry.default}`;
 }
 
-// A provider's pace: how many generation requests its plan allows per so many seconds.
-function paceEditor(entry, provider) {
+// One setting kept on the server: its value and where it comes from, a field, Save and Clear.
+function settingEditor(entry) {
   return serverRow({
     inputType: "text",
-    placeholder: "requests/seconds, such as 5/60",
-    status: async () => describePace((await paceSettings()).find((e) => e.name === entry.name)),
+    placeholder: `such as ${entry.example}`,
+    status: async () => describeSetting((await serverSettings()).find((e) => e.name === entry.name)),
     send: async (value) => {
       const [response, answer] = await postJson(`/sdbridge/settings/${entry.name}`, { value });
-      if (!response.ok) return [false, `${provider.name} rate limit not saved`, answer.error || response.statusText];
-      return [true, `${provider.name} rate limit`, answer.note || (value ? `saved: ${value}` : "cleared")];
+      if (!response.ok) return [false, `${entry.label} not saved`, answer.error || response.statusText];
+      return [true, entry.label, answer.note || (value ? `saved: ${value}` : "cleared")];
     },
   });
 }
 
-const PACES = await paceSettings();
+const SETTINGS = await serverSettings();
+
+function megabytes(bytes) {
+  return `${(Number(bytes || 0) / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+async function describeCache() {
+  try {
+    const response = await api.fetchApi("/sdbridge/result-cache");
+    if (!response.ok) return "status unknown";
+    const stats = await response.json();
+    const held = `${stats.results} ${stats.results === 1 ? "result" : "results"}, ${megabytes(stats.bytes)} of ${megabytes(stats.limit_bytes)}`;
+    return stats.enabled ? held : `${held}; the cache is off`;
+  } catch (error) {
+    return "status unknown";
+  }
+}
+
+// The result cache: what it holds, and a button that empties it.
+function cacheClearer() {
+  const row = document.createElement("div");
+  row.style.cssText = "display:flex;flex-direction:column;gap:6px;min-width:320px";
+  const state = document.createElement("span");
+  state.style.opacity = "0.8";
+  const clear = Object.assign(document.createElement("button"), { textContent: "Clear the result cache" });
+  const refresh = async () => { state.textContent = await describeCache(); };
+  clear.onclick = async () => {
+    const [response, answer] = await postJson("/sdbridge/result-cache/clear", {});
+    if (response.ok) toast("success", "Result cache cleared", `removed ${answer.files} files (${megabytes(answer.bytes)})`);
+    else toast("error", "Result cache not cleared", answer.error || response.statusText);
+    await refresh();
+  };
+  row.append(state, clear);
+  refresh();
+  return row;
+}
 
 // What a failed hosted call says, mapped to a short toast that names the fix. The messages
 // start with the provider's name ("Segmind: ..."), which finds its row in the provider table.
@@ -153,21 +190,26 @@ const keyRows = PROVIDERS.map((provider) => ({
   type: keyEditor(provider),
   defaultValue: undefined,
 }));
-const paceRows = PACES.flatMap((entry) => {
-  const provider = PROVIDERS.find((p) => p.id === entry.provider);
-  return provider ? [{
-    id: `SDBridge.RateLimit.${provider.name}`,
-    category: ["SD Bridge", "Rate limits", provider.name],
-    name: `${provider.name} requests allowed`,
-    tooltip: `How many generation requests your ${provider.name} plan allows per so many seconds, shared by every node (${provider.rate_limits || "no documented limit"}). Or set ${entry.name}, which wins.`,
-    type: paceEditor(entry, provider),
-    defaultValue: undefined,
-  }] : [];
-});
+const settingRows = SETTINGS.map((entry) => ({
+  id: `SDBridge.Setting.${entry.name}`,
+  category: ["SD Bridge", ...entry.section],
+  name: entry.label,
+  tooltip: `${entry.help} Or set ${entry.name} before starting ComfyUI, which wins over a value saved here.`,
+  type: settingEditor(entry),
+  defaultValue: undefined,
+}));
+const cacheRow = {
+  id: "SDBridge.ResultCache.Clear",
+  category: ["SD Bridge", "Result cache", "Clear"],
+  name: "Clear the result cache",
+  tooltip: "Removes every stored result (ComfyUI/user/sdbridge/result_cache); the next run of each asks the provider again.",
+  type: cacheClearer,
+  defaultValue: undefined,
+};
 
 app.registerExtension({
   name: "SDBridge.KeysAndCredits",
-  settings: [...keyRows, ...paceRows],
+  settings: [...keyRows, ...settingRows, cacheRow],
   async setup() {
     api.addEventListener("sdbridge.credits", ({ detail }) => {
       credits[detail.provider] = detail.remaining;

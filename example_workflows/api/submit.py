@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Submit one of these API-format workflows to a running ComfyUI, follow it, save its images.
+"""Submit one of these API-format workflows to ComfyUI, follow it, save its images; or a batch of
+jobs spread over several ComfyUI servers.
 
     python submit.py segmind_sdxl_panda.json --set prompt="a red fox" --set seed=7
     python submit.py segmind_sd15_img2img_landscape.json --set 2.strength=0.5 --out ./renders
+    python submit.py segmind_sdxl_panda.json --seeds 1-20 --server http://gpu1:8188 --server http://gpu2:8188
+    python submit.py segmind_sdxl_panda.json --batch prompts.jsonl --out ./renders
 
 --set NAME=VALUE changes that input on every node that has it (NAME may be NODE_ID.NAME to aim at
 one node); VALUE is read as JSON when it parses (7, 0.5, true) and as text otherwise. Linked
-inputs cannot be overridden. Standard library only; talks to ComfyUI's /prompt, /history and
-/view routes.
+inputs cannot be overridden. --batch FILE.jsonl gives one job per line (an object of overrides,
+{"prompt": "a cat", "seed": 3}); --seeds 1-20 one job per seed; both together, every line with
+every seed. Each job goes to the least loaded server; a job whose server stops answering goes to
+another. Images and manifest.jsonl (one line per job) land in --out. Ctrl-C withdraws what this
+batch queued and writes the manifest of what finished (exit 130). Standard library only.
 """
 
 from __future__ import annotations
@@ -15,106 +21,77 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 from pathlib import Path
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # run by path from anywhere: batch_runner/ beside it
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
-    for item in overrides:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"--set needs NAME=VALUE, got {item!r}")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
-        node_id, _, field = name.rpartition(".")
-        targets = [node_id] if node_id else list(prompt)
-        changed = 0
-        for target in targets:
-            inputs = prompt.get(target, {}).get("inputs", {})
-            if field in inputs and not isinstance(inputs[field], list):
-                inputs[field] = value
-                changed += 1
-        if not changed:
-            raise SystemExit(f"--set {name}: no node in this workflow has a widget input named {field!r}")
-    return prompt
+from batch_runner import jobs, preflight  # noqa: E402
+from batch_runner.batch import Batch, Settings, Stop  # noqa: E402
+from batch_runner.jobs import apply_overrides  # noqa: E402, F401  (the runner's own API, kept)
+from batch_runner.manifest import Manifest  # noqa: E402
+from batch_runner.progress import Progress  # noqa: E402
+from batch_runner.server import Server  # noqa: E402
+
+DEFAULT_SERVER = "http://127.0.0.1:8188"
 
 
-def call(server: str, path: str, body: dict | None = None, timeout: float = 30) -> bytes:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(server + path, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
-
-
-def submit(server: str, prompt: dict) -> str:
-    try:
-        answer = json.loads(call(server, "/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex}))
-    except urllib.error.HTTPError as exc:  # 400: ComfyUI's validation refused the workflow
-        details = json.loads(exc.read() or b"{}")
-        lines = [details.get("error", {}).get("message", str(exc))]
-        for node_id, problem in details.get("node_errors", {}).items():
-            for error in problem.get("errors", []):
-                lines.append(f"  node {node_id} ({problem.get('class_type')}): {error.get('details') or error.get('message')}")
-        raise SystemExit("ComfyUI refused the workflow:\n" + "\n".join(lines)) from None
-    return answer["prompt_id"]
-
-
-def wait(server: str, prompt_id: str, timeout: float) -> dict:
-    deadline, shown = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        history = json.loads(call(server, f"/history/{prompt_id}"))
-        if prompt_id in history:
-            return history[prompt_id]
-        queue = json.loads(call(server, "/queue"))
-        running = any(item[1] == prompt_id for item in queue.get("queue_running", []))
-        state = "running" if running else f"queued ({len(queue.get('queue_pending', []))} waiting)"
-        if state != shown:
-            print(state, flush=True)
-            shown = state
-        time.sleep(0.5)
-    raise SystemExit(f"gave up after {timeout:.0f} s; the prompt {prompt_id} may still finish in ComfyUI")
-
-
-def save_images(server: str, entry: dict, out: Path) -> list[Path]:
-    status = entry.get("status", {})
-    if status.get("status_str") == "error":
-        for kind, message in status.get("messages", []):
-            if kind == "execution_error":
-                raise SystemExit(f"{message.get('node_type')} failed: {message.get('exception_message')}")
-        raise SystemExit("the workflow failed")
-    out.mkdir(parents=True, exist_ok=True)
-    saved = []
-    for output in entry.get("outputs", {}).values():
-        for image in output.get("images", []):
-            query = urllib.parse.urlencode({k: image.get(k, "") for k in ("filename", "subfolder", "type")})
-            target = out / Path(image["filename"]).name
-            target.write_bytes(call(server, f"/view?{query}"))
-            saved.append(target)
-    return saved
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workflow", type=Path, help="an API-format workflow (this folder's *.json)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="an input for every job (repeatable)")
+    parser.add_argument("--batch", type=Path, metavar="FILE.jsonl", help="one job per line: an object of overrides")
+    parser.add_argument("--seeds", metavar="RANGE", help="one job per seed: 1-20, or 7,9,12")
+    parser.add_argument("--server", dest="servers", action="append", default=[], metavar="URL",
+                        help=f"a ComfyUI server (repeatable; default {DEFAULT_SERVER})")
+    parser.add_argument("--out", type=Path, default=Path("sdbridge_outputs"), help="the folder for images and manifest")
+    parser.add_argument("--manifest", type=Path, help="default: OUT/manifest.jsonl")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds one job may take, queue included")
+    parser.add_argument("--depth", type=int, default=2, help="jobs of this batch queued on one server at a time")
+    parser.add_argument("--wait", type=float, default=60, metavar="S",
+                        help="when no server is left, how long to wait for one to come back (default 60)")
+    parser.add_argument("--poll", action="store_true", help="poll /history instead of following the websocket")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, only errors and the summary")
+    args = parser.parse_args(argv)
+    if args.depth < 1:
+        parser.error("--depth must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("workflow", type=Path, help="an API-format workflow (this folder's *.json)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--server", default="http://127.0.0.1:8188")
-    parser.add_argument("--out", type=Path, default=Path("sdbridge_outputs"))
-    parser.add_argument("--timeout", type=float, default=900)
-    args = parser.parse_args(argv)
+    args = arguments(argv)
     path = args.workflow if args.workflow.exists() else Path(__file__).parent / args.workflow
-    prompt = apply_overrides(json.loads(path.read_text()), args.overrides)
-    server = args.server.rstrip("/")
-    prompt_id = submit(server, prompt)
-    print(f"queued {path.name} as {prompt_id}", flush=True)
-    for image in save_images(server, wait(server, prompt_id, args.timeout), args.out):
-        print(f"saved {image}")
-    return 0
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    batch_jobs = jobs.build(workflow, args.overrides, args.batch, args.seeds)
+    single = len(batch_jobs) == 1 and not args.batch and not args.seeds
+    servers = [Server(url) for url in dict.fromkeys(args.servers or [DEFAULT_SERVER])]
+    progress = Progress(len(batch_jobs), quiet=args.quiet)
+    try:
+        usable = preflight.usable(servers, jobs.node_types(workflow), lambda text: progress.say(text, always=True))
+    except KeyboardInterrupt:
+        progress.say("stopped before anything was sent", always=True)
+        return 130
+    if not usable:
+        raise SystemExit("no server can run this workflow (see above)")
+    manifest = Manifest(args.manifest or args.out / "manifest.jsonl")
+    if not single:
+        progress.say(f"{len(batch_jobs)} jobs of {path.name} on {len(usable)} server(s); images and "
+                     f"{manifest.path.name} in {args.out}")
+    settings = Settings(out=args.out, depth=args.depth, timeout=args.timeout, use_websocket=not args.poll, wait=args.wait,
+                        name=path.name, single=single)
+    try:
+        code = Batch(usable, batch_jobs, manifest, progress, settings).run()
+    except Stop as stop:
+        raise SystemExit(str(stop)) from None
+    except KeyboardInterrupt:  # a second Ctrl-C while withdrawing: the manifest is written all the same
+        progress.say(f"stopped; manifest: {manifest.path}", always=True)
+        return 130
+    if not single or code:
+        counts = manifest.counts()
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        progress.say(f"{summary or 'nothing run'}; manifest: {manifest.path}", always=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -116,13 +116,17 @@ def _spellings(key: str) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
+def key_forms() -> list[str]:
+    """Every spelling of every known key: what `redact` removes, and what no file may hold."""
+    return [form for key in known_keys() for form in _spellings(key)]
+
+
 def redact(text: str) -> str:
     """`text` with every known key, in every spelling, replaced by "***". Redact the whole text
     before cutting it: a key cut in half would no longer be recognised."""
-    for key in known_keys():
-        for form in _spellings(key):
-            if form in text:
-                text = text.replace(form, "***")
+    for form in key_forms():
+        if form in text:
+            text = text.replace(form, "***")
     return text
 
 

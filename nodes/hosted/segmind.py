@@ -3,6 +3,7 @@ answer reading, and the five nodes."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ from typing import Any
 from .. import images as imaging
 from .. import runtime, surface
 from ..params import Param, ValidationError, parse_json_object, resolve_seed
-from . import credentials, rate_limit
+from . import credentials, rate_limit, spending
 from .addresses import same_origin
-from .hosted_node import HostedNode, report_credits
+from .costs import CostShape
+from .hosted_node import HostedNode, Result, report_credits
 from .providers import SEGMIND
 from .replies import ProviderError, Reply, describe_body
 from .transport import (
@@ -158,11 +160,23 @@ def api_version() -> str:
     return "v1" if os.environ.get(API_ENV, "").strip().lower() == "v1" else "v2"
 
 
-async def post(slug: str, body: dict, node_id: str | None) -> Reply:
-    """One generation; the answer that holds its images. On the v2 queue unless v1 is asked
-    for, or v2 does not serve the slug (404/405 at submit), when the documents' v1 runs it."""
-    base = credentials.base_url(SEGMIND)
+async def post(slug: str, body: dict, node_id: str | None) -> tuple[Reply, float | None]:
+    """One generation: the answer that holds its images, and its cost when the drop in remaining
+    credits tells it. On the v2 queue unless v1 is asked for, or v2 does not serve the slug
+    (404/405 at submit), when the documents' v1 runs it."""
     key = credentials.api_key(SEGMIND)
+    watch = spending.balance_watch(SEGMIND.id, key)
+    watch.start()
+    reply = None
+    try:
+        reply = await _post(slug, body, node_id, key)
+    finally:
+        cost = watch.finish(reply.headers.get("x-remaining-credits") if reply is not None else None)
+    return reply, cost
+
+
+async def _post(slug: str, body: dict, node_id: str | None, key: str) -> Reply:
+    base = credentials.base_url(SEGMIND)
     headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key)
     if api_version() == "v2":
         try:
@@ -228,10 +242,10 @@ def _image_items(data: dict) -> list:
 
 async def read_images(reply: Reply, node_id: str | None, *, required: bool = True):
     """Images from an answer: a raw image body, or JSON holding base64 strings or URLs.
-    Returns (PIL images, JSON dict or None)."""
+    Returns (pictures: each image's bytes as received and its decoded picture, JSON dict or None)."""
     if reply.content_type.startswith("image/"):
         try:
-            return [imaging.decode_image(reply.body)], None
+            return [imaging.decode_picture(reply.body)], None
         except imaging.ImageDecodeError as exc:
             raise ProviderError(SEGMIND, f"answered with {reply.content_type} but {exc}. Try again.",
                                 reply.status) from None
@@ -244,10 +258,10 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
         for item in items:
             if re.match(r"^https?://", item):
                 download = await CLIENT.download(item, base=credentials.base_url(SEGMIND), node_id=node_id)
-                pictures.append(imaging.decode_image(download.body))
+                pictures.append(imaging.decode_picture(download.body))
                 continue
             try:
-                pictures.append(imaging.decode_base64_image(item))
+                pictures.append(imaging.decode_picture(imaging.base64_bytes(item)))
             except imaging.ImageDecodeError as exc:
                 raise ProviderError(SEGMIND, f"sent an image that could not be read: {exc}.") from None
         if pictures or not required:
@@ -260,13 +274,15 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
     return [], None
 
 
-def info(slug: str, reply: Reply, seed: int | None, count: int) -> dict:
+def info(slug: str, reply: Reply, seed: int | None, count: int, costs: list[float | None]) -> dict:
     result: dict[str, Any] = {"provider": SEGMIND.name, "model": slug, "images": count}
     if seed is not None:
         result["seed"] = seed
     credits = reply.headers.get("x-remaining-credits")
     if credits is not None:
         result["remaining_credits"] = _number(credits)
+    if costs and all(cost is not None for cost in costs):
+        result["credits_measured"] = round(sum(costs), 6)
     return result
 
 
@@ -293,22 +309,41 @@ class SegmindNode(HostedNode):
             cls.DISPLAY_NAME = f"{SEGMIND.name} {endpoint.title}"
         super().__init_subclass__(**kwargs)
 
-    async def call(self, values: dict, node_id: str | None):
+    @classmethod
+    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
+        return CostShape(SEGMIND.id, cls.ENDPOINT.slug, "refiner" if values.get("refiner") else "",
+                         requests=requests, images=values["samples"],
+                         pixels=values["img_width"] * values["img_height"], steps=values["num_inference_steps"])
+
+    @classmethod
+    def cache_endpoint(cls, values: dict) -> str:
+        return cls.ENDPOINT.slug
+
+    def uploads(self, values: dict) -> dict[str, list[bytes]]:
+        if "image" not in values:
+            return {}
+        return {"image": [imaging.encode_image(src) for src in imaging.tensor_to_pil(values["image"])]}
+
+    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         endpoint = self.ENDPOINT
         seed = resolve_seed(values["seed"], SEED_MAX)
         body = request_body(endpoint, values, seed)
-        if "image" not in values:
-            reply = await post(endpoint.slug, body, node_id)
+        if "image" not in uploads:
+            reply, cost = await post(endpoint.slug, body, node_id)
             pictures, _ = await read_images(reply, node_id)
-            return imaging.pil_to_tensor(pictures), info(endpoint.slug, reply, seed, len(pictures))
+            return Result.of(pictures, info(endpoint.slug, reply, seed, len(pictures), [cost]))
         # img2img: one request per input image, sent together.
-        sources = imaging.tensor_to_pil(values["image"])
-        replies = await all_or_nothing(
-            post(endpoint.slug, {**body, "image": imaging.encode_base64_image(src)}, node_id) for src in sources)
+        answers = await all_or_nothing(
+            post(endpoint.slug, {**body, "image": _base64(png)}, node_id) for png in uploads["image"])
         pictures = []
-        for reply in replies:
+        for reply, _ in answers:
             pictures += (await read_images(reply, node_id))[0]
-        return imaging.pil_to_tensor(pictures), info(endpoint.slug, replies[-1], seed, len(pictures))
+        return Result.of(pictures, info(endpoint.slug, answers[-1][0], seed, len(pictures),
+                                        [cost for _, cost in answers]))
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 class SDBridgeSegmindRealisticVision(SegmindNode):
@@ -374,24 +409,59 @@ class SDBridgeSegmindAnyModel(HostedNode):
         if len(set(fields)) != len(fields):
             raise ValidationError("image fields: two connected images share one field name; give each its own")
 
-    async def call(self, values: dict, node_id: str | None):
+    @classmethod
+    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
+        """From the body's own fields where it has the usual names (any model may name them
+        otherwise: then the price is not scaled by them)."""
+        body = parse_json_object("parameters", values["parameters"])
+
+        def number(*names: str) -> int | None:
+            found = next((body[n] for n in names if isinstance(body.get(n), int) and not isinstance(body[n], bool)),
+                         None)
+            return found if found is not None and 0 < found < 1_000_000 else None
+
+        width, height = number("img_width", "width"), number("img_height", "height")
+        return CostShape(SEGMIND.id, values["slug"].strip(), requests=1,
+                         images=number("samples", "num_images", "batch_size") or 1,
+                         pixels=width * height if width and height else None,
+                         steps=number("num_inference_steps", "steps"))
+
+    @classmethod
+    def cache_seed(cls, values: dict) -> int | None:
+        """Only a body with a fixed seed (an integer >= 0) names one image."""
+        seed = parse_json_object("parameters", values["parameters"]).get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+
+    @classmethod
+    def cache_endpoint(cls, values: dict) -> str:
+        return values["slug"].strip()
+
+    @classmethod
+    def cache_values(cls, values: dict) -> dict:
+        # The body as parsed: its spacing and key order do not make another request.
+        return {**values, "parameters": parse_json_object("parameters", values["parameters"])}
+
+    def uploads(self, values: dict) -> dict[str, list[bytes]]:
+        return {f"image_{i}": [imaging.encode_image(imaging.tensor_to_pil(values[f"image_{i}"])[0])]
+                for i in (1, 2, 3) if values.get(f"image_{i}") is not None}
+
+    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         slug = values["slug"].strip()
         body = parse_json_object("parameters", values["parameters"])
         for i in (1, 2, 3):
-            image = values.get(f"image_{i}")
-            if image is not None:
+            if f"image_{i}" in uploads:
                 field = values.get(f"image_{i}_field") or f"image_{i}"
-                body[field] = imaging.encode_base64_image(imaging.tensor_to_pil(image)[0])
-        reply = await post(slug, body, node_id)
+                body[field] = _base64(uploads[f"image_{i}"][0])
+        reply, cost = await post(slug, body, node_id)
         pictures, data = await read_images(reply, node_id, required=False)
-        result = info(slug, reply, body.get("seed"), len(pictures))
+        result = info(slug, reply, body.get("seed"), len(pictures), [cost])
         if pictures:
-            return imaging.pil_to_tensor(pictures), result
+            return Result.of(pictures, result)
         if data is not None:
             result["answer"] = data
         else:
             result["answer"] = credentials.redact(reply.body.decode("utf-8", "replace"))[:4096]
-        return imaging.placeholder(), result
+        return Result(imaging.placeholder(), result)
 
 
 NODES = (SDBridgeSegmindRealisticVision, SDBridgeSegmindSDXL, SDBridgeSegmindSD15Img2Img, SDBridgeSegmindRealVisXL,

@@ -10,7 +10,8 @@ from .. import images as imaging
 from .. import surface
 from ..params import Param, resolve_seed
 from . import sinkin_api, sinkin_catalog
-from .hosted_node import HostedNode
+from .costs import CostShape
+from .hosted_node import HostedNode, Result
 from .providers import SINKIN
 from .transport import all_or_nothing
 
@@ -135,13 +136,32 @@ class SinkInNode(HostedNode):
     def editor_params(cls):
         return with_catalog(cls.PARAMS, sinkin_catalog.current_catalog())
 
-    async def call(self, values: dict, node_id: str | None):
+    @classmethod
+    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
+        # The model, an img2img base and a ControlNet may each change the price: each is its own kind.
+        model = sinkin_catalog.id_from_choice(values["model_id"]) or str(values["model_id"])
+        kind = "img2img" if "image" in {p.name for p in cls.PARAMS} else "txt2img"
+        controlnet = values.get("controlnet", NO_CONTROLNET)
+        variant = f"{kind}:{model}" + (f":{controlnet}" if controlnet != NO_CONTROLNET else "")
+        return CostShape(SINKIN.id, "inference", variant, requests=requests, images=values["num_images"],
+                         pixels=values["width"] * values["height"], steps=values["steps"],
+                         factor=0.5 if values["lcm"] else 1.0)
+
+    @classmethod
+    def cache_endpoint(cls, values: dict) -> str:
+        return f"inference/{cls.__name__}"
+
+    def uploads(self, values: dict) -> dict[str, list[bytes]]:
+        if "image" not in values:
+            return {}
+        return {"image": [imaging.encode_image(picture) for picture in imaging.tensor_to_pil(values["image"])]}
+
+    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         seed = resolve_seed(values["seed"], SEED_MAX)
         fields = request_fields(self.PARAMS, values, seed)
-        uploads = [None] if "image" not in values else [
-            imaging.encode_image(picture) for picture in imaging.tensor_to_pil(values["image"])]
         answers = await all_or_nothing(
-            sinkin_api.post_form("/api/inference", fields, node_id, "inference", upload) for upload in uploads)
+            sinkin_api.post_form("/api/inference", fields, node_id, "inference", upload)
+            for upload in uploads.get("image", [None]))
         urls = [url for data in answers for url in sinkin_api.result_urls(data, values["num_images"])]
         pictures = await sinkin_api.download_images(urls, node_id)
         info: dict[str, Any] = {"provider": SINKIN.name, "model_id": fields["model_id"], "seed": seed,
@@ -149,9 +169,10 @@ class SinkInNode(HostedNode):
         costs = [data.get("credit_cost") for data in answers]
         if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in costs):
             info["credit_cost"] = round(sum(costs), 4)
+            info["credits_measured"] = info["credit_cost"]
         inf_ids = [data.get("inf_id") for data in answers]
         info["inf_id"] = inf_ids[0] if len(inf_ids) == 1 else inf_ids
-        return imaging.pil_to_tensor(pictures), info
+        return Result.of(pictures, info)
 
 
 class SDBridgeSinkInTxt2Img(SinkInNode):

@@ -38,15 +38,16 @@ async def post_form(path: str, fields: dict[str, str], node_id: str | None, labe
     return data
 
 
-async def download_images(urls: list[str], node_id: str | None) -> list:
-    """Fetch every result URL at once; the first failure cancels the rest."""
+async def download_images(urls: list[str], node_id: str | None) -> list[imaging.Picture]:
+    """Fetch every result URL at once; the first failure cancels the rest. Each image's bytes as
+    downloaded, with its decoded picture."""
     base = credentials.base_url(SINKIN)
     replies: list[Reply] = await all_or_nothing(
         DOWNLOADS.download(url, base=base, node_id=node_id) for url in urls)
     pictures = []
     for reply in replies:
         try:
-            pictures.append(imaging.decode_image(reply.body, MAX_RESULT_PIXELS))
+            pictures.append(imaging.decode_picture(reply.body, MAX_RESULT_PIXELS))
         except imaging.ImageDecodeError as exc:
             raise ProviderError(SINKIN, f"a result image could not be read: {exc}. Try again.") from None
     return pictures

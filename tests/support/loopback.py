@@ -2,8 +2,9 @@
 
 A test gives it a `handler(request) -> Answer` function (`json_answer` builds a JSON one); the server records every request it
 receives (method, path, headers, body) and answers what the handler says: any status, headers,
-body, a delay before answering, a body cut short, or a dropped connection. Threaded, so
-concurrent calls overlap as they would against a real provider.
+body, a delay before answering, a body cut short, a dropped connection, or a connection taken
+over after a 101 answer (a websocket). Threaded, so concurrent calls overlap as they would
+against a real provider.
 
 `lose_answers` holds faults for the next requests that the handler serves normally: the work
 is done (a fake provider makes and bills the image), then its answer is lost on the way back.
@@ -35,6 +36,7 @@ class Answer:
     delay: float = 0.0           # seconds to wait before answering
     drop: bool = False           # close the connection without an answer
     truncate: bool = False       # promise a longer body than is sent
+    upgrade: Callable | None = None  # 101 Switching Protocols, then upgrade(handler) owns the connection
 
 
 def json_answer(status: int, payload, headers: dict | None = None) -> Answer:
@@ -88,6 +90,15 @@ class Loopback:
                 if answer.drop:
                     self.close_connection = True
                     self.connection.close()
+                    return
+                if answer.upgrade:  # a websocket: the handshake's answer, then the fake speaks frames
+                    self.send_response(101)
+                    for key, value in answer.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.flush()
+                    self.close_connection = True
+                    answer.upgrade(self)
                     return
                 self.send_response(answer.status)
                 headers = {"content-type": "application/octet-stream", **answer.headers}

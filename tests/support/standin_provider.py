@@ -12,7 +12,8 @@ from __future__ import annotations
 from sdbridge.nodes import images as imaging
 from sdbridge.nodes import surface
 from sdbridge.nodes.hosted import credentials
-from sdbridge.nodes.hosted.hosted_node import HostedNode
+from sdbridge.nodes.hosted.costs import CostShape
+from sdbridge.nodes.hosted.hosted_node import HostedNode, Result
 from sdbridge.nodes.hosted.providers import Provider
 from sdbridge.nodes.hosted.replies import ProviderError, Reply
 from sdbridge.nodes.hosted.transport import COMPLETED, FAILED, PROCESSING, QUEUED, HttpClient, Job, JobState, PollPolicy
@@ -53,7 +54,12 @@ class StandInTxt2Img(HostedNode):
     PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, surface.seed(SEED_MAX),
               Param("num_images", "INT", "Number of images.", default=1, min=1, max=4))
 
-    async def call(self, values: dict, node_id: str | None):
+    @classmethod
+    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
+        # No price is published and no answer tells the cost: estimates stay "unknown".
+        return CostShape(STANDIN.id, "tiny-model", images=values["num_images"])
+
+    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         base = credentials.base_url(STANDIN)
         seed = resolve_seed(values["seed"], SEED_MAX)
         body = {"prompt": values["prompt"], "negative_prompt": values["negative_prompt"], "seed": seed,
@@ -62,8 +68,8 @@ class StandInTxt2Img(HostedNode):
             f"{base}/v1/queue/tiny-model", json_body=body, headers={"x-api-key": credentials.api_key(STANDIN)},
             read_job=read_job, read_state=read_state, node_id=node_id, label="tiny-model", poll=POLL)
         urls = answer.json_object(STANDIN).get("output") or []
-        pictures = [imaging.decode_image((await CLIENT.download(url, base=base)).body)
+        pictures = [imaging.decode_picture((await CLIENT.download(url, base=base)).body)
                     for url in urls[:values["num_images"]]]
         if not pictures:
             raise ProviderError(STANDIN, "finished without an image. Try again.")
-        return imaging.pil_to_tensor(pictures), {"provider": STANDIN.name, "seed": seed, "images": len(pictures)}
+        return Result.of(pictures, {"provider": STANDIN.name, "seed": seed, "images": len(pictures)})
