@@ -90,10 +90,19 @@ def test_family_is_read_from_files_and_folders(local_models, family):
 
 def test_lists_checkpoints_and_diffusers_folders(local_models):
     choices = model_files.model_choices()
-    assert "checkpoints/tiny-sd15.safetensors" in choices
+    assert "tiny-sd15.safetensors" in choices  # a checkpoint by its bare name, as ComfyUI lists it
     assert "diffusers/tiny-sdxl_refiner" in choices
     assert not any(choice.endswith(".json") for choice in choices)  # files inside diffusers folders are not models
     assert model_files.lora_choices() == ["tiny-sd15-lora.safetensors", "tiny-sdxl_base-lora.safetensors"]
+
+
+def test_a_checkpoint_is_found_by_its_name_and_by_the_earlier_checkpoints_prefix(local_models):
+    path = model_files.resolve("tiny-sd15.safetensors")
+    assert path == str(local_models["sd15"]["file"])
+    assert model_files.resolve("checkpoints/tiny-sd15.safetensors") == path  # workflows saved before 0.1.0
+    assert model_files.resolve("diffusers/tiny-sdxl_base") == str(local_models["sdxl_base"]["folder"])
+    with pytest.raises(model_files.CheckpointError, match="is not a model from the list"):
+        model_files.resolve("tiny-sd15")
 
 
 def test_missing_model_names_the_folder(local_models):

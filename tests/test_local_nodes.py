@@ -4,6 +4,7 @@ shared with the Segmind nodes, validation, every mode, seeds, progress, interrup
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -27,12 +28,12 @@ def load(name: str):
 
 @pytest.fixture
 def sd15(local_models):
-    return load("checkpoints/tiny-sd15.safetensors")
+    return load("tiny-sd15.safetensors")
 
 
 @pytest.fixture
 def sdxl(local_models):
-    return load("checkpoints/tiny-sdxl_base.safetensors")
+    return load("tiny-sdxl_base.safetensors")
 
 
 @pytest.fixture
@@ -114,20 +115,21 @@ def test_bad_values_are_refused_when_run_too(sd15):
 
 def test_loader_lists_models_and_loads_by_path(local_models):
     spec = local_nodes.SDBridgeLoadCheckpoint.INPUT_TYPES()["required"]["model"]
-    assert "checkpoints/tiny-sd15.safetensors" in spec[0] and "diffusers/tiny-sdxl_base" in spec[0]
+    assert "tiny-sd15.safetensors" in spec[0] and "diffusers/tiny-sdxl_base" in spec[0]
     by_path = local_nodes.SDBridgeLoadCheckpoint().load("(unused)", str(local_models["sd15"]["file"]))[0]
-    assert by_path.pipe is load("checkpoints/tiny-sd15.safetensors").pipe  # the same cached weights
-    assert local_nodes.SDBridgeLoadCheckpoint.IS_CHANGED(model="checkpoints/tiny-sd15.safetensors").isdigit()
+    assert by_path.pipe is load("tiny-sd15.safetensors").pipe  # the same cached weights
+    assert by_path.pipe is load("checkpoints/tiny-sd15.safetensors").pipe  # as workflows saved before 0.1.0 name it
+    assert local_nodes.SDBridgeLoadCheckpoint.IS_CHANGED(model="tiny-sd15.safetensors").isdigit()
 
 
 def test_loader_reports_a_missing_file_on_the_node(local_models):
     with pytest.raises(ValueError, match="SD Bridge Load Checkpoint: 'gone.safetensors' is not in ComfyUI's"):
-        load("checkpoints/gone.safetensors")
+        load("gone.safetensors")
 
 
 # ---------------------------------------------------------------- txt2img
 
-@pytest.mark.parametrize("name", ["checkpoints/tiny-sd15.safetensors", "diffusers/tiny-sdxl_base"])
+@pytest.mark.parametrize("name", ["tiny-sd15.safetensors", "diffusers/tiny-sdxl_base"])
 def test_txt2img_makes_images_and_reports_the_run(local_models, name):
     images, info = txt2img(load(name), samples=2, seed=41, style="cinematic")
     assert images.shape == (2, 64, 64, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
@@ -301,3 +303,39 @@ def test_a_prompt_longer_than_the_local_nodes_take_is_refused_before_any_work():
     assert "prompt: 40,000 characters is longer than the local nodes take (32,000" in verdict
     with pytest.raises(ValueError, match="negative_prompt: 50,000 characters"):
         node.normalized({**COMMON, "negative_prompt": "b" * 50_000})
+
+
+def with_image(node, values):
+    image = {"image": torch.rand(1, 8, 8, 3)} if node is local_nodes.SDBridgeLocalImg2Img else {}
+    return {**COMMON, **image, **values}
+
+
+@pytest.mark.parametrize(("node", "values", "message"), [
+    (local_nodes.SDBridgeLocalImg2Img, {"num_inference_steps": 2, "strength": 0.3},
+     "strength: 0.3 of 2 num_inference_steps leaves no step to run (img2img runs steps x strength of them); "
+     "use a strength of at least 0.5 or more steps"),
+    (local_nodes.SDBridgeLocalImg2Img, {"num_inference_steps": 3, "strength": 0.2}, "at least 0.34 or more steps"),
+    (local_nodes.SDBridgeLocalSDXLRefiner, {"num_inference_steps": 4, "strength": 0.2, "high_noise_fraction": 1.0,
+                                            "refiner": True}, "at least 0.25 or more steps"),
+])
+def test_img2img_with_no_step_left_is_refused_with_the_strength_that_works(node, values, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        node.normalized(with_image(node, values))
+
+
+@pytest.mark.parametrize(("node", "values"), [
+    (local_nodes.SDBridgeLocalImg2Img, {"num_inference_steps": 4, "strength": 0.25}),
+    (local_nodes.SDBridgeLocalImg2Img, {"num_inference_steps": 3, "strength": 0.34}),
+    (local_nodes.SDBridgeLocalSDXLRefiner, {"num_inference_steps": 2, "strength": 0.2, "high_noise_fraction": 0.5,
+                                            "refiner": True}),  # the split: strength does not apply
+    (local_nodes.SDBridgeLocalSDXLRefiner, {"num_inference_steps": 2, "strength": 0.2, "high_noise_fraction": 1.0,
+                                            "refiner": False}),
+])
+def test_img2img_with_a_step_left_passes(node, values):
+    node.normalized(with_image(node, values))
+
+
+def test_img2img_runs_the_smallest_strength_the_message_offers(sd15):
+    images, _ = local_nodes.SDBridgeLocalImg2Img().generate(
+        pipeline=sd15, image=torch.rand(1, 64, 64, 3), **{**COMMON, "num_inference_steps": 3, "strength": 0.34})
+    assert images.shape == (1, 64, 64, 3)

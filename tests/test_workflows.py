@@ -127,12 +127,12 @@ def _check_values(node: dict, definition: dict, named: dict, pack) -> None:
             if param.kind == "COMBO" and param.name in named and named[param.name] not in param.choices:
                 # Open choices (a model catalog): the value must still be offered on a fresh install,
                 # unless it is a model file the workflow links for download.
-                value = str(named[param.name]).removeprefix("checkpoints/")
-                assert value in models, f"{node['type']}.{param.name}={named[param.name]!r}"
+                assert named[param.name] in models, f"{node['type']}.{param.name}={named[param.name]!r}"
         for model in node["properties"].get("models", []):
-            # The editor checks models/<directory>/<name>; the widget may prefix the folder.
+            # The editor (frontends 1.27 to 1.58) offers a download only for a model whose name is one
+            # of the node's widget values exactly, and looks for it in models/<directory>/<name>.
             assert model["url"].startswith("https://huggingface.co/") and model["directory"] == "checkpoints"
-            assert any(str(v) in (model["name"], f"checkpoints/{model['name']}") for v in named.values())
+            assert model["name"] in node["widgets_values"]
         return
     for name, value in named.items():
         kind = next(definition["input"][s][name] for s in ("required", "optional") if name in definition["input"].get(s, {}))

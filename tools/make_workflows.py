@@ -168,7 +168,7 @@ def _checkpoint(node_id: int, pos: tuple[int, int], model: tuple[str, str], titl
     filename, url = model
     from sdbridge.nodes.local import local_nodes
 
-    return N(node_id, local_nodes.SDBridgeLoadCheckpoint, pos, {"model": f"checkpoints/{filename}"}, title=title,
+    return N(node_id, local_nodes.SDBridgeLoadCheckpoint, pos, {"model": filename}, title=title,
              models=[{"name": filename, "url": url, "directory": "checkpoints"}])
 
 

@@ -6,6 +6,7 @@ Importing this module stays cheap: diffusers and torch load on first use."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,6 +109,16 @@ class LocalNode(ImageNode):
                                       f"({MAX_PROMPT_CHARACTERS:,}, over a hundred 75-token chunks); shorten it")
 
     @classmethod
+    def check_img2img_steps(cls, values: dict) -> None:
+        """img2img runs int(num_inference_steps * strength) of the steps (diffusers' rule): none is
+        an error deep inside diffusers, so say it here, with the smallest strength that works."""
+        steps, strength = values.get(STEPS.name), values.get("strength")
+        if isinstance(steps, int) and isinstance(strength, (int, float)) and 0 < steps and int(steps * strength) < 1:
+            raise ValidationError(f"strength: {strength:g} of {steps} num_inference_steps leaves no step to run "
+                                  f"(img2img runs steps x strength of them); use a strength of at least "
+                                  f"{math.ceil(100 / steps) / 100:g} or more steps")
+
+    @classmethod
     def link_inputs(cls):
         return {"required": {p.name: p.spec() for p in cls.PIPELINES if not p.optional},
                 "optional": {p.name: p.spec() for p in cls.PIPELINES if p.optional}}
@@ -158,6 +169,11 @@ class SDBridgeLocalImg2Img(LocalNode):
     PARAMS = (IMAGE, surface.PROMPT, surface.NEGATIVE_PROMPT, STYLE, _scheduler(surface.IMG2IMG_SCHEDULER), STEPS, GUIDANCE, surface.STRENGTH_IMG2IMG, SAMPLES,
               SEED, _size("img_width", 512), _size("img_height", 512))
 
+    @classmethod
+    def check_together(cls, values: dict) -> None:
+        super().check_together(values)
+        cls.check_img2img_steps(values)
+
     def run(self, pipelines, values, settings, node_id):
         from . import generate
 
@@ -173,6 +189,12 @@ class SDBridgeLocalSDXLRefiner(LocalNode):
                                ("sdxl_refiner",), optional=True))
     PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, STYLE, SAMPLES, _scheduler(surface.TXT2IMG_SCHEDULER), STEPS, GUIDANCE, REFINER_STRENGTH,
               HIGH_NOISE_FRACTION, SEED, _size("img_width", 1024), _size("img_height", 1024), REFINER)
+
+    @classmethod
+    def check_together(cls, values: dict) -> None:
+        super().check_together(values)
+        if values.get("refiner") and values.get(HIGH_NOISE_FRACTION.name) in (0, 1):  # the refiner runs as img2img
+            cls.check_img2img_steps(values)
 
     def run(self, pipelines, values, settings, node_id):
         from . import generate

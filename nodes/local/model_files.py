@@ -23,8 +23,10 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------- finding models
 
 def model_choices() -> list[str]:
-    """The loader's list: "checkpoints/<file>" and "diffusers/<folder>" entries."""
-    files = [f"checkpoints/{name}" for name in runtime.model_filenames("checkpoints")
+    """The loader's list: checkpoint files by the names ComfyUI gives them, then "diffusers/<folder>"
+    entries. The editor offers a workflow's download links (properties.models) only for a name that
+    is a widget value as it stands, so a checkpoint's value is its bare file name."""
+    files = [name for name in runtime.model_filenames("checkpoints")
              if name.lower().endswith(SINGLE_FILE_SUFFIXES + PICKLE_SUFFIXES)]
     folders = [f"diffusers/{name}" for name in runtime.model_filenames("diffusers") if _is_diffusers_folder(name)]
     return files + folders
@@ -57,11 +59,19 @@ def resolve(model: str, path_or_hub_id: str = "") -> str:
             return given  # a hub id
         raise CheckpointError(f"'{given}' is neither an absolute path nor a hub id such as "
                               "'stabilityai/stable-diffusion-xl-base-1.0'.")
-    kind, _, name = model.partition("/")
-    if kind not in ("checkpoints", "diffusers") or not name:
+    prefix, _, rest = model.partition("/")
+    if model.lower().endswith(SINGLE_FILE_SUFFIXES + PICKLE_SUFFIXES):
+        kind, name = "checkpoints", model
+        path = runtime.model_path(kind, name)
+        if path is None and prefix == "checkpoints" and rest:  # the list's spelling before 0.1.0
+            name = rest
+            path = runtime.model_path(kind, name)
+    elif prefix == "diffusers" and rest:
+        kind, name = "diffusers", rest
+        path = runtime.model_path(kind, name)
+    else:
         raise CheckpointError(f"'{model}' is not a model from the list. Put checkpoints in ComfyUI's "
                               "models/checkpoints folder (diffusers folders in models/diffusers) and refresh.")
-    path = runtime.model_path(kind, name)
     if path is None:
         raise CheckpointError(f"'{name}' is not in ComfyUI's models/{kind} folder any more. Put it back, "
                               "or pick another model and refresh the page.")
