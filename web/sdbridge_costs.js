@@ -85,14 +85,16 @@ function graphNodes() {
   return app.graph?.nodes ?? app.graph?._nodes ?? [];
 }
 
-// Under the Run button when the page has one (frontends since 1.2x mark it), else bottom right.
+// Beside the Run button, to its left, when the page has one (frontends since 1.2x mark it;
+// below it the frontend shows its own "queued" messages), else bottom right.
 function placePill(pill) {
   const run = document.querySelector?.('[data-testid="queue-button"]');
   const bar = run?.closest?.(".actionbar") ?? run;
   const rect = bar?.getBoundingClientRect?.();
   if (rect && rect.width > 0 && globalThis.innerWidth) {
-    Object.assign(pill.style, { top: `${Math.round(rect.bottom + 6)}px`, bottom: "",
-                                right: `${Math.max(8, Math.round(globalThis.innerWidth - rect.right))}px` });
+    const height = pill.offsetHeight || 22;
+    Object.assign(pill.style, { top: `${Math.round(rect.top + (rect.height - height) / 2)}px`, bottom: "",
+                                right: `${Math.round(globalThis.innerWidth - rect.left + 8)}px` });
   } else {
     Object.assign(pill.style, { top: "", bottom: "16px", right: "16px" });
   }
