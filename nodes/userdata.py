@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from . import runtime
 
 
@@ -33,6 +35,20 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def under_lock(lock: Path, change, *, timeout: float, failed: str, fallback: Any = None) -> Any:
+    """`change()` while holding the file lock `lock`, shared by every ComfyUI process on this user
+    folder. When the lock is not free within `timeout` seconds, or a file cannot be read or
+    written, log `failed` with the reason and answer `fallback`: the pack's own bookkeeping (the
+    journal, the ledger, the result cache) never fails a run."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock), timeout=timeout):
+            return change()
+    except (OSError, TimeoutError) as exc:
+        runtime.log.warning("SD Bridge: %s (%s)", failed, exc)
+        return fallback
 
 
 REPLACE_TRIES = 10  # about a second in all

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from .. import runtime, userdata
 from . import credentials
 
@@ -49,18 +47,18 @@ def _live(entries: dict[str, dict], now: float) -> dict[str, dict]:
 
 
 def _update(change) -> Any:
-    """Apply `change(entries) -> result` under the lock and write the journal back."""
+    """Apply `change(entries) -> result` under the lock and write the journal back (a journal
+    that cannot be written costs only the resume)."""
     path = journal_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT):
-            entries = _live(_read(path), time.time())
-            result = change(entries)
-            userdata.write_json(path, {"jobs": entries})
-            return result
-    except (OSError, TimeoutError) as exc:  # a journal we cannot write costs only the resume
-        runtime.log.warning("SD Bridge: the request journal %s could not be updated (%s)", path, exc)
-        return None
+
+    def apply():
+        entries = _live(_read(path), time.time())
+        result = change(entries)
+        userdata.write_json(path, {"jobs": entries})
+        return result
+
+    return userdata.under_lock(Path(str(path) + ".lock"), apply, timeout=LOCK_TIMEOUT,
+                               failed=f"the request journal {path} could not be updated")
 
 
 def find(digest: str) -> tuple[str, str, str] | None:

@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from .. import pack_settings, runtime, userdata
 from ..params import ValidationError, normalize_all
 from . import credentials
@@ -140,14 +138,8 @@ def _write_index(entries: dict[str, dict]) -> None:
 def _locked(what: str, change, fallback=None):
     """Run `change()` under the cache's file lock; on a lock timeout or a file error, log and
     answer `fallback` (the run goes on without the cache)."""
-    try:
-        folder().mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder() / "index.lock"), timeout=LOCK_TIMEOUT):
-            return change()
-    except (OSError, TimeoutError) as exc:
-        runtime.log.warning("SD Bridge: the result cache could not %s (%s); going on without it", what,
-                            credentials.redact(str(exc)))
-        return fallback
+    return userdata.under_lock(folder() / "index.lock", change, timeout=LOCK_TIMEOUT, fallback=fallback,
+                               failed=f"the result cache could not {what}; going on without it")
 
 
 def _remove_folder(path: Path) -> tuple[int, int]:

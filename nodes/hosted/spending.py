@@ -21,9 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
-from .. import runtime, userdata
+from .. import userdata
 
 LEDGER_FILE = "spending.json"
 LOCK_TIMEOUT = 10.0   # seconds; a ledger that cannot be locked is skipped, never waited on forever
@@ -73,16 +71,18 @@ def flush(timeout: float = LOCK_TIMEOUT + 5) -> None:
 
 
 def _update(change, path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT):
-            data = _read(path)
-            change(data)
-            cutoff = date.fromordinal(date.today().toordinal() - KEEP_DAYS).isoformat()
-            data["days"] = {day: spent for day, spent in data["days"].items() if day >= cutoff}
-            userdata.write_json(path, data)
-    except (OSError, TimeoutError) as exc:  # losing one record costs an estimate, never a run
-        runtime.log.warning("SD Bridge: the spending ledger %s could not be updated (%s)", path, exc)
+    """Apply `change(data)` under the lock and write the ledger back (losing one record costs an
+    estimate, never a run)."""
+
+    def apply():
+        data = _read(path)
+        change(data)
+        cutoff = date.fromordinal(date.today().toordinal() - KEEP_DAYS).isoformat()
+        data["days"] = {day: spent for day, spent in data["days"].items() if day >= cutoff}
+        userdata.write_json(path, data)
+
+    userdata.under_lock(Path(str(path) + ".lock"), apply, timeout=LOCK_TIMEOUT,
+                        failed=f"the spending ledger {path} could not be updated")
 
 
 def _credits(value: Any) -> float | None:
