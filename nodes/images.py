@@ -131,8 +131,9 @@ def encode_image(image: Image.Image, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def encode_base64_image(image: Image.Image, fmt: str = "PNG") -> str:
-    return base64.b64encode(encode_image(image, fmt)).decode("ascii")
+def base64_text(data: bytes) -> str:
+    """Encoded bytes (an image as uploaded) as the base64 text a JSON body carries."""
+    return base64.b64encode(data).decode("ascii")
 
 
 def placeholder(width: int = 64, height: int = 64) -> torch.Tensor:

@@ -3,7 +3,6 @@ answer reading, and the five nodes."""
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from dataclasses import dataclass
@@ -334,16 +333,12 @@ class SegmindNode(HostedNode):
             return Result.of(pictures, info(endpoint.slug, reply, seed, len(pictures), [cost]))
         # img2img: one request per input image, sent together.
         answers = await all_or_nothing(
-            post(endpoint.slug, {**body, "image": _base64(png)}, node_id) for png in uploads["image"])
+            post(endpoint.slug, {**body, "image": imaging.base64_text(png)}, node_id) for png in uploads["image"])
         pictures = []
         for reply, _ in answers:
             pictures += (await read_images(reply, node_id))[0]
         return Result.of(pictures, info(endpoint.slug, answers[-1][0], seed, len(pictures),
                                         [cost for _, cost in answers]))
-
-
-def _base64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 class SDBridgeSegmindRealisticVision(SegmindNode):
@@ -451,7 +446,7 @@ class SDBridgeSegmindAnyModel(HostedNode):
         for i in (1, 2, 3):
             if f"image_{i}" in uploads:
                 field = values.get(f"image_{i}_field") or f"image_{i}"
-                body[field] = _base64(uploads[f"image_{i}"][0])
+                body[field] = imaging.base64_text(uploads[f"image_{i}"][0])
         reply, cost = await post(slug, body, node_id)
         pictures, data = await read_images(reply, node_id, required=False)
         result = info(slug, reply, body.get("seed"), len(pictures), [cost])
