@@ -29,8 +29,9 @@ from PIL import Image
 from support.loopback import Answer
 from support.nodecalls import defaults
 
-from sdbridge.nodes.hosted import segmind
-from sdbridge.nodes.hosted.providers import SEGMIND
+from sdbridge.nodes.hosted.provider_table import SEGMIND
+from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
+from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 
 ROOT = harness.ROOT
 
@@ -66,7 +67,7 @@ def bench_one_call(rounds: int = 15) -> None:
         fake.handler = lambda request: Answer(200, jpeg, {"content-type": "image/jpeg", "x-remaining-credits": "9"})
         os.environ[SEGMIND.key_env], os.environ[SEGMIND.base_env] = KEY, fake.url
         url = f"{fake.url}/v1/sdxl1.0-realvis"
-        values = {**defaults(segmind.SDBridgeSegmindRealVisXL), "prompt": "a cat", "seed": 1}
+        values = {**defaults(segmind_nodes.SDBridgeSegmindRealVisXL), "prompt": "a cat", "seed": 1}
         session = requests.Session()
 
         def bare():
@@ -74,7 +75,7 @@ def bench_one_call(rounds: int = 15) -> None:
             return np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"), dtype=np.float32) / 255
 
         async def node():
-            return await segmind.SDBridgeSegmindRealVisXL().generate(unique_id="1", **values)
+            return await segmind_nodes.SDBridgeSegmindRealVisXL().generate(unique_id="1", **values)
 
         loop = asyncio.new_event_loop()
         bare(), loop.run_until_complete(node())  # warm connections
@@ -105,10 +106,10 @@ def bench_concurrency(rounds: int = 3) -> None:
     with FakeSegmind() as fake:
         fake.handler = lambda request: Answer(200, body, {"content-type": "image/jpeg"}, delay=1.0)
         os.environ[SEGMIND.key_env], os.environ[SEGMIND.base_env] = KEY, fake.url
-        values = {**defaults(segmind.SDBridgeSegmindRealVisXL), "prompt": "a cat", "seed": 1}
+        values = {**defaults(segmind_nodes.SDBridgeSegmindRealVisXL), "prompt": "a cat", "seed": 1}
 
         async def four():
-            await asyncio.gather(*(segmind.SDBridgeSegmindRealVisXL().generate(unique_id=str(i), **values)
+            await asyncio.gather(*(segmind_nodes.SDBridgeSegmindRealVisXL().generate(unique_id=str(i), **values)
                                    for i in range(4)))
 
         times = []
@@ -124,7 +125,7 @@ def bench_concurrency(rounds: int = 3) -> None:
 if __name__ == "__main__":
     # The synchronous path against a bare requests.post: like for like (the v2 queue adds a submit
     # and status requests by design); no pacing (the rate limiter has its own benchmark).
-    os.environ[segmind.API_ENV] = "v1"
+    os.environ[segmind_api.API_ENV] = "v1"
     os.environ[SEGMIND.rate_env] = "1000000/1"
     bench_import()
     bench_one_call()

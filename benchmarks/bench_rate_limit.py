@@ -23,9 +23,11 @@ import harness  # noqa: F401  (first: the tests' helpers and the pack, as the te
 from fakes.segmind import KEY, FakeSegmind
 from support.nodecalls import defaults
 
-from sdbridge.nodes.hosted import rate_limit, segmind
-from sdbridge.nodes.hosted.providers import SEGMIND
-from sdbridge.nodes.hosted.transport import RetryPolicy
+from sdbridge.nodes.hosted.http import rate_limit
+from sdbridge.nodes.hosted.http.client import RetryPolicy
+from sdbridge.nodes.hosted.provider_table import SEGMIND
+from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
+from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 
 IDEAL = (20 / 5 - 1) * 2.0
 NODES = 20
@@ -33,17 +35,17 @@ NODES = 20
 
 def run(setting: str, limited: bool = True) -> None:
     rate_limit.forget_all()
-    segmind.SEGMIND = SEGMIND
+    segmind_nodes.SEGMIND = SEGMIND
     if setting.startswith("default "):  # not set by the user: the provider table's plan, started slow
         os.environ.pop(SEGMIND.rate_env, None)
         count, seconds = setting.removeprefix("default ").split("/")
-        segmind.SEGMIND = dataclasses.replace(SEGMIND, rate_plan=(int(count), float(seconds)))
+        segmind_nodes.SEGMIND = dataclasses.replace(SEGMIND, rate_plan=(int(count), float(seconds)))
     else:
         os.environ[SEGMIND.rate_env] = setting
     with FakeSegmind() as fake:
         fake.rate_limit = (5, 2.0)
-        os.environ.update({SEGMIND.key_env: KEY, SEGMIND.base_env: fake.url, segmind.API_ENV: "v1"})
-        node = segmind.SDBridgeSegmindRealisticVision
+        os.environ.update({SEGMIND.key_env: KEY, SEGMIND.base_env: fake.url, segmind_api.API_ENV: "v1"})
+        node = segmind_nodes.SDBridgeSegmindRealisticVision
         values = {**defaults(node), "prompt": "a cat", "img_width": 256, "img_height": 256}
         if not limited:  # the baseline: every node retries on its own, no shared pace
             original = rate_limit.for_key
@@ -69,7 +71,7 @@ def run(setting: str, limited: bool = True) -> None:
 
 def main() -> None:
     os.environ["SDBRIDGE_USER_DIR"] = tempfile.mkdtemp(prefix="sdbridge-bench-")
-    segmind.CLIENT.retry = RetryPolicy(rate_limit_attempts=20)  # room for the baseline's retries
+    segmind_api.CLIENT.retry = RetryPolicy(rate_limit_attempts=20)  # room for the baseline's retries
     run("5/2")
     run("default 20/2")
     run("20/2")

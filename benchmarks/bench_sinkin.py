@@ -24,7 +24,7 @@ from fakes.sinkin import KEY, FakeSinkIn
 from PIL import Image
 from support.nodecalls import defaults
 
-from sdbridge.nodes.hosted import sinkin
+from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
 
 IMAGES, DELAY = 4, 0.2
 
@@ -33,7 +33,7 @@ def bench_four_images(rounds: int = 9) -> None:
     os.environ["SDBRIDGE_USER_DIR"] = tempfile.mkdtemp(prefix="sdbridge-bench-")  # never the real one
     with FakeSinkIn(image_delay=DELAY) as fake:
         os.environ["SINKIN_API_KEY"], os.environ["SINKIN_API_BASE"] = KEY, fake.url
-        node_class = sinkin.SDBridgeSinkInTxt2Img
+        node_class = sinkin_nodes.SDBridgeSinkInTxt2Img
         values = {**defaults(node_class), "prompt": "a cat", "seed": 1, "num_images": IMAGES}
         fields = {"access_token": KEY, "model_id": "r2La2w2", "prompt": "a cat", "seed": "1",
                   "num_images": str(IMAGES), "width": "512", "height": "768"}

@@ -2,15 +2,14 @@
 user folder, so they hold for every browser and for queue-API scripts too. Each setting is
 named after its environment variable, and the variable wins when both are set.
 
-Every setting is listed once, in `declared()`: its name (declared by the module that reads
-it), label, help, the check of a typed value and what applies when it is unset. The routes
-serve and save them from that table and the web extension draws one row per entry, so neither
-keeps a list of its own.
+Every setting is a `Setting`, declared in the `SETTINGS` of the module that reads it: its name,
+label, help, the check of a typed value and what applies when it is unset. `declared_settings`
+gathers them; the routes serve and save them from there and the web extension draws one row
+per entry, so neither keeps a list of its own.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,45 +38,6 @@ class Setting:
         return {"name": self.name, "label": self.label, "help": self.help, "default": self.default,
                 "section": list(self.section), "example": self.example, "provider": self.provider,
                 "value": value(self.name), "source": source(self.name)}
-
-
-@functools.cache
-def declared() -> tuple[Setting, ...]:
-    """Every server-side setting, in the order Settings shows them. The names and checks live
-    with the modules that read them (read on first use: they import this module)."""
-    from .hosted import budget, rate_limit, result_cache
-    from .hosted.providers import PROVIDERS
-
-    paces = tuple(
-        Setting(p.rate_env, f"{p.name} requests allowed",
-                f"How many generation requests your {p.name} plan allows per so many seconds, shared by every "
-                f"node ({p.rate_limits or 'no documented limit'}).",
-                rate_limit.setting_problem,
-                f"the default {'/'.join(f'{n:g}' for n in p.rate_plan)}" if p.rate_plan
-                else "no pace until the provider answers 429",
-                ("Rate limits", p.name), "5/60", p.id)
-        for p in PROVIDERS.values() if p.rate_env)
-    return paces + (
-        Setting(result_cache.SWITCH_ENV, "Result cache",
-                "on: a run that repeats a request already paid for (same node, inputs and fixed seed) returns "
-                "the stored images without asking the provider; off: every run asks.",
-                result_cache.switch_problem, "on", ("Result cache", "Cache"), "off"),
-        Setting(result_cache.SIZE_ENV, "Result cache size (MB)",
-                "The most disk space the result cache takes; the results used longest ago go first.",
-                result_cache.size_problem, f"{result_cache.DEFAULT_MB} MB", ("Result cache", "Size"), "2048"),
-        Setting(budget.RUN_CAP, "Most credits per run",
-                "A prompt whose hosted nodes are estimated above this stops before any request; a node that "
-                "would pass it sends nothing.",
-                budget.cap_problem, "no cap", ("Spending", "Per run"), "25"),
-        Setting(budget.DAY_CAP, "Most credits per day",
-                "Hosted nodes stop before asking once what was spent today, plus their estimate, would pass "
-                "this.",
-                budget.cap_problem, "no cap", ("Spending", "Per day"), "200"),
-    )
-
-
-def find(name: str) -> Setting | None:
-    return next((s for s in declared() if s.name == name), None)
 
 
 def settings_file() -> Path:

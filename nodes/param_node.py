@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from .errors import InputError
 from .params import Param, ValidationError, input_types, normalize_all, validate_inputs_classmethod
 
 HIDDEN = {"unique_id": "UNIQUE_ID"}
@@ -60,7 +61,7 @@ class ParamNode:
             result = normalize_all(cls.PARAMS, values)
             cls.check_together(result)
         except ValidationError as exc:
-            raise ValueError(f"{cls.TITLE}: {exc}") from None
+            raise InputError(f"{cls.TITLE}: {exc}") from None
         return result
 
 

@@ -14,10 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import InputError
+
 KINDS = ("STRING", "INT", "FLOAT", "BOOLEAN", "COMBO", "IMAGE")
 
 
-class ValidationError(ValueError):
+class ValidationError(InputError):
     """A bad input value; the message names the input, the problem and the fix."""
 
 

@@ -10,9 +10,17 @@ import asyncio
 import json
 import time
 
-from . import pack_settings, runtime
-from .hosted import budget, credentials, result_cache, sinkin, sinkin_catalog, spending
-from .hosted.providers import PROVIDERS
+from . import declared_settings, pack_settings, runtime
+from .errors import BudgetExceeded
+from .hosted.keys import credentials
+from .hosted.keys.redaction import redact
+from .hosted.money import budget, caps
+from .hosted.money import ledger as spending
+from .hosted.node import hosted_classes
+from .hosted.provider_table import PROVIDERS
+from .hosted.providers.sinkin import catalog as sinkin_catalog
+from .hosted.providers.sinkin import nodes as sinkin
+from .hosted.store import result_cache
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
 MAX_PROMPT_BODY = 8 * 1024 * 1024  # bytes; a prompt to price (prompts with long texts stay far below)
@@ -112,7 +120,7 @@ async def store_key(request):
     try:
         credentials.store_key(provider, key or None)
     except OSError as exc:  # a full disk, or a file another program keeps open (Windows)
-        return _json({"error": credentials.redact(str(exc))}, 503)
+        return _json({"error": redact(str(exc))}, 503)
     status = _key_status()[provider.id]
     if status["source"] == "environment":
         status["note"] = f"{provider.key_env} is set and wins over the saved key"
@@ -120,17 +128,17 @@ async def store_key(request):
 
 
 async def settings(request):
-    """GET /sdbridge/settings: the pack's server-side settings (pack_settings.declared()): name,
+    """GET /sdbridge/settings: the pack's server-side settings (declared_settings.declared()): name,
     label, help, what applies when unset, the value and where it comes from."""
-    return _json({"settings": [setting.for_web() for setting in pack_settings.declared()]})
+    return _json({"settings": [setting.for_web() for setting in declared_settings.declared()]})
 
 
 async def store_setting(request):
     """POST /sdbridge/settings/{name} with {"value": "..."}: save a setting (empty clears it),
     after the setting's own check."""
-    setting = pack_settings.find(request.match_info.get("name", ""))
+    setting = declared_settings.find(request.match_info.get("name", ""))
     if setting is None:
-        known = ", ".join(s.name for s in pack_settings.declared())
+        known = ", ".join(s.name for s in declared_settings.declared())
         return _json({"error": f"unknown setting; use one of: {known}"}, 404)
     text = await _text_field(request, "value", setting.example, "a setting")
     if not isinstance(text, str):
@@ -150,13 +158,13 @@ async def store_setting(request):
 
 def _caps() -> dict:
     """The caps in force, for the total the web extension shows (an unreadable cap: None and why)."""
-    caps = {"spent_today": spending.spent_on()}
-    for key, name in (("per_run", budget.RUN_CAP), ("per_day", budget.DAY_CAP)):
+    found = {"spent_today": spending.spent_on()}
+    for key, name in (("per_run", caps.RUN_CAP), ("per_day", caps.DAY_CAP)):
         try:
-            caps[key] = budget.cap(name)
-        except budget.BudgetExceeded as exc:
-            caps[key], caps[f"{key}_problem"] = None, str(exc)
-    return caps
+            found[key] = caps.cap(name)
+        except BudgetExceeded as exc:
+            found[key], found[f"{key}_problem"] = None, str(exc)
+    return found
 
 
 async def estimate(request):
@@ -169,7 +177,7 @@ async def estimate(request):
     prompt = body.get("prompt") if isinstance(body, dict) else None
     if not isinstance(prompt, dict):
         return _json({"error": 'send {"prompt": {...}}: an API-format prompt, what /prompt takes'}, 400)
-    return _json({**budget.estimate_prompt(prompt, result_cache.cached_inputs), "caps": _caps()})
+    return _json({**budget.estimate_prompt(prompt, hosted_classes(), result_cache.cached_inputs), "caps": _caps()})
 
 
 async def cache_stats(request):

@@ -205,7 +205,7 @@ def _server() -> Any | None:
     return getattr(getattr(server, "PromptServer", None), "instance", None)
 
 
-_redactor = None  # set by the credentials module: scrubs keys from everything sent out
+_redactor = None  # installed by setup (keys.redaction.redact): scrubs keys from everything sent out
 
 
 def set_redactor(redact) -> None:
@@ -223,6 +223,11 @@ def _scrubbed(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_scrubbed(v) for v in value]
     return value
+
+
+def scrub(text: str) -> str:
+    """`text` with every known key removed (by the redactor setup installed)."""
+    return _scrubbed(text)
 
 
 def send_event(event: str, data: dict) -> None:

@@ -37,10 +37,14 @@ from fakes.segmind import FakeSegmind  # noqa: E402  (the fakes import the pack'
 from fakes.sinkin import FakeSinkIn  # noqa: E402
 from support import standin_comfy, tiny_pipelines  # noqa: E402
 
-from sdbridge.nodes import routes, runtime  # noqa: E402
-from sdbridge.nodes.hosted import budget, rate_limit, result_cache, segmind, sinkin_api, spending  # noqa: E402
-from sdbridge.nodes.hosted.providers import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
-from sdbridge.nodes.hosted.transport import PollPolicy, RetryPolicy  # noqa: E402
+from sdbridge.nodes import declared_settings, routes, runtime  # noqa: E402
+from sdbridge.nodes.hosted.http import rate_limit  # noqa: E402
+from sdbridge.nodes.hosted.http.client import RetryPolicy  # noqa: E402
+from sdbridge.nodes.hosted.http.jobs import PollPolicy  # noqa: E402
+from sdbridge.nodes.hosted.money import ledger  # noqa: E402
+from sdbridge.nodes.hosted.provider_table import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
+from sdbridge.nodes.hosted.providers.segmind import api as segmind_api  # noqa: E402
+from sdbridge.nodes.hosted.providers.sinkin import api as sinkin_api  # noqa: E402
 from sdbridge.nodes.local import pipeline_cache  # noqa: E402
 
 FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05)
@@ -58,16 +62,16 @@ def _isolated_user_dir(tmp_path, monkeypatch):
     """Every test gets its own user directory and no provider keys or base URLs from the
     machine, and starts uninterrupted."""
     monkeypatch.setenv("SDBRIDGE_USER_DIR", str(tmp_path / "user"))
+    for setting in declared_settings.declared():  # every setting, from the modules that own them
+        monkeypatch.delenv(setting.name, raising=False)
     for provider in PROVIDERS.values():
         monkeypatch.delenv(provider.key_env, raising=False)
         monkeypatch.delenv(provider.base_env, raising=False)
         # The tests send far more than a plan allows: no pace, but what a test sets itself.
         monkeypatch.setenv(provider.rate_env, UNPACED)
-    monkeypatch.delenv(segmind.API_ENV, raising=False)
-    for setting in (budget.RUN_CAP, budget.DAY_CAP, result_cache.SWITCH_ENV, result_cache.SIZE_ENV):
-        monkeypatch.delenv(setting, raising=False)
+    monkeypatch.delenv(segmind_api.API_ENV, raising=False)
     rate_limit.forget_all()
-    spending.forget_balances()  # each fake starts with a fresh balance
+    ledger.forget_balances()  # each fake starts with a fresh balance
     monkeypatch.setattr(routes, "_last_refresh", float("-inf"))  # each test may refresh the catalog
     runtime.request_interrupt(False)
     yield
@@ -95,18 +99,18 @@ def serve_fake(monkeypatch, provider, server, clients=()):
 def fake_segmind(monkeypatch):
     """A running fake Segmind, with the key and base URL pointing at it and fast retries, called
     through v1, the synchronous API the documents describe."""
-    monkeypatch.setenv(segmind.API_ENV, "v1")
+    monkeypatch.setenv(segmind_api.API_ENV, "v1")
     with FakeSegmind() as server:
-        yield serve_fake(monkeypatch, SEGMIND, server, (segmind.CLIENT,))
+        yield serve_fake(monkeypatch, SEGMIND, server, (segmind_api.CLIENT,))
 
 
 @pytest.fixture
 def fake_segmind_v2(monkeypatch):
     """A running fake Segmind called through its v2 queue (the default), asking fast."""
-    monkeypatch.delenv(segmind.API_ENV, raising=False)
-    monkeypatch.setattr(segmind, "POLL", FAST_POLLS)
+    monkeypatch.delenv(segmind_api.API_ENV, raising=False)
+    monkeypatch.setattr(segmind_api, "POLL", FAST_POLLS)
     with FakeSegmind() as server:
-        yield serve_fake(monkeypatch, SEGMIND, server, (segmind.CLIENT,))
+        yield serve_fake(monkeypatch, SEGMIND, server, (segmind_api.CLIENT,))
 
 
 @pytest.fixture

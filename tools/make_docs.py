@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 def when_to_use() -> dict[type, str]:
     """The hand-written part: when a user reaches for each node."""
-    from sdbridge.nodes.hosted import segmind, sinkin
+    from sdbridge.nodes.hosted.providers.segmind import nodes as segmind
+    from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin
     from sdbridge.nodes.local import local_nodes as local
 
     return {
@@ -92,8 +93,8 @@ def _workflows() -> dict[str, list[tuple[str, str]]]:
 
 
 def page(node: type, node_id: str, display_name: str, workflows: dict) -> str:
-    from sdbridge.nodes.hosted import costs
-    from sdbridge.nodes.hosted.hosted_node import HostedNode
+    from sdbridge.nodes.hosted.money import prices as costs
+    from sdbridge.nodes.hosted.node import HostedNode
 
     lines = [f"# {display_name}", "", node.DESCRIPTION, "", f"**When to use it:** {when_to_use()[node]}", ""]
     lines += ["## Inputs", "", "| input | range or choices | default | what it does |", "|---|---|---|---|"]

@@ -89,8 +89,8 @@ SINKIN_COSTS = "Each image costs SinkIn credits; **info** reports the run's cred
 
 def segmind_workflows() -> list[Workflow]:
     from sdbridge.nodes import examples
-    from sdbridge.nodes.hosted import segmind
-    from sdbridge.nodes.hosted.providers import SEGMIND
+    from sdbridge.nodes.hosted.provider_table import SEGMIND
+    from sdbridge.nodes.hosted.providers.segmind import nodes as segmind
 
     segmind_key = key_note(SEGMIND)
     return [
@@ -130,8 +130,8 @@ def all_workflows(defs: dict) -> list[Workflow]:
 
 def sinkin_workflows(defs: dict) -> list[Workflow]:
     from sdbridge.nodes import examples
-    from sdbridge.nodes.hosted import sinkin
-    from sdbridge.nodes.hosted.providers import SINKIN
+    from sdbridge.nodes.hosted.provider_table import SINKIN
+    from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin
 
     models = defs[sinkin.SDBridgeSinkInTxt2Img.__name__]["input"]["required"]["model_id"][0]
     realistic = next(m for m in models if "r2La2w2" in m)
@@ -191,8 +191,8 @@ def _needs_checkpoints(*models: tuple[str, str]) -> str:
 
 def local_workflows(defs: dict) -> list[Workflow]:
     from sdbridge.nodes.examples import LANDSCAPE, PANDA, PORTRAIT, SELFIE
-    from sdbridge.nodes.hosted import segmind
-    from sdbridge.nodes.hosted.providers import SEGMIND
+    from sdbridge.nodes.hosted.provider_table import SEGMIND
+    from sdbridge.nodes.hosted.providers.segmind import nodes as segmind
     from sdbridge.nodes.local import local_nodes
 
     segmind_key = key_note(SEGMIND)
@@ -389,7 +389,7 @@ def thumbnail(workflow: Workflow, defs: dict, path: Path) -> None:
     font_small = ImageFont.load_default(size=15)
     plain = workflow.title.replace("—", "-")  # the built-in font has no em dash
     draw.text((32, 26), "\n".join(textwrap.wrap(plain, 44)), fill=(235, 235, 240), font=font_title)
-    from sdbridge.nodes.hosted.providers import PROVIDERS
+    from sdbridge.nodes.hosted.provider_table import PROVIDERS
 
     needs = [f"a {p.name} key" for p in PROVIDERS.values() if p.key_env in workflow.note]
     files = [model["name"] for node in workflow.nodes for model in node.models]

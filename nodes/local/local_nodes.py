@@ -124,7 +124,7 @@ class LocalNode(ImageNode):
                 "optional": {p.name: p.spec() for p in cls.PIPELINES if p.optional}}
 
     def generate(self, unique_id: str | None = None, **values):
-        from . import generate
+        from . import runs
 
         pipelines = {}
         for pipeline_input in self.PIPELINES:
@@ -132,7 +132,7 @@ class LocalNode(ImageNode):
             pipeline_input.check(pipelines[pipeline_input.name], self.TITLE)
         values = self.normalized(values)
         prompt, negative = surface.styled(values.get("style", surface.NO_STYLE), values["prompt"], values["negative_prompt"])
-        settings = generate.Settings(
+        settings = runs.RunSettings(
             prompt=prompt, negative_prompt=negative, scheduler=values["scheduler"],
             num_inference_steps=values["num_inference_steps"], guidance_scale=values["guidance_scale"],
             samples=values["samples"], seed=resolve_seed(values["seed"], surface.SEED_MAX),
@@ -156,9 +156,9 @@ class SDBridgeLocalTxt2Img(LocalNode):
               _size("img_width", 512), _size("img_height", 512))
 
     def run(self, pipelines, values, settings, node_id):
-        from . import generate
+        from . import runs
 
-        return generate.txt2img(pipelines["pipeline"], settings, node_id)
+        return runs.txt2img(pipelines["pipeline"], settings, node_id)
 
 
 class SDBridgeLocalImg2Img(LocalNode):
@@ -175,9 +175,9 @@ class SDBridgeLocalImg2Img(LocalNode):
         cls.check_img2img_steps(values)
 
     def run(self, pipelines, values, settings, node_id):
-        from . import generate
+        from . import runs
 
-        return generate.img2img(pipelines["pipeline"], settings, values["image"], values["strength"], node_id)
+        return runs.img2img(pipelines["pipeline"], settings, values["image"], values["strength"], node_id)
 
 
 class SDBridgeLocalSDXLRefiner(LocalNode):
@@ -197,13 +197,13 @@ class SDBridgeLocalSDXLRefiner(LocalNode):
             cls.check_img2img_steps(values)
 
     def run(self, pipelines, values, settings, node_id):
-        from . import generate
+        from . import runs
 
         refiner = pipelines["refiner_pipeline"] if values["refiner"] else None
         if values["refiner"] and refiner is None:
             raise ValueError(f"{self.TITLE}: 'refiner' is on but no refiner_pipeline is connected. Load the SDXL "
                              "refiner with SD Bridge Load Checkpoint and connect it, or turn 'refiner' off.")
-        return generate.base_and_refiner(pipelines["base_pipeline"], refiner, settings,
+        return runs.base_and_refiner(pipelines["base_pipeline"], refiner, settings,
                                          values["high_noise_fraction"], values["strength"], node_id)
 
 

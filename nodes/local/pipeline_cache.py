@@ -188,7 +188,7 @@ def _loaded(source: str) -> Loaded:
             while len(_cache) >= max(MAX_PIPELINES, 1):
                 _cache.popitem(last=False)
             _return_memory()  # before the next one loads into the same room
-        _install_hooks()
+        install_hooks()
         try:
             loaded = _load(source, device, dtype)
         except (MemoryError, torch.OutOfMemoryError):
@@ -239,7 +239,7 @@ def _return_memory() -> None:
     runtime.return_freed_memory()
 
 
-def _install_hooks() -> None:
+def install_hooks() -> None:
     """Tie the cache to ComfyUI's model management (checked at every load: cheap, and it puts
     the hooks back should ComfyUI have restored its functions)."""
     runtime.on_models_unloaded(release_pipelines)

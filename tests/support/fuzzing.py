@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdbridge.nodes.hosted.replies import ProviderError
+from sdbridge.nodes.errors import ProviderError
 
 from .nodecalls import defaults
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from sdbridge.nodes import images as imaging
 from sdbridge.nodes import surface
-from sdbridge.nodes.hosted import credentials
-from sdbridge.nodes.hosted.costs import CostShape
-from sdbridge.nodes.hosted.hosted_node import HostedNode, Result
-from sdbridge.nodes.hosted.providers import Provider
-from sdbridge.nodes.hosted.replies import ProviderError, Reply
-from sdbridge.nodes.hosted.transport import COMPLETED, FAILED, PROCESSING, QUEUED, HttpClient, Job, JobState, PollPolicy
+from sdbridge.nodes.errors import ProviderError
+from sdbridge.nodes.hosted.http import jobs
+from sdbridge.nodes.hosted.http.client import HttpClient
+from sdbridge.nodes.hosted.http.jobs import COMPLETED, FAILED, PROCESSING, QUEUED, Job, JobState
+from sdbridge.nodes.hosted.http.policy import PollPolicy
+from sdbridge.nodes.hosted.http.replies import Reply
+from sdbridge.nodes.hosted.keys import credentials
+from sdbridge.nodes.hosted.money.prices import CostShape
+from sdbridge.nodes.hosted.node import HostedNode, Result
+from sdbridge.nodes.hosted.provider_table import Provider
 from sdbridge.nodes.params import Param, resolve_seed
 
 # The table entry (a shipped provider adds this line to PROVIDERS in nodes/hosted/providers.py).
@@ -64,8 +68,8 @@ class StandInTxt2Img(HostedNode):
         seed = resolve_seed(values["seed"], SEED_MAX)
         body = {"prompt": values["prompt"], "negative_prompt": values["negative_prompt"], "seed": seed,
                 "num_images": values["num_images"]}
-        answer = await CLIENT.submit_and_poll(
-            f"{base}/v1/queue/tiny-model", json_body=body, headers={"x-api-key": credentials.api_key(STANDIN)},
+        answer = await jobs.submit_and_poll(
+            CLIENT, f"{base}/v1/queue/tiny-model", json_body=body, headers={"x-api-key": credentials.api_key(STANDIN)},
             read_job=read_job, read_state=read_state, node_id=node_id, label="tiny-model", poll=POLL)
         urls = answer.json_object(STANDIN).get("output") or []
         pictures = [imaging.decode_picture((await CLIENT.download(url, base=base)).body)

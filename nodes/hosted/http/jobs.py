@@ -1,0 +1,120 @@
+"""Queue APIs (Segmind v2, fal, Replicate): submit a job once, then only ask about it.
+
+`submit_and_poll` submits through an `HttpClient`, asks the job's status URL with growing pauses
+(`PollPolicy`), shows queued / processing and the seconds waited, and returns the result URL's
+answer. The key goes only to the submit's own origin. Given a `JobStore` (the request journal),
+the same request run again while the provider holds it asks for that job instead of paying for
+a new one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from ... import runtime
+from ...errors import ProviderError
+from .addresses import same_origin
+from .client import HttpClient
+from .policy import GENERATION, PollPolicy
+from .rate_limit import RateLimiter
+from .replies import Reply
+
+
+@dataclass(frozen=True)
+class Job:
+    """A request a provider accepted into its queue: where to ask about it and fetch it."""
+
+    id: str
+    status_url: str
+    result_url: str
+QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str          # QUEUED, PROCESSING, COMPLETED or FAILED
+    error: str = ""     # the provider's reason, when FAILED
+
+
+class JobStore(Protocol):
+    """Where submitted jobs are kept until their result is fetched (the request journal)."""
+
+    def canonical_request(self, provider_id: str, endpoint: str, body: Any) -> str: ...
+    def find(self, digest: str) -> tuple[str, str, str] | None: ...
+    def record(self, digest: str, provider_id: str, job: tuple[str, str, str], keep_for: float) -> None: ...
+    def forget(self, digest: str) -> None: ...
+
+
+async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[Reply], Job],
+                          read_state: Callable[[Reply], JobState], headers: Mapping[str, str],
+                          node_id: str | None = None, label: str = "", json_body: Any = None,
+                          poll: PollPolicy | None = None, state_statuses: Collection[int] = (422,),
+                          keep_for: float | None = None, store: JobStore | None = None,
+                          limiter: RateLimiter | None = None) -> Reply:
+    """POST a job to a queue API once, ask its status URL until it completes, and return the
+    result URL's answer. `read_job` reads the submit's answer, `read_state` a status answer
+    (`state_statuses` are statuses a status answer may carry and still be read, such as a
+    422 with FAILED). The key (in `headers`) goes only to `url`'s origin.
+
+    With a `store` (the request journal) and `keep_for` (the provider's result window, in
+    seconds) the job is kept there: the same request run again while the provider holds it asks
+    for that job instead of submitting (and paying for) a new one. A failure at submit carries
+    `stage == "submit"`."""
+    poll = poll or PollPolicy()
+    label = label or urlsplit(url).path
+    digest = store.canonical_request(client.provider.id, url, json_body) if store is not None and keep_for else None
+    found = store.find(digest) if digest else None
+    if found is not None:
+        job = Job(*found)
+        runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
+        try:
+            return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+        except ProviderError as exc:
+            if exc.status not in (404, 410):
+                raise
+            store.forget(digest)  # the provider no longer holds it: submit anew
+    submitted = await client.request("POST", url, node_id=node_id, label=label, headers=headers,
+                                     json_body=json_body, resend=GENERATION, limiter=limiter, stage="submit")
+    job = read_job(submitted)
+    if digest:
+        store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
+    return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+
+
+async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label, poll: PollPolicy,
+                  state_statuses, store: JobStore | None, digest: str | None) -> Reply:
+    """Ask about a submitted job until it ends; its result's answer."""
+    for where in (job.status_url, job.result_url):
+        if not same_origin(where, url):
+            raise ProviderError(client.provider, f"answered with a job URL on another host "
+                                f"({urlsplit(where).netloc or where[:60]!r}); SD Bridge sends your key only to "
+                                f"{urlsplit(url).netloc}. Check {client.provider.base_env} if you set it.")
+    started = time.monotonic()
+    interval = poll.first_interval
+    while True:
+        answer = await client.request("GET", job.status_url, node_id=node_id, label=f"{label} status",
+                                      headers=headers, accept=state_statuses)
+        state = read_state(answer)
+        waited = time.monotonic() - started
+        if state.state == COMPLETED:
+            break
+        if state.state == FAILED:
+            if digest:
+                store.forget(digest)
+            said = f': "{state.error}"' if state.error else " without giving a reason"
+            raise ProviderError(client.provider, f"could not finish request {job.id}{said}. Check the node's "
+                                "inputs and run again.", answer.status)
+        if waited + interval > poll.timeout:
+            keep = " Running the node again with the same inputs asks for it again." if digest else ""
+            raise ProviderError(client.provider, f"request {job.id} is still {state.state} after {waited:.0f} s; "
+                                f"it may still finish on the provider's side.{keep}")
+        await client._pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
+        interval = min(interval * poll.growth, poll.max_interval)
+    result = await client.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers)
+    if digest:
+        store.forget(digest)
+    return result
+

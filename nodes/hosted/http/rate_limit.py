@@ -1,0 +1,183 @@
+"""One rate limiter per API key, shared by every node and every prompt in the process.
+
+A provider's plan allows so many generation requests in a window (Segmind: free 5 a minute, pro
+50). Without a shared pace, twenty nodes on one key each find out by a 429 and retry on their
+own. Here every generation request of a key first takes a slot: at most `requests` start in any
+`window` seconds, reached by a slow start (two, then one more for each accepted answer) so that
+a plan set too high costs a 429 or two, not a burst of them. The plan comes from the provider table, or from the user: its rate env
+var or the same setting in Settings > SD Bridge ("5/60": 5 requests per 60 s). The limiter also learns: a 429 closes the gate for everyone
+until its Retry-After (or a whole window) has passed and lowers the pace to what the provider
+accepted in the window; `x-rate-limit-remaining: 0` with `x-rate-limit-reset-at-utc` closes it
+until the reset. Keys are never stored: limiters are found by the key's sha256.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ... import pack_settings
+from ..provider_table import PROVIDERS, Provider
+
+RATE_LIMITED = 429
+SLOW_START = 2  # requests a new limiter lets start per window before any answer came back
+
+
+@dataclass(frozen=True)
+class Plan:
+    requests: int       # at most this many starts...
+    window: float       # ...in any window of this many seconds
+
+    @classmethod
+    def parse(cls, text: str) -> Plan | None:
+        """"5/60" -> 5 requests per 60 s; None for anything else."""
+        count, _, seconds = text.strip().partition("/")
+        try:
+            plan = cls(int(count), float(seconds))
+        except ValueError:
+            return None
+        return plan if plan.requests >= 1 and 0 < plan.window <= 86400 and math.isfinite(plan.window) else None
+
+
+class RateLimiter:
+    """Slots for one key's generation requests. Thread-safe; `clock` is injectable for tests."""
+
+    def __init__(self, plan: Plan | None, clock=time.monotonic, *, trusted: bool = False):
+        self.plan = plan
+        self.clock = clock
+        self._starts: deque[float] = deque()    # when requests started, oldest first
+        self._accepted: deque[float] = deque()  # when answers that were not 429 came back
+        self._closed_until = 0.0
+        # A plan not set by the user may be wrong (a free account under the pro default): start
+        # with a few requests per window and allow one more for each answer that was not a 429.
+        self._allowance = (plan.requests if trusted else min(plan.requests, SLOW_START)) if plan else 0
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> float:
+        """0 when a request may start now (its start is counted); else the seconds until a slot
+        may be free. Waiters ask again after that (or sooner), so a gate closed meanwhile holds."""
+        with self._lock:
+            now = self.clock()
+            if now < self._closed_until:
+                return self._closed_until - now
+            plan = self.plan
+            if plan is not None:
+                # the provider counts when a request arrives, a little after it started here
+                margin = max(0.1, 0.05 * plan.window)
+                while self._starts and self._starts[0] + plan.window + margin <= now:
+                    self._starts.popleft()
+                allowed = max(1, min(plan.requests, self._allowance))
+                if len(self._starts) >= allowed:
+                    free_at = self._starts[-allowed] + plan.window + margin
+                    if now < free_at - 1e-9:
+                        return free_at - now
+            self._starts.append(now)
+            return 0.0
+
+    def observe(self, status: int, headers: Mapping[str, str], retry_after: float | None) -> None:
+        """Learn from an answer: a 429 closes the gate and lowers the pace to what was accepted in
+        the window; headers that say no request is left close it until their reset."""
+        with self._lock:
+            now = self.clock()
+            window = self.plan.window if self.plan else 60.0
+            while self._accepted and self._accepted[0] <= now - window:
+                self._accepted.popleft()
+            if status != RATE_LIMITED:
+                self._accepted.append(now)
+                if self.plan is not None:
+                    self._allowance = min(self.plan.requests, self._allowance + 1)
+                reset = _reset_in(headers)
+                if reset is not None:
+                    self._closed_until = max(self._closed_until, now + reset)
+                return
+            self._closed_until = max(self._closed_until, now + (retry_after if retry_after is not None else window))
+            accepted = len(self._accepted)
+            learned = accepted if accepted else max(1, (self.plan.requests if self.plan else 2) // 2)
+            if self.plan is None or learned < self.plan.requests:
+                self.plan = Plan(learned, window)
+            self._allowance = self.plan.requests
+
+    def closed_for(self) -> float:
+        with self._lock:
+            return max(0.0, self._closed_until - self.clock())
+
+
+def _reset_in(headers: Mapping[str, str]) -> float | None:
+    """Seconds until `x-rate-limit-reset-at-utc` when `x-rate-limit-remaining` says none is left."""
+    if str(headers.get("x-rate-limit-remaining", "")).strip() != "0":
+        return None
+    text = str(headers.get("x-rate-limit-reset-at-utc", "")).strip()
+    try:
+        when = float(text)  # epoch seconds
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text).timestamp()
+        except (TypeError, ValueError, OverflowError):
+            try:
+                from datetime import datetime, timezone
+
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                when = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+            except ValueError:
+                return None
+    wait = when - time.time()
+    return min(wait, 3600.0) if wait > 0 else None
+_limiters: dict[tuple[str, str], tuple[Plan | None, RateLimiter]] = {}
+_registry_lock = threading.Lock()
+
+
+def configured_plan(provider: Provider) -> Plan | None:
+    """The pace the user set ("5/60"): the provider's rate env var, else Settings > SD Bridge."""
+    return Plan.parse(pack_settings.value(provider.rate_env)) if provider.rate_env else None
+
+
+def setting_problem(text: str) -> str | None:
+    """Why a pace typed in Settings cannot be used, or None."""
+    if not text.strip() or Plan.parse(text):
+        return None
+    return "write the requests allowed and the seconds they are counted over, such as 5/60 (5 a minute)"
+
+
+def plan_for(provider: Provider) -> Plan | None:
+    """The pace for a provider: the user's setting, else its documented plan, else none (then
+    only 429s set it)."""
+    return configured_plan(provider) or (Plan(*provider.rate_plan) if provider.rate_plan else None)
+
+
+def for_key(provider: Provider, key: str) -> RateLimiter:
+    """The limiter every request with this key shares (made on first use, and anew when the
+    plan changes). A plan the user set is trusted from the first request; a default one starts
+    slow."""
+    ident = (provider.id, hashlib.sha256(key.encode()).hexdigest())
+    plan = plan_for(provider)
+    with _registry_lock:
+        entry = _limiters.get(ident)
+        if entry is None or entry[0] != plan:
+            limiter = RateLimiter(plan, trusted=configured_plan(provider) is not None)
+            entry = _limiters[ident] = (plan, limiter)
+        return entry[1]
+
+
+def forget_all() -> None:
+    """Drop every limiter (tests)."""
+    with _registry_lock:
+        _limiters.clear()
+
+
+# Settings > SD Bridge > Rate limits: one row per provider that has a pace.
+SETTINGS = tuple(
+    pack_settings.Setting(
+        p.rate_env, f"{p.name} requests allowed",
+        f"How many generation requests your {p.name} plan allows per so many seconds, shared by every "
+        f"node ({p.rate_limits or 'no documented limit'}).",
+        setting_problem,
+        f"the default {'/'.join(f'{n:g}' for n in p.rate_plan)}" if p.rate_plan
+        else "no pace until the provider answers 429",
+        ("Rate limits", p.name), "5/60", p.id)
+    for p in PROVIDERS.values() if p.rate_env)

@@ -1,0 +1,103 @@
+"""Segmind's API calls: one generation on the v2 queue (or v1), its measured cost, and its images."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .... import images as imaging
+from .... import runtime
+from ....errors import ProviderError
+from ...http import jobs, rate_limit
+from ...http.client import HttpClient
+from ...http.policy import GENERATION, PollPolicy
+from ...http.replies import Reply, describe_body
+from ...keys import credentials
+from ...money import ledger as spending
+from ...node import report_credits
+from ...provider_table import SEGMIND
+from ...store import journal
+from .wire import _image_items, _read_job, _read_state
+
+CLIENT = HttpClient(SEGMIND)
+API_ENV = "SDBRIDGE_SEGMIND_API"  # "v1" asks for the synchronous API the documents describe
+
+
+# Segmind's SDK asks every second for up to 600 s; the pauses here grow to 5 s.
+POLL = PollPolicy(first_interval=1.0, max_interval=5.0, growth=1.5, timeout=600.0)
+RESULT_WINDOW = 55 * 60           # Segmind keeps v2 results about an hour
+
+
+def api_version() -> str:
+    """"v2" (the queue: submit once, then only ask) unless SDBRIDGE_SEGMIND_API says "v1"."""
+    return "v1" if os.environ.get(API_ENV, "").strip().lower() == "v1" else "v2"
+
+
+async def post(slug: str, body: dict, node_id: str | None) -> tuple[Reply, float | None]:
+    """One generation: the answer that holds its images, and its cost when the drop in remaining
+    credits tells it. On the v2 queue unless v1 is asked for, or v2 does not serve the slug
+    (404/405 at submit), when the documents' v1 runs it."""
+    key = credentials.api_key(SEGMIND)
+    watch = spending.balance_watch(SEGMIND.id, key)
+    watch.start()
+    reply = None
+    try:
+        reply = await _post(slug, body, node_id, key)
+    finally:
+        cost = watch.finish(reply.headers.get("x-remaining-credits") if reply is not None else None)
+    return reply, cost
+
+
+async def _post(slug: str, body: dict, node_id: str | None, key: str) -> Reply:
+    base = credentials.base_url(SEGMIND)
+    headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key)
+    if api_version() == "v2":
+        try:
+            reply = await jobs.submit_and_poll(
+                CLIENT, f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
+                node_id=node_id, label=slug, poll=POLL, keep_for=RESULT_WINDOW, store=journal, limiter=limiter)
+        except ProviderError as exc:
+            if exc.stage != "submit" or exc.status not in (404, 405):
+                raise
+            runtime.log.info("Segmind: the v2 queue does not serve %s (%s); using v1", slug, exc.status)
+        else:
+            report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
+            return reply
+    reply = await CLIENT.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
+                                 headers=headers, json_body=body, resend=GENERATION, limiter=limiter)
+    report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
+    return reply
+
+
+async def read_images(reply: Reply, node_id: str | None, *, required: bool = True):
+    """Images from an answer: a raw image body, or JSON holding base64 strings or URLs.
+    Returns (pictures: each image's bytes as received and its decoded picture, JSON dict or None)."""
+    if reply.content_type.startswith("image/"):
+        try:
+            return [imaging.decode_picture(reply.body)], None
+        except imaging.ImageDecodeError as exc:
+            raise ProviderError(SEGMIND, f"answered with {reply.content_type} but {exc}. Try again.",
+                                reply.status) from None
+    if reply.content_type in ("application/json", "text/json") or reply.body[:1] in (b"{", b"["):
+        data = reply.json(SEGMIND)
+        if not isinstance(data, dict):
+            data = {"output": data}
+        items = _image_items(data)
+        pictures = []
+        for item in items:
+            if re.match(r"^https?://", item):
+                download = await CLIENT.download(item, base=credentials.base_url(SEGMIND), node_id=node_id)
+                pictures.append(imaging.decode_picture(download.body))
+                continue
+            try:
+                pictures.append(imaging.decode_picture(imaging.base64_bytes(item)))
+            except imaging.ImageDecodeError as exc:
+                raise ProviderError(SEGMIND, f"sent an image that could not be read: {exc}.") from None
+        if pictures or not required:
+            return pictures, data
+        raise ProviderError(SEGMIND, f"answered without an image ({describe_body(reply)}). Try again.")
+    if required:
+        raise ProviderError(
+            SEGMIND, f"answered with something that is not an image ({describe_body(reply)}). The service may "
+            f"be down, or {SEGMIND.base_env} may point at the wrong place.", reply.status)
+    return [], None

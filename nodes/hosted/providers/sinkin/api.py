@@ -1,0 +1,58 @@
+"""SinkIn's wire format: multipart forms with the access token, answers that report failure
+with HTTP 200 and an error_code, and the result images' safe concurrent downloads."""
+
+from __future__ import annotations
+
+from .... import images as imaging
+from ....errors import ProviderError
+from ...http import rate_limit
+from ...http.client import HttpClient, all_or_nothing
+from ...http.policy import GENERATION, Limits, MiB, Resend
+from ...http.replies import Reply, server_message
+from ...keys import credentials
+from ...provider_table import SINKIN
+
+CLIENT = HttpClient(SINKIN)
+
+
+# Result images are fetched from URLs in the answer: tighter limits than the API call itself.
+DOWNLOADS = HttpClient(SINKIN, limits=Limits(connect_timeout=10.0, read_timeout=30.0, deadline=120.0,
+                                             max_bytes=20 * MiB))
+MAX_RESULT_PIXELS = 4096 * 4096   # SinkIn renders at most 896x896; anything far larger is not a result
+
+
+async def post_form(path: str, fields: dict[str, str], node_id: str | None, label: str,
+                    upload: bytes | None = None, resend: Resend = GENERATION) -> dict:
+    """POST a multipart form with the access token; the answer's JSON, or ProviderError with
+    SinkIn's message when error_code says it failed (it does so with HTTP 200). A form that
+    makes images (the default) is never sent again once it may have reached SinkIn."""
+    key = credentials.api_key(SINKIN)
+    form: dict[str, tuple] = {"access_token": (None, key)}
+    form.update((name, (None, value)) for name, value in fields.items())
+    if upload is not None:
+        form["init_image_file"] = ("init_image.png", upload, "image/png")
+    url = credentials.base_url(SINKIN) + path
+    limiter = rate_limit.for_key(SINKIN, key) if resend is GENERATION else None  # reads are not paced
+    reply = await CLIENT.request("POST", url, node_id=node_id, label=label, files=form, resend=resend,
+                                 limiter=limiter)
+    data = reply.json_object(SINKIN)
+    if str(data.get("error_code", 0)) != "0":
+        said = server_message(reply) or "no reason given"
+        raise ProviderError(SINKIN, f'refused the request: "{said}". Check the inputs (model and LoRA ids, sizes), '
+                            f"and your key and credits at {SINKIN.billing_page}", reply.status)
+    return data
+
+
+async def download_images(urls: list[str], node_id: str | None) -> list[imaging.Picture]:
+    """Fetch every result URL at once; the first failure cancels the rest. Each image's bytes as
+    downloaded, with its decoded picture."""
+    base = credentials.base_url(SINKIN)
+    replies: list[Reply] = await all_or_nothing(
+        DOWNLOADS.download(url, base=base, node_id=node_id) for url in urls)
+    pictures = []
+    for reply in replies:
+        try:
+            pictures.append(imaging.decode_picture(reply.body, MAX_RESULT_PIXELS))
+        except imaging.ImageDecodeError as exc:
+            raise ProviderError(SINKIN, f"a result image could not be read: {exc}. Try again.") from None
+    return pictures

@@ -1,0 +1,165 @@
+"""SinkIn's model and LoRA catalog: the live list read from SinkIn, its cache in the user
+directory, and the bundled list that keeps the combos valid offline. A choice shows a title and
+carries the id ("Realistic Vision V6.0 (r2La2w2)"); a bare id works too."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .... import runtime, userdata
+from ....errors import ProviderError
+from ...http.policy import IDEMPOTENT
+from ...keys import credentials, redaction
+from ...provider_table import SINKIN
+from . import api as sinkin_api
+
+CATALOG_MAX_AGE = 7 * 24 * 3600   # older, and a key is set: the catalog route reads a fresh one
+NO_LORA = "none"
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID_IN_CHOICE = re.compile(r"\(([A-Za-z0-9_-]{1,64})\)\s*$")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    title: str
+
+    @property
+    def choice(self) -> str:
+        """What the widget shows: readable, and still carrying the id."""
+        return f"{self.title} ({self.id})" if self.title and self.title != self.id else self.id
+
+
+def id_from_choice(value: str) -> str | None:
+    """The id in a choice ("Realistic Vision (r2La2w2)") or a bare id ("r2La2w2"); else None."""
+    value = value.strip()
+    found = _ID_IN_CHOICE.search(value)
+    if found:
+        return found.group(1)
+    return value if _ID.fullmatch(value) else None
+
+
+def parse_entries(items: Any) -> tuple[Entry, ...]:
+    """Catalog entries from an answer's list, tolerantly: `title` or `name`, other fields
+    ignored, entries without a usable id skipped, the first of duplicate ids kept."""
+    if not isinstance(items, list):
+        return ()
+    entries: dict[str, Entry] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        entry_id = item.get("id")
+        if isinstance(entry_id, int) and not isinstance(entry_id, bool):
+            entry_id = str(entry_id)
+        if not isinstance(entry_id, str) or not _ID.fullmatch(entry_id.strip()):
+            continue
+        entry_id = entry_id.strip()
+        title = item.get("title") or item.get("name")
+        title = redaction.redact(" ".join(CONTROL_CHARACTERS.sub(" ", title).split()))[:80] if isinstance(title, str) else ""
+        entries.setdefault(entry_id, Entry(entry_id, title))
+    return tuple(entries.values())
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: tuple[Entry, ...]
+    loras: tuple[Entry, ...]
+    fetched_at: float | None = None   # when it was read from SinkIn; None for the bundled list
+
+    def model_choices(self) -> list[str]:
+        return [entry.choice for entry in self.models]
+
+    def lora_choices(self) -> list[str]:
+        return [NO_LORA] + [entry.choice for entry in self.loras]
+
+    def age(self) -> float | None:
+        return None if self.fetched_at is None else max(0.0, time.time() - self.fetched_at)
+
+
+@functools.cache
+def bundled_catalog() -> Catalog:
+    data = json.loads((Path(__file__).parent / "catalog.json").read_text(encoding="utf-8"))
+    return Catalog(parse_entries(data["models"]), parse_entries(data["loras"]))
+
+
+def cache_file() -> Path:
+    return userdata.pack_folder() / "sinkin_catalog.json"
+_memo: dict[tuple, Catalog] = {}
+
+
+def current_catalog() -> Catalog:
+    """The last catalog read from SinkIn (cached in the user directory), else the bundled one.
+    Cheap: ComfyUI asks for it each time it lists the nodes' inputs."""
+    path = cache_file()
+    try:
+        stat = path.stat()
+    except OSError:
+        return bundled_catalog()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _memo:
+        _memo.clear()
+        _memo[key] = _read_cache(path)
+    return _memo[key]
+
+
+def _read_cache(path: Path) -> Catalog:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        fetched_at = float(data["fetched_at"])
+        if not math.isfinite(fetched_at):
+            raise ValueError("fetched_at is not a time")
+        catalog = Catalog(parse_entries(data["models"]), parse_entries(data["loras"]), fetched_at)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        runtime.log.warning("SinkIn: the catalog cache %s is unreadable (%s); using the bundled model list. "
+                            "Refresh the catalog to rewrite it.", path, type(exc).__name__)
+        return bundled_catalog()
+    if not catalog.models:
+        runtime.log.warning("SinkIn: the catalog cache %s lists no models; using the bundled model list.", path)
+        return bundled_catalog()
+    return catalog
+
+
+def _write_cache(catalog: Catalog) -> None:
+    path = cache_file()
+    data = {"fetched_at": catalog.fetched_at,
+            "models": [{"id": e.id, "title": e.title} for e in catalog.models],
+            "loras": [{"id": e.id, "title": e.title} for e in catalog.loras]}
+    userdata.write_json(path, data)
+
+
+async def refresh_catalog() -> Catalog:
+    """Read the model and LoRA lists from SinkIn and cache them."""
+    data = await sinkin_api.post_form("/api/models", {}, None, "models", resend=IDEMPOTENT)  # a read
+    catalog = Catalog(parse_entries(data.get("models")), parse_entries(data.get("loras")), time.time())
+    if not catalog.models:
+        raise ProviderError(SINKIN, "listed no usable models; keeping the current list. Try again later.")
+    _write_cache(catalog)
+    return catalog
+
+
+async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True) -> dict:
+    """What the web extension shows. Reads SinkIn when asked, or when the list is older than
+    CATALOG_MAX_AGE and a key is set (never with `read_sinkin` off: the page is loading and
+    must not wait); a failed read keeps the current list and says why."""
+    catalog = current_catalog()
+    error = None
+    stale = catalog.fetched_at is None or catalog.age() > CATALOG_MAX_AGE
+    if refresh or (read_sinkin and stale and credentials.key_source(SINKIN)):
+        try:
+            catalog = await refresh_catalog()
+        except Exception as exc:  # noqa: BLE001 - the route must answer with the list it has
+            error = redaction.redact(str(exc))
+            runtime.log.warning("%s", error)
+    age = catalog.age()
+    return {"models": catalog.model_choices(), "loras": catalog.lora_choices(),
+            "source": "bundled" if catalog.fetched_at is None else "sinkin",
+            "fetched_at": catalog.fetched_at, "age_seconds": None if age is None else round(age),
+            "error": error}
