@@ -5,6 +5,7 @@ reporting credits. Each provider module supplies PROVIDER and `call`."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -12,13 +13,15 @@ from typing import Any, ClassVar
 
 from .. import images as imaging
 from .. import runtime
+from ..errors import MaybeCharged, ProviderError
 from ..param_node import HIDDEN, ImageNode
+from .http.jobs import collect_request_ids
 from .keys.redaction import redact
 from .money import budget
 from .money import ledger as spending
 from .money import prices as costs
 from .provider_table import Provider
-from .store import result_cache
+from .store import receipts, result_cache
 
 
 @dataclass
@@ -48,7 +51,9 @@ class HostedNode(ImageNode):
     PROVIDER: ClassVar[Provider]
     ABOUT: ClassVar[str] = ""  # what the node does; DESCRIPTION adds which key it needs
     # The whole prompt, for the spending caps (named so no widget can clash with it).
-    HIDDEN_INPUTS = {**HIDDEN, "sdbridge_prompt": "PROMPT"}
+    HIDDEN_INPUTS = {**HIDDEN, "sdbridge_prompt": "PROMPT",
+                     # ComfyUI's extra PNG info (the workflow): the run's receipt is added to it.
+                     "sdbridge_pnginfo": "EXTRA_PNGINFO"}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -61,37 +66,54 @@ class HostedNode(ImageNode):
             cls.DESCRIPTION = (f"{cls.ABOUT} Needs a {provider.name} {provider.key_label} ({provider.key_env} or "
                                "Settings > SD Bridge).")
 
-    async def generate(self, unique_id: str | None = None, sdbridge_prompt: dict | None = None, **values):
+    async def generate(self, unique_id: str | None = None, sdbridge_prompt: dict | None = None,
+                       sdbridge_pnginfo: dict | None = None, **values):
+        # Every run leaves a receipt, whatever its end (store/receipts.py); ComfyUI's Save Image
+        # writes every key of EXTRA_PNGINFO into the PNG, so the receipt travels with the image.
+        run = RunRecord(self, unique_id, sdbridge_prompt, values)
+        try:
+            return await self.steps(run, unique_id, sdbridge_prompt, values)
+        except BaseException as exc:
+            run.ended_by(exc)
+            raise
+        finally:
+            run.finish(sdbridge_pnginfo)
+
+    async def steps(self, run: RunRecord, unique_id: str | None, sdbridge_prompt: dict | None, values: dict):
         # 1. Check every input; mark the run, so an interrupt seen by any request of the prompt
         #    stops all of this run's.
-        values = self.normalized(values)
+        values = run.values = self.normalized(values)
         runtime.begin_run()
         started = time.monotonic()
         # 2. A request already paid for is answered from the result cache: no request, no cap.
         uploads = self.uploads(values)  # the input images' bytes, as `call` will send them
-        key = result_cache.key_for(type(self), values, result_cache.image_digests(uploads))
+        run.digests = result_cache.image_digests(uploads)
+        key = result_cache.key_for(type(self), values, run.digests)
         cached = await asyncio.to_thread(result_cache.lookup, key) if key else None
         result = self.from_cache(*cached, unique_id) if cached is not None else None
         if result is None:
             # 3. Ask the provider (within the caps), then keep what was paid for; a failure
             #    raised above, so it is never stored.
-            result = await self.ask(values, uploads, sdbridge_prompt, unique_id)
+            result = await self.ask(values, uploads, sdbridge_prompt, unique_id, run)
             result.info["seconds"] = round(time.monotonic() - started, 2)
             if key and result.raw:
                 await asyncio.to_thread(result_cache.store, key, result.raw, result.info)
         else:
             result.info["seconds"] = round(time.monotonic() - started, 2)
+        run.result = result
         # The info text may carry what a server echoed back: scrub keys like any other output.
         return (result.images, redact(json.dumps(result.info, indent=1)))
 
     async def ask(self, values: dict, uploads: dict[str, list[bytes]], prompt: dict | None,
-                  node_id: str | None) -> Result:
+                  node_id: str | None, run: RunRecord | None = None) -> Result:
         """The spending caps first (past them nothing is sent), then `call`; what it spent is
         recorded and put in its info."""
         shape = self.cost_shape(values, requests=self.request_count(values))
         own = costs.estimate(shape)
-        run = budget.run_for(prompt)
-        reserved = budget.check_before_request(run, prompt, own, hosted_classes(), result_cache.cached_inputs)
+        if run is not None:
+            run.estimate = own.credits  # what a run that may have been charged counts
+        spend = budget.run_for(prompt)
+        reserved = budget.check_before_request(spend, prompt, own, hosted_classes(), result_cache.cached_inputs)
         # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
         runtime.show_text(node_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
         spent = None
@@ -99,7 +121,7 @@ class HostedNode(ImageNode):
             result = await self.call(values, node_id, uploads)
             spent = self.account(shape, own, result.info, node_id)
         finally:
-            budget.settle(run, reserved, spent)
+            budget.settle(spend, reserved, spent)
         return result
 
     def account(self, shape: costs.CostShape, own: costs.Estimate, info: dict, node_id: str | None) -> float | None:
@@ -176,6 +198,84 @@ class HostedNode(ImageNode):
     async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         """Run the requests. A provider that tells what they cost puts it in `credits_measured`."""
         raise NotImplementedError
+
+
+PNGINFO_KEY = "sdbridge_receipts"  # the PNG text chunk holding the prompt's receipts
+
+
+class RunRecord:
+    """What one run's receipt says, filled in by the run's steps: the node, its inputs, what
+    it returned or how it ended. `finish` writes it (off the node's path), adds it to the PNG
+    info and tells the web extension."""
+
+    def __init__(self, node: HostedNode, node_id: str | None, prompt: dict | None, values: dict):
+        self.node, self.node_id, self.prompt = node, node_id, prompt
+        self.values: dict = values
+        self.digests: list[str] = []
+        self.result: Result | None = None
+        self.estimate: float | None = None
+        self.status, self.message = "done", ""
+        self.request_ids = collect_request_ids()
+        self.prompt_id = runtime.current_prompt_id()
+        self.started = time.monotonic()
+        self.token = receipts.begin(self._identity())
+
+    def _identity(self) -> dict:
+        cls = type(self.node)
+        meta = self.prompt.get(self.node_id, {}).get("_meta") if isinstance(self.prompt, dict) else None
+        title = meta.get("title") if isinstance(meta, dict) else None
+        try:
+            endpoint = cls.cache_endpoint(self.values)
+        except Exception:  # raw values a check will refuse: the node's id names it
+            endpoint = cls.__name__
+        return {"provider": cls.PROVIDER.id, "endpoint": endpoint, "node_id": self.node_id,
+                "title": title if isinstance(title, str) else cls.DISPLAY_NAME, "prompt_id": self.prompt_id}
+
+    def ended_by(self, exc: BaseException) -> None:
+        if isinstance(exc, MaybeCharged):
+            self.status = "maybe_charged"
+        elif isinstance(exc, (runtime.Interrupted, asyncio.CancelledError)) or runtime.interrupted():
+            self.status = "cancelled"
+        else:
+            self.status = "failed"
+        if isinstance(exc, ProviderError) and exc.request_id:
+            self.request_ids.append(exc.request_id)
+        self.message = str(exc) or type(exc).__name__
+
+    def record(self) -> dict:
+        info = self.result.info if self.result is not None else {}
+        params = {p.name for p in self.node.PARAMS if p.kind == "IMAGE"}
+        inputs = {k: v for k, v in self.values.items() if k not in params}
+        if self.status == "done":
+            credits, basis = info.get("credits_spent"), info.get("credits_basis", "unknown")
+            self.status = "cached" if basis == "cached" else "done"
+            spent = f"{costs.rounded(credits):g} credits ({basis})" if credits is not None else "cost unknown"
+            self.message = "from the result cache" if basis == "cached" else f"done: {spent}"
+        elif self.status == "maybe_charged":
+            credits, basis = self.estimate, "estimated" if self.estimate is not None else "unknown"
+        else:
+            credits, basis = None, "unknown"
+        found = info.get("inf_id")  # SinkIn's id of each request
+        ids = self.request_ids + ([str(i) for i in found] if isinstance(found, list) else [str(found)] if found else [])
+        raw = self.result.raw if self.result is not None else []
+        return receipts.make(
+            **self._identity(), inputs=inputs, image_digests=self.digests,
+            seed=info.get("seed", inputs.get("seed")), request_ids=ids, status=self.status, message=self.message,
+            credits=credits, basis=basis, returned=[hashlib.sha256(data).hexdigest() for data in raw],
+            seconds=round(time.monotonic() - self.started, 2))
+
+    def finish(self, pnginfo: dict | None) -> None:
+        receipts.end(self.token)
+        try:
+            record = self.record()
+        except Exception as exc:  # a receipt never fails the run
+            runtime.log.warning("SD Bridge: no receipt for this run (%s)", redact(str(exc)))
+            return
+        receipts.write(record)
+        if isinstance(pnginfo, dict):
+            shown = pnginfo.get(PNGINFO_KEY)
+            pnginfo[PNGINFO_KEY] = [*shown, record] if isinstance(shown, list) else [record]
+        runtime.send_event("sdbridge.receipt", record)
 
 
 def report_credits(provider: Provider, remaining: Any, node_id: str | None) -> None:

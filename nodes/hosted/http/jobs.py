@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -37,6 +38,24 @@ QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "fa
 class JobState:
     state: str          # QUEUED, PROCESSING, COMPLETED or FAILED
     error: str = ""     # the provider's reason, when FAILED
+
+
+# The request ids of the jobs the current run submitted or resumed, for its receipt: the node base
+# hands in a list (`collect_request_ids`) and every job of the run, in any task it starts, adds to it.
+_request_ids: ContextVar[list[str] | None] = ContextVar("sdbridge_request_ids", default=None)
+
+
+def collect_request_ids() -> list[str]:
+    """A list that every job submitted or resumed from now on in this context is added to."""
+    seen: list[str] = []
+    _request_ids.set(seen)
+    return seen
+
+
+def _note(job_id: str) -> None:
+    seen = _request_ids.get()
+    if seen is not None:
+        seen.append(job_id)
 
 
 class JobStore(Protocol):
@@ -69,6 +88,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     found = store.find(digest) if digest else None
     if found is not None:
         job = Job(*found)
+        _note(job.id)
         runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
         try:
             return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
@@ -79,6 +99,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     submitted = await client.request("POST", url, node_id=node_id, label=label, headers=headers,
                                      json_body=json_body, resend=GENERATION, limiter=limiter, stage="submit")
     job = read_job(submitted)
+    _note(job.id)
     if digest:
         store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
     return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
