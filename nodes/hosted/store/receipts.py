@@ -39,7 +39,6 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 3650
 LOCK_TIMEOUT = 10.0          # seconds; receipts that cannot be locked are skipped, never waited on forever
 MAX_RECEIPT_BYTES = 16 * 1024  # one line at most; longer texts are cut
-MAX_TEXT = 2000              # characters of one text field before the size bound applies
 CUT_MARKER = "[...cut by SD Bridge]"
 MAX_LINE_READ = 4 * MAX_RECEIPT_BYTES  # a longer line was not written by the pack: skipped
 MAX_LIMIT = 500              # receipts one read answers at most
@@ -67,12 +66,11 @@ def keep_days() -> int:
 
 # ---------------------------------------------------------------- the record
 
-def _clean(value: Any, depth: int = 0) -> Any:
-    """`value` as plain JSON with every key redacted: images (anything with a shape) become
-    their description, other objects their type name."""
+def _plain(value: Any, scrub=None, depth: int = 0) -> Any:
+    """`value` as plain JSON (images, anything with a shape, become their description; other
+    objects their type name), each text passed through `scrub` when given."""
     if isinstance(value, str):
-        text = redaction.redact(value)
-        return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + CUT_MARKER
+        return scrub(value) if scrub else value
     if value is None or isinstance(value, bool) or isinstance(value, int):
         return value
     if isinstance(value, float):
@@ -80,13 +78,18 @@ def _clean(value: Any, depth: int = 0) -> Any:
     if depth > 6:
         return CUT_MARKER
     if isinstance(value, dict):
-        return {redaction.redact(str(k))[:200]: _clean(v, depth + 1) for k, v in list(value.items())[:200]}
+        return {_plain(str(k), scrub)[:200]: _plain(v, scrub, depth + 1) for k, v in list(value.items())[:200]}
     if isinstance(value, (list, tuple)):
-        return [_clean(v, depth + 1) for v in list(value)[:200]]
+        return [_plain(v, scrub, depth + 1) for v in list(value)[:200]]
     shape = getattr(value, "shape", None)
     if shape is not None:
         return f"<image {'x'.join(str(int(n)) for n in shape)}>"
     return f"<{type(value).__name__}>"
+
+
+def _without_keys(record: dict) -> dict:
+    """`record` as plain JSON with every known key, in every spelling, replaced in every text."""
+    return _plain(record, redaction.redactor())
 
 
 def make(*, provider: str, endpoint: str, node_id: str | None, title: str | None, prompt_id: str | None,
@@ -102,7 +105,7 @@ def make(*, provider: str, endpoint: str, node_id: str | None, title: str | None
         "credits": credits, "basis": basis if basis in BASES else "unknown",
         "images": returned, "seconds": seconds,
     }
-    return bounded(_clean(record))
+    return bounded(_without_keys(record))
 
 
 def bounded(record: dict) -> dict:
@@ -148,7 +151,7 @@ _tokens = itertools.count(1)
 
 def begin(identity: dict) -> int:
     """A run began (its provider, endpoint, node and prompt); its token for `end`."""
-    entry = {**_clean(identity), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    entry = {**_without_keys(identity), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with _flight_lock:
         token = next(_tokens)
         _in_flight[token] = entry
@@ -188,16 +191,17 @@ def flush(timeout: float = LOCK_TIMEOUT + 5) -> None:
 
 def write(record: dict) -> None:
     """Append `record` (see `make`) to today's file, off the caller's path."""
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    if redaction.redact(line) != line:  # `make` cleaned it; this is the last guard before a file
-        runtime.log.warning("SD Bridge: a receipt held an API key; it was not written")
-        return
-    future = _writer().submit(_append, folder(), date.today().isoformat(), line)  # the folder of now
+    future = _writer().submit(_append, folder(), date.today().isoformat(), record)  # the folder of now
     with _pending_lock:
         _pending[:] = [f for f in _pending if not f.done()] + [future]
 
 
-def _append(where: Path, day: str, line: str) -> None:
+def _append(where: Path, day: str, record: dict) -> None:
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    if redaction.redact(line) != line:  # `make` removed every key; the last guard before a file
+        runtime.log.warning("SD Bridge: a receipt held an API key; it was not written")
+        return
+
     def append():
         path = where / f"{day}.jsonl"
         with open(path, "ab") as handle:
