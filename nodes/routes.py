@@ -20,7 +20,7 @@ from .hosted.node import hosted_classes
 from .hosted.provider_table import PROVIDERS
 from .hosted.providers.sinkin import catalog as sinkin_catalog
 from .hosted.providers.sinkin import nodes as sinkin
-from .hosted.store import result_cache
+from .hosted.store import receipts, result_cache
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
 MAX_PROMPT_BODY = 8 * 1024 * 1024  # bytes; a prompt to price (prompts with long texts stay far below)
@@ -196,6 +196,30 @@ async def clear_cache(request):
     return _json({"files": files, "bytes": size})
 
 
+RECEIPTS_DEFAULT = 50  # receipts one GET answers unless `limit` says otherwise
+_PROMPT_ID = 200         # characters a prompt id may have (ComfyUI's are UUIDs)
+
+
+async def list_receipts(request):
+    """GET /sdbridge/receipts[?limit=N][&prompt_id=ID]: the newest receipts first (at most
+    `limit`, 1 to receipts.MAX_LIMIT, default RECEIPTS_DEFAULT), only the prompt's when asked,
+    and the hosted runs of this process still going (`in_flight`)."""
+    unknown = sorted(set(request.query) - {"limit", "prompt_id"})
+    if unknown:
+        return _json({"error": f"unknown parameter {unknown[0][:40]!r}; use limit and prompt_id"}, 400)
+    text = request.query.get("limit", str(RECEIPTS_DEFAULT)).strip()
+    if not text.isdigit() or not 1 <= int(text) <= receipts.MAX_LIMIT:
+        return _json({"error": f"limit must be a whole number from 1 to {receipts.MAX_LIMIT}, such as "
+                               f"limit={RECEIPTS_DEFAULT}"}, 400)
+    prompt_id = request.query.get("prompt_id")
+    if prompt_id is not None and not (0 < len(prompt_id) <= _PROMPT_ID and prompt_id.isprintable()):
+        return _json({"error": f"prompt_id must be a prompt's id (1 to {_PROMPT_ID} printable characters), "
+                               "as /prompt answered it"}, 400)
+    found = await asyncio.to_thread(receipts.read, int(text), prompt_id)
+    running = [run for run in receipts.in_flight() if prompt_id is None or run.get("prompt_id") == prompt_id]
+    return _json({"receipts": found, "in_flight": running})
+
+
 def register(routes) -> None:
     """Add every route to an aiohttp RouteTableDef."""
     routes.get("/sdbridge/providers")(providers)
@@ -207,6 +231,7 @@ def register(routes) -> None:
     routes.post("/sdbridge/estimate")(estimate)
     routes.get("/sdbridge/result-cache")(cache_stats)
     routes.post("/sdbridge/result-cache/clear")(clear_cache)
+    routes.get("/sdbridge/receipts")(list_receipts)
 
 
 def install() -> bool:
