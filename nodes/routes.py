@@ -220,6 +220,17 @@ async def list_receipts(request):
     return _json({"receipts": found, "in_flight": running})
 
 
+async def spending_today(request):
+    """GET /sdbridge/spending: for the SD Bridge panel, today's spend of each provider (the
+    ledger's figures, the ones the caps use; never one provider's credits added to another's),
+    each provider's last known balance (from the receipts), its usage page, and the caps."""
+    spent = await asyncio.to_thread(spending.spent_by_provider)
+    balances = receipts.last_balances(await asyncio.to_thread(receipts.read, receipts.MAX_LIMIT))
+    rows = [{"id": p.id, "name": p.name, "spent_today": spent.get(p.id, 0.0), "balance": balances.get(p.id),
+             "usage_page": p.billing_page} for p in PROVIDERS.values()]
+    return _json({"day": spending.today(), "providers": rows, "caps": _caps()})
+
+
 def register(routes) -> None:
     """Add every route to an aiohttp RouteTableDef."""
     routes.get("/sdbridge/providers")(providers)
@@ -232,6 +243,7 @@ def register(routes) -> None:
     routes.get("/sdbridge/result-cache")(cache_stats)
     routes.post("/sdbridge/result-cache/clear")(clear_cache)
     routes.get("/sdbridge/receipts")(list_receipts)
+    routes.get("/sdbridge/spending")(spending_today)
 
 
 def install() -> bool:

@@ -262,7 +262,7 @@ class RunRecord:
             **self._identity(), inputs=inputs, image_digests=self.digests,
             seed=info.get("seed", inputs.get("seed")), request_ids=ids, status=self.status, message=self.message,
             credits=credits, basis=basis, returned=[hashlib.sha256(data).hexdigest() for data in raw],
-            seconds=round(time.monotonic() - self.started, 2))
+            seconds=round(time.monotonic() - self.started, 2), remaining=info.get("remaining_credits"))
 
     def finish(self, pnginfo: dict | None) -> None:
         receipts.end(self.token)

@@ -134,6 +134,14 @@ def spent_on(day: str | None = None) -> float:
     return round(sum(v for v in (_credits(x) for x in entry.values()) if v is not None), 6)
 
 
+def spent_by_provider(day: str | None = None) -> dict[str, float]:
+    """Credits spent on `day` (default today) by each provider: the figures the caps use."""
+    entry = read()["days"].get(day or today())
+    if not isinstance(entry, dict):
+        return {}
+    return {str(k): v for k, v in ((k, _credits(x)) for k, x in entry.items()) if v is not None}
+
+
 class BalanceWatch:
     """Turns a provider's remaining-credits header into the cost of one request: the drop from
     the previous answer, when this request was the only one in flight since then."""

@@ -94,7 +94,8 @@ def _without_keys(record: dict) -> dict:
 
 def make(*, provider: str, endpoint: str, node_id: str | None, title: str | None, prompt_id: str | None,
          inputs: dict, image_digests: list[str], seed: Any, request_ids: list[str], status: str, message: str,
-         credits: float | None, basis: str, returned: list[str], seconds: float | None = None) -> dict:
+         credits: float | None, basis: str, returned: list[str], seconds: float | None = None,
+         remaining: Any = None) -> dict:
     """One receipt, as it is written, served and put into PNGs: plain JSON, no key anywhere."""
     record = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -103,7 +104,7 @@ def make(*, provider: str, endpoint: str, node_id: str | None, title: str | None
         "request_ids": list(dict.fromkeys(str(r) for r in request_ids if r not in (None, ""))),
         "status": status if status in STATUSES else "failed", "message": message,
         "credits": credits, "basis": basis if basis in BASES else "unknown",
-        "images": returned, "seconds": seconds,
+        "images": returned, "seconds": seconds, "remaining_credits": remaining,
     }
     return bounded(_without_keys(record))
 
@@ -121,7 +122,7 @@ def bounded(record: dict) -> dict:
         keep = max(32, len(text) - (size - MAX_RECEIPT_BYTES) - len(CUT_MARKER) * 2)
         _set(record, path, text[:min(keep, len(text) // 2)] + CUT_MARKER)
     short = {k: record.get(k) for k in ("time", "provider", "endpoint", "node_id", "prompt_id", "seed", "status",
-                                        "credits", "basis")}
+                                        "credits", "basis", "remaining_credits")}
     return {**short, "request_ids": record.get("request_ids", [])[:20], "cut": CUT_MARKER}
 
 
@@ -139,6 +140,16 @@ def _set(value: Any, path: tuple, text: str) -> None:
     for key in path[:-1]:
         value = value[key]
     value[path[-1]] = text
+
+
+def last_balances(records: list[dict]) -> dict[str, Any]:
+    """Each provider's remaining credits as the newest of `records` (newest first) that told it."""
+    found: dict[str, Any] = {}
+    for record in records:
+        remaining = record.get("remaining_credits")
+        if remaining not in (None, "") and isinstance(record.get("provider"), str):
+            found.setdefault(record["provider"], remaining)
+    return found
 
 
 # ---------------------------------------------------------------- runs in flight

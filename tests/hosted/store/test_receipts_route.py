@@ -98,3 +98,22 @@ def test_the_route_never_answers_a_key(fake_segmind_v2):
     text = json.dumps(body)
     assert status == 200 and body["receipts"] and canary not in text and canary[:10] not in text
 
+
+
+def test_spending_answers_each_provider_s_day_and_last_balance_apart(fake_segmind_v2, fake_sinkin):
+    from sdbridge.nodes.hosted.money import ledger
+
+    ledger.record("segmind", 2.5)
+    ledger.record("sinkin", 0.75)
+    run(RV, prompt="a cat", seed=3, **SMALL)  # the fake answers its remaining credits
+
+    async def script(session, base):
+        return await call(session, "GET", f"{base}/sdbridge/spending")
+
+    status, text = serve(script)
+    body = json.loads(text)
+    rows = {row["id"]: row for row in body["providers"]}
+    assert status == 200 and rows["sinkin"]["spent_today"] == 0.75
+    assert rows["segmind"]["spent_today"] == ledger.spent_by_provider()["segmind"] >= 2.5
+    assert rows["segmind"]["balance"] == fake_segmind_v2.credits and rows["sinkin"]["balance"] is None
+    assert rows["segmind"]["usage_page"].startswith("https://") and "spent_today" in body["caps"]
