@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from datetime import datetime
 
 from . import declared_settings, pack_settings, runtime
-from .errors import BudgetExceeded
+from . import images as imaging
+from .errors import BudgetExceeded, ProviderError
 from .hosted.keys import credentials
 from .hosted.keys.redaction import redact
 from .hosted.money import budget, caps
 from .hosted.money import ledger as spending
 from .hosted.node import hosted_classes
 from .hosted.provider_table import PROVIDERS
+from .hosted.providers.segmind import api as segmind_api
 from .hosted.providers.sinkin import catalog as sinkin_catalog
 from .hosted.providers.sinkin import nodes as sinkin
 from .hosted.store import receipts, result_cache
@@ -231,6 +235,53 @@ async def spending_today(request):
     return _json({"day": spending.today(), "providers": rows, "caps": _caps()})
 
 
+def _age(receipt: dict) -> float:
+    """Seconds since the receipt was written (infinite when its time does not read)."""
+    try:
+        return time.time() - datetime.fromisoformat(str(receipt.get("time"))).timestamp()
+    except ValueError:
+        return float("inf")
+
+
+def _save_fetched(request_id: str, pictures) -> list[str]:
+    """The provider's bytes of each image, as received, in output/sdbridge/; their names."""
+    folder = runtime.output_directory() / "sdbridge"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", request_id)  # a file name on every system
+    names = []
+    for index, picture in enumerate(pictures):
+        name = f"{stem}_{index}.{imaging.suffix_of(picture.raw)}"
+        (folder / name).write_bytes(picture.raw)
+        names.append(f"sdbridge/{name}")
+    return names
+
+
+async def fetch_again(request):
+    """POST /sdbridge/receipts/fetch-again with {"request_id": "..."}: the images of a Segmind
+    v2 request a receipt names, asked again from Segmind while it holds them (its status and
+    result URLs: no generation request, no new charge), saved in ComfyUI's output folder."""
+    request_id = await _text_field(request, "request_id", "req-1", "a request id")
+    if not isinstance(request_id, str):
+        return request_id
+    found = await asyncio.to_thread(receipts.read, receipts.MAX_LIMIT)
+    receipt = next((r for r in found if r.get("provider") == "segmind" and request_id in r.get("request_ids", [])), None)
+    if receipt is None:
+        return _json({"error": f"no recent receipt names Segmind request {request_id[:60]!r}; only a request a "
+                               "receipt shows can be fetched again"}, 404)
+    if _age(receipt) > segmind_api.RESULT_WINDOW:
+        return _json({"error": f"request {request_id[:60]} is older than the {segmind_api.RESULT_WINDOW // 60} "
+                               "minutes Segmind keeps results; it cannot be fetched again"}, 410)
+    try:
+        pictures = await segmind_api.fetch_again(request_id)
+        saved = await asyncio.to_thread(_save_fetched, request_id, pictures)
+    except ProviderError as exc:
+        return _json({"error": str(exc)}, 502 if exc.status is None or exc.status >= 500 else 409)
+    except OSError as exc:
+        return _json({"error": redact(str(exc))}, 503)
+    return _json({"saved": saved, "note": f"No new generation request was sent: Segmind's result of request "
+                                          f"{request_id} was asked again, at no new charge."})
+
+
 def register(routes) -> None:
     """Add every route to an aiohttp RouteTableDef."""
     routes.get("/sdbridge/providers")(providers)
@@ -244,6 +295,7 @@ def register(routes) -> None:
     routes.post("/sdbridge/result-cache/clear")(clear_cache)
     routes.get("/sdbridge/receipts")(list_receipts)
     routes.get("/sdbridge/spending")(spending_today)
+    routes.post("/sdbridge/receipts/fetch-again")(fetch_again)
 
 
 def install() -> bool:

@@ -1,7 +1,8 @@
 // SD Bridge panel: today's spend per provider against the caps, each provider's last known
 // balance, and the recent hosted runs (their receipts), newest first, with what can be done
-// about each: put its seed back into its node, open the provider's usage page for a run that
-// may have been charged. A sidebar tab where the frontend has them (registerSidebarTab), else a
+// about each: put its seed back into its node, fetch again a result Segmind still holds (its
+// result is asked again: no new generation request, no new charge), open the provider's usage
+// page for a run that may have been charged. A sidebar tab where the frontend has them (registerSidebarTab), else a
 // floating panel opened from a small button. Figures come from the pack's routes
 // (/sdbridge/spending, /sdbridge/receipts): the server decides, the panel shows. Every text is
 // set with textContent.
@@ -12,7 +13,9 @@ const RECENT = 30;  // runs the panel lists
 const STATUS_TEXT = { done: "done", cached: "from cache", failed: "failed", maybe_charged: "may have been charged",
                       cancelled: "cancelled", running: "running" };
 
-const state = { spending: null, receipts: [], inFlight: [], roots: new Set(), problem: "" };
+const FETCHABLE = ["maybe_charged", "cancelled"];  // runs whose result the provider may still hold
+
+const state = { spending: null, receipts: [], inFlight: [], roots: new Set(), problem: "", fetched: {} };
 
 export function formatCredits(credits) {
   if (credits === null || credits === undefined) return "?";
@@ -62,6 +65,9 @@ export function actionsFor(receipt, findNode = graphNode) {
   const node = receipt.node_id !== null && receipt.node_id !== undefined ? findNode(receipt.node_id) : null;
   const seedWidget = node?.widgets?.find((w) => w.name === "seed");
   if (Number.isInteger(receipt.seed) && seedWidget) actions.push({ kind: "seed", label: `Use seed ${receipt.seed}` });
+  if (receipt.provider === "segmind" && FETCHABLE.includes(receipt.status) && receipt.request_ids?.length) {
+    actions.push({ kind: "fetch", label: "Fetch again (no new charge)" });
+  }
   if (receipt.status === "maybe_charged") actions.push({ kind: "usage", label: "Open usage page" });
   return actions;
 }
@@ -78,6 +84,17 @@ export function useSeed(receipt, findNode = graphNode) {
   if (control) control.value = "fixed";
   app.graph?.setDirtyCanvas?.(true, true);
   return true;
+}
+
+// Ask the server to fetch a held result again; what it said (saved files, or why not) is shown.
+export async function fetchAgain(receipt) {
+  const requestId = receipt.request_ids[receipt.request_ids.length - 1];
+  const response = await api.fetchApi("/sdbridge/receipts/fetch-again", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ request_id: requestId }) });
+  const answer = await response.json();
+  state.fetched[requestId] = response.ok ? `${answer.note} Saved: ${answer.saved.join(", ")}` : answer.error;
+  render();
+  return state.fetched[requestId];
 }
 
 function usagePage(provider) {
@@ -108,10 +125,13 @@ function renderInto(root) {
     box.append(element("div", row.head, "font-weight:bold"), element("div", row.detail),
                element("div", `${row.time}${row.ids ? ` · ${row.ids}` : ""}`, "opacity:0.7;font-size:11px"));
     if (row.message) box.append(element("div", row.message, "font-size:11px;color:#e0a060"));
+    const fetched = (receipt.request_ids ?? []).map((id) => state.fetched[id]).find(Boolean);
+    if (fetched) box.append(element("div", fetched, "font-size:11px"));
     for (const action of actionsFor(receipt)) {
       const button = element("button", action.label, "margin:2px 4px 0 0;font-size:11px");
       button.onclick = () => {
         if (action.kind === "seed") useSeed(receipt);
+        if (action.kind === "fetch") fetchAgain(receipt);
         if (action.kind === "usage") {
           const page = usagePage(receipt.provider);
           if (page) globalThis.open?.(page, "_blank", "noopener");

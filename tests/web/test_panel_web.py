@@ -49,6 +49,9 @@ out.labels = labels;
 buttons(root).find((b) => b.textContent.startsWith("Use seed")).onclick();
 out.seed = [seedWidget.value, control.value];
 buttons(root).find((b) => b.textContent === "Open usage page").onclick();
+await panel.fetchAgain(panel.runsToShow(answers.routes["/sdbridge/receipts?limit=30"].receipts)[1]);
+out.fetchCalls = api.calls.filter((c) => Array.isArray(c));
+out.fetched = texts(root).filter((t) => t.startsWith("No new generation request"));
 out.opened = opened;
 api.answers = answers.later;
 api.emit("sdbridge.credits", { provider: "segmind", remaining: "41" });
@@ -83,6 +86,10 @@ def _answers() -> dict:
     receipts.write(_record("maybe_charged", 11, message=f"Segmind: the answer was lost; {HOSTILE}", node_id="9"))
     receipts.write(_record("done", 12, remaining="97"))
     first = _routes()
+    first["/sdbridge/receipts/fetch-again"] = {  # the route's answer, as test_receipts_route proves it
+        "saved": ["sdbridge/req-11_0.jpg"],
+        "note": "No new generation request was sent: Segmind's result of request req-11 was asked again, at no new "
+                "charge."}
     receipts.write(_record("cancelled", 13))
     return {"routes": first, "later": _routes()}
 
@@ -103,7 +110,10 @@ def test_the_panel_shows_spend_balances_and_runs_and_acts_on_them(tmp_path, monk
     assert "sdxl1.0-realvis · seed 12 · 0.4 cr (estimated)" in out["texts"]
     assert any(HOSTILE in text for text in out["texts"]) and not out["innerHTML"]  # stays text
     # node 7 is in the graph (its seed can go back); node 9 is not; only the charged run has a usage page
-    assert out["labels"] == ["Use seed 12", "Open usage page"]
+    assert out["labels"] == ["Use seed 12", "Fetch again (no new charge)", "Open usage page"]
+    assert out["fetchCalls"] == [["/sdbridge/receipts/fetch-again", "POST", {"request_id": "req-11"}]]
+    assert out["fetched"] == [answers["routes"]["/sdbridge/receipts/fetch-again"]["note"]
+                              + " Saved: sdbridge/req-11_0.jpg"]
     assert out["seed"] == [12, "fixed"]
     assert out["opened"] == [["https://cloud.segmind.com/console/billing", "_blank", "noopener"]]
     assert out["balance"] == ["Segmind: 1.5 credits today of 20 a day · 41 left"]

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from fakes.segmind import picture
 from support.nodecalls import run
 from support.serving import call, serve
 
@@ -117,3 +118,56 @@ def test_spending_answers_each_provider_s_day_and_last_balance_apart(fake_segmin
     assert rows["segmind"]["spent_today"] == ledger.spent_by_provider()["segmind"] >= 2.5
     assert rows["segmind"]["balance"] == fake_segmind_v2.credits and rows["sinkin"]["balance"] is None
     assert rows["segmind"]["usage_page"].startswith("https://") and "spent_today" in body["caps"]
+
+
+def _post(path: str, body):
+    async def script(session, base):
+        return await call(session, "POST", f"{base}{path}", json=body)
+
+    status, text = serve(script)
+    return status, json.loads(text)
+
+
+def _cancelled_run(fake) -> None:
+    """A run cancelled while Segmind still works on its request (req-1), which then finishes."""
+    fake.processing_polls = 10_000
+    timer = threading.Timer(0.3, runtime.request_interrupt)
+    timer.start()
+    with pytest.raises(runtime.Interrupted):
+        run(RV, prompt="a cat", seed=21, **SMALL)
+    timer.cancel()
+    runtime.request_interrupt(False)
+    fake.processing_polls = 0
+
+
+def test_fetch_again_brings_back_a_held_result_without_a_generation_request(fake_segmind_v2):
+    _cancelled_run(fake_segmind_v2)
+    assert receipts.read()[0]["status"] == "cancelled"
+    asked_before = len(fake_segmind_v2.requests)
+    status, body = _post("/sdbridge/receipts/fetch-again", {"request_id": "req-1"})
+    assert status == 200, body
+    assert len(fake_segmind_v2.submits()) == 1 and fake_segmind_v2.generated == 1  # 0 new submits, 1 image made
+    asked = [r.path for r in fake_segmind_v2.requests[asked_before:]]
+    assert asked == ["/v2/requests/req-1/status", "/v2/requests/req-1", "/results/21_256x256.jpg"]
+    assert "No new generation request" in body["note"] and body["saved"] == ["sdbridge/req-1_0.jpg"]
+    saved = runtime.output_directory() / "sdbridge" / "req-1_0.jpg"
+    assert saved.read_bytes() == picture(256, 256, 21)
+
+
+def test_fetch_again_of_a_result_the_provider_forgot_says_so_and_sends_nothing_paid(fake_segmind_v2):
+    _cancelled_run(fake_segmind_v2)
+    fake_segmind_v2.expire()
+    status, body = _post("/sdbridge/receipts/fetch-again", {"request_id": "req-1"})
+    assert status == 409 and "no longer holds request req-1" in body["error"]
+    assert len(fake_segmind_v2.submits()) == 1
+
+
+@pytest.mark.parametrize("body, code, says", [({"request_id": "req-9"}, 404, "no recent receipt"),
+                                              ({"id": "req-1"}, 400, "request_id"),
+                                              ({"request_id": "old-1"}, 410, "older than")])
+def test_fetch_again_refuses_what_it_cannot_answer(fake_segmind_v2, body, code, says):
+    old = _record("p", 1)
+    old.update(time="2020-01-01T00:00:00+00:00", provider="segmind", request_ids=["old-1"])
+    receipts.write(old)
+    status, answer = _post("/sdbridge/receipts/fetch-again", body)
+    assert status == code and says in answer["error"] and fake_segmind_v2.requests == []
