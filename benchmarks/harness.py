@@ -19,6 +19,7 @@ from sdbridge.nodes.hosted.store import result_cache  # noqa: E402
 
 # The benchmarks measure the way to the provider and back: runs repeating one request with a
 # fixed seed would otherwise be answered by the result cache after the first.
+from sdbridge.nodes.hosted.store import result_cache  # noqa: E402  (loaded by conftest just above)
 
 os.environ[result_cache.SWITCH_ENV] = "off"
 
