@@ -13,9 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-importlib.import_module("conftest")  # loads the pack as "sdbridge": only then can it be imported
-
-from sdbridge.nodes.hosted.store import result_cache  # noqa: E402
+importlib.import_module("conftest")
 
 # The benchmarks measure the way to the provider and back: runs repeating one request with a
 # fixed seed would otherwise be answered by the result cache after the first.
