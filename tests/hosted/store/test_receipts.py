@@ -19,6 +19,8 @@ from datetime import date
 import pytest
 from conftest import ROOT
 from fakes.segmind import picture
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support.nodecalls import defaults, run
 
 from sdbridge.nodes import runtime
@@ -261,3 +263,21 @@ def json_echo(key: str):
     from support.loopback import json_answer
 
     return json_answer(400, {"error": f"bad key {key}", "key": key, "echo": {"x-api-key": key}})
+
+
+@settings(max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.lists(st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode),
+                               st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                                            lambda inner: st.lists(inner, max_size=4)
+                                            | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                                            max_leaves=12).map(lambda v: json.dumps(v).encode())),
+                     max_size=8))
+def test_no_file_content_breaks_a_read(junk):
+    receipts.write(_record(prompt_id="anchor"))
+    receipts.flush()
+    with open(_day_file(), "ab") as handle:
+        handle.write(b"\n".join(junk))
+    found = receipts.read(limit=receipts.MAX_LIMIT)
+    assert all(isinstance(r, dict) and r["status"] in receipts.STATUSES for r in found)
+    assert "anchor" in [r.get("prompt_id") for r in found]
+    _day_file().unlink()
