@@ -18,7 +18,14 @@ from urllib.parse import urlsplit
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
+from ..keys.redaction import cut
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
+SHOWN = 120  # characters of a refused URL its message shows (keys out first, and at the cut)
+
+
+def _shown(url: str) -> str:
+    return repr(cut(url, SHOWN))
 
 
 class RefusedURL(ValueError):
@@ -52,10 +59,12 @@ def _parsed(url: str):
     try:
         parsed = parse_url(url)
     except (LocationParseError, ValueError):
-        raise RefusedURL(f"that is not a URL: {url[:120]!r}") from None
+        parsed = None
+    if parsed is None:  # raised outside the handler: the parser's error repeats the whole URL
+        raise RefusedURL(f"that is not a URL: {_shown(url)}")
     scheme = (parsed.scheme or "").lower()
     if scheme not in DEFAULT_PORTS or not parsed.host:
-        raise RefusedURL(f"that is not http(s): {url[:120]!r}")
+        raise RefusedURL(f"that is not http(s): {_shown(url)}")
     return scheme, parsed.host.strip("[]").lower(), parsed.port or DEFAULT_PORTS[scheme], parsed
 
 
@@ -80,11 +89,11 @@ def result_target(url: str, base_url: str) -> Target:
     except ValueError:
         other = ""
     if other != host:
-        raise RefusedURL(f"that reads as two different hosts ({host!r} and {other!r}): {url[:120]!r}")
+        raise RefusedURL(f"that reads as two different hosts ({cut(host, SHOWN)!r} and {cut(other, SHOWN)!r}): {_shown(url)}")
     addresses = _resolve(host, port)
     allowed = private_allowed(base_url)
     if not addresses or any(not _is_public(a) and (a, port) not in allowed for a in addresses):
-        raise RefusedURL(f"on a private, loopback or unresolvable address ({host})")
+        raise RefusedURL(f"on a private, loopback or unresolvable address ({cut(host, SHOWN)})")
     netloc = parsed.host + (f":{parsed.port}" if parsed.port else "")
     return Target(addresses[0], host, netloc)
 

@@ -39,6 +39,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ... import runtime
 from ...errors import MaybeCharged, ProviderError
+from ..keys.redaction import cut
 from ..provider_table import Provider
 from . import exchange
 from .addresses import RefusedURL, Target, result_target, same_origin
@@ -143,7 +144,7 @@ class HttpClient:
         target = urljoin(url, location)
         if not same_origin(target, url):
             raise ProviderError(
-                self.provider, f"redirected the request to another host ({urlsplit(target).netloc or repr(target[:60])}); "
+                self.provider, f"redirected the request to another host ({cut(urlsplit(target).netloc, 60) or repr(cut(target, 60))}); "
                 f"SD Bridge sends your key only to {urlsplit(url).netloc}. Check {self.provider.base_env} if you set "
                 "it; nothing was sent there.", reply.status, stage=stage)
         if reply.status == 303 or (reply.status in (301, 302) and method == "POST"):
@@ -178,10 +179,7 @@ class HttpClient:
         private address, if any, results may come from), refusing anything unsafe or unexpected.
         Each hop is checked and fetched from exactly the address checked."""
         for _ in range(max_redirects + 1):
-            try:
-                target = result_target(url, base)
-            except RefusedURL as exc:
-                raise ProviderError(self.provider, f"refused a result URL {exc}.") from None
+            target = self._checked(url, base)
             try:
                 reply = await self.request("GET", url, node_id=node_id, label="download", follow_redirects=False,
                                            pin=target)
@@ -207,6 +205,15 @@ class HttpClient:
                 )
             return reply
         raise ProviderError(self.provider, f"a result download redirected more than {max_redirects} times.")
+
+    def _checked(self, url: str, base: str) -> Target:
+        """Where a result URL may be fetched from, or ProviderError saying why not (raised outside
+        the handler, so no chained exception carries the URL whole)."""
+        try:
+            return result_target(url, base)
+        except RefusedURL as exc:
+            refused = str(exc)
+        raise ProviderError(self.provider, f"refused a result URL {refused}.")
 
     async def _exchange(self, method, url, kwargs, deadline, follow_redirects, node_id, label, pin=None) -> Reply:
         """Run one exchange on a worker thread; poll for interrupts while it waits."""
