@@ -49,9 +49,34 @@ def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0].split("%")[0] for info in infos))
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits (IPv4-compatible, IPv4-mapped,
+# IPv4-translated, NAT64's well-known prefix): a packet to one may reach that IPv4 address.
+_LAST_32_BITS = tuple(ipaddress.ip_network(net) for net in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96",
+                                                             "64:ff9b::/96"))
+# NAT64 prefixes a network picks itself (RFC 8215): any IPv4 address may sit anywhere in them.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (6to4, Teredo's server and client, and the
+    ranges above); a packet to it may end up at any of them."""
+    inside = [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)] if any(ip in net for net in _LAST_32_BITS) else []
+    if ip.sixtofour is not None:
+        inside.append(ip.sixtofour)
+    if ip.teredo is not None:
+        inside += list(ip.teredo)
+    return inside
+
+
 def _is_public(address: str) -> bool:
+    """A public address, judged by what is inside it: an IPv6 address that carries a loopback or
+    private IPv4 address is as private as that one."""
     ip = ipaddress.ip_address(address)
-    return ip.is_global and not ip.is_multicast
+    if not ip.is_global or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ip not in _LOCAL_NAT64 and all(_is_public(str(inner)) for inner in _embedded_ipv4(ip))
+    return True
 
 
 def _parsed(url: str):
