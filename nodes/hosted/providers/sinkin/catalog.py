@@ -9,6 +9,7 @@ import json
 import math
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ NO_LORA = "none"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_IN_CHOICE = re.compile(r"\(([A-Za-z0-9_-]{1,64})\)\s*$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+TITLE_MAX = 48  # characters of a title a choice shows, so the id after it stays in view
+# Not shown as themselves: controls, line and paragraph separators, and the invisible formatting
+# characters (bidirectional overrides, zero-width marks) that make a text read unlike its bytes.
+_BREAKS = {"Cc", "Zl", "Zp"}             # shown as a space
+_INVISIBLE = {"Cf", "Cs", "Co", "Cn"}     # left out
+# Markup: a menu that sets innerHTML would run a title's <img onerror=...>.
+_MARKUP = str.maketrans({"<": None, ">": None, "(": "[", ")": "]"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,22 @@ def id_from_choice(value: str) -> str | None:
     return value if _ID.fullmatch(value) else None
 
 
+def _shown(character: str) -> str:
+    category = unicodedata.category(character)
+    return " " if category in _BREAKS else "" if category in _INVISIBLE else character
+
+
+def clean_title(title: Any) -> str:
+    """A provider's title as plain text that shows what it says: no markup, no hidden or
+    direction-changing characters, no parentheses (in a choice the only "(...)" is its real
+    id, at the end), no key, and at most TITLE_MAX characters, so a long title cannot push
+    the real id out of view while showing another."""
+    if not isinstance(title, str):
+        return ""
+    visible = "".join(_shown(c) for c in title)
+    return redaction.cut(" ".join(visible.translate(_MARKUP).split()), TITLE_MAX - 1, "…")
+
+
 def parse_entries(items: Any) -> tuple[Entry, ...]:
     """Catalog entries from an answer's list, tolerantly: `title` or `name`, other fields
     ignored, entries without a usable id skipped, the first of duplicate ids kept."""
@@ -62,9 +86,7 @@ def parse_entries(items: Any) -> tuple[Entry, ...]:
         if not isinstance(entry_id, str) or not _ID.fullmatch(entry_id.strip()):
             continue
         entry_id = entry_id.strip()
-        title = item.get("title") or item.get("name")
-        title = redaction.redact(" ".join(CONTROL_CHARACTERS.sub(" ", title).split()))[:80] if isinstance(title, str) else ""
-        entries.setdefault(entry_id, Entry(entry_id, title))
+        entries.setdefault(entry_id, Entry(entry_id, clean_title(item.get("title") or item.get("name"))))
     return tuple(entries.values())
 
 
