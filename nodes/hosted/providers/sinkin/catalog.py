@@ -4,6 +4,7 @@ carries the id ("Realistic Vision V6.0 (r2La2w2)"); a bare id works too."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
@@ -157,8 +158,29 @@ def _write_cache(catalog: Catalog) -> None:
     userdata.write_json(path, data)
 
 
+_in_flight: asyncio.Task | None = None  # the read under way: refreshes asked meanwhile share it
+
+
 async def refresh_catalog() -> Catalog:
-    """Read the model and LoRA lists from SinkIn and cache them."""
+    """Read the model and LoRA lists from SinkIn and cache them. Each read is a keyed call:
+    refreshes asked while one is under way wait for its answer instead of sending their own
+    (one caller giving up does not withdraw it from the others)."""
+    global _in_flight
+    loop = asyncio.get_running_loop()
+    if _in_flight is None or _in_flight.done() or _in_flight.get_loop() is not loop:
+        _in_flight = loop.create_task(_read_catalog())
+        _in_flight.add_done_callback(_retrieved)
+    return await asyncio.shield(_in_flight)
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    """Every waiter may have given up: the read's failure is still taken, so asyncio does not
+    log it as never retrieved (the waiters, if any, get it themselves)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _read_catalog() -> Catalog:
     data = await sinkin_api.post_form("/api/models", {}, None, "models", resend=IDEMPOTENT)  # a read
     catalog = Catalog(parse_entries(data.get("models")), parse_entries(data.get("loras")), time.time())
     if not catalog.models:
