@@ -240,8 +240,9 @@ class HttpClient:
                     runtime.show_text(node_id, f"{self.provider.name} {label}: waiting {waited} s",
                                       log_line=False)
         finally:
-            if not future.done():
-                cancel.set()
+            if not future.done():  # withdrawn (interrupt, cancel, a failed batch): the worker
+                cancel.set()       # ends with Cancelled, which nobody awaits any more
+                future.add_done_callback(_retrieve)
         try:
             return future.result()
         except exchange.Cancelled:
@@ -265,6 +266,13 @@ class HttpClient:
             why = f"waiting for a free request slot ({self.provider.name}'s rate limit), {wait:.0f} s"
             await self._pause(step, why, node_id, label, log_line=waited == 0.0)
             waited += step
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Take a withdrawn exchange's outcome, so asyncio does not log its Cancelled as never
+    retrieved (with a traceback) after the run already stopped."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def all_or_nothing(coroutines) -> list:
