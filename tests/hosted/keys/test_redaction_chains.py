@@ -11,16 +11,22 @@ import traceback
 from urllib.parse import quote
 
 import pytest
+from fakes.segmind import FakeSegmind
+from fakes.sinkin import picture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.loopback import Answer, Loopback, json_answer
 from support.nodecalls import run
 
+from sdbridge.nodes import runtime
 from sdbridge.nodes.errors import ProviderError
 from sdbridge.nodes.hosted.http import addresses
 from sdbridge.nodes.hosted.http.client import HttpClient
+from sdbridge.nodes.hosted.http.jobs import PollPolicy
 from sdbridge.nodes.hosted.keys import redaction
-from sdbridge.nodes.hosted.provider_table import SINKIN
+from sdbridge.nodes.hosted.provider_table import SEGMIND, SINKIN
+from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
+from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
 
 CANARY = "sk-QZXJ/canary+0123456789&abcdef"
@@ -157,3 +163,47 @@ def test_a_chain_is_scrubbed_in_every_link_and_a_hidden_context_is_dropped(canar
     redaction.scrub_chain(caught)
     assert caught.__context__ is None and not pieces(str(hidden)) and not pieces(str(hidden.__cause__))
     assert_no_piece(caught)
+
+
+class Frontend:
+    """Stands in for ComfyUI's server: records node texts and events."""
+
+    def __init__(self):
+        self.sent: list[str] = []
+
+    def send_progress_text(self, text, node_id):
+        self.sent.append(text)
+
+    def send_sync(self, event, data):
+        self.sent.append(json.dumps(data))
+
+
+@pytest.fixture
+def canary_segmind_v2(monkeypatch):
+    monkeypatch.delenv(segmind_api.API_ENV, raising=False)
+    monkeypatch.setattr(segmind_api, "POLL", PollPolicy(first_interval=0.02, max_interval=0.05, timeout=10.0))
+    frontend = Frontend()
+    monkeypatch.setattr(runtime, "_server", lambda: frontend)
+    with FakeSegmind(key=CANARY) as fake:
+        monkeypatch.setenv(SEGMIND.key_env, CANARY)
+        monkeypatch.setenv(SEGMIND.base_env, fake.url)
+        fake.frontend = frontend
+        yield fake
+
+
+def test_a_job_status_cut_at_its_limit_leaves_no_first_characters(canary_segmind_v2):
+    canary_segmind_v2.script += [json_answer(200, {"request_id": "req-1", "status": "QUEUED"}),
+                                 json_answer(200, {"status": "Q" * 35 + CANARY})]  # the key straddles 40
+    with pytest.raises(ProviderError, match="status SD Bridge does not know") as caught:
+        run(segmind_nodes.SDBridgeSegmindRealisticVision, prompt="x", seed=1)
+    assert_no_piece(caught.value)
+
+
+def test_a_credits_header_cut_at_its_limit_leaves_no_first_characters(canary_segmind_v2, monkeypatch):
+    monkeypatch.setenv(segmind_api.API_ENV, "v1")
+    canary_segmind_v2.credits = 7
+    canary_segmind_v2.script.append(Answer(200, picture(8, 8, 1), {"content-type": "image/png",
+                                                                    "x-remaining-credits": "9" * 35 + CANARY}))
+    run(segmind_nodes.SDBridgeSegmindRealisticVision, prompt="x", seed=1)
+    shown = " ".join(canary_segmind_v2.frontend.sent)
+    assert "credits left" in shown and not pieces(shown), shown
