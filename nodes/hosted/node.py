@@ -16,6 +16,7 @@ from .. import runtime
 from ..errors import MaybeCharged, ProviderError
 from ..param_node import HIDDEN, ImageNode
 from .http.jobs import collect_request_ids
+from .keys import redaction
 from .keys.redaction import redact
 from .money import budget
 from .money import ledger as spending
@@ -74,6 +75,9 @@ class HostedNode(ImageNode):
         try:
             return await self.steps(run, unique_id, sdbridge_prompt, values)
         except BaseException as exc:
+            if isinstance(exc, Exception):
+                # ComfyUI logs the whole chain of what a node raised: no key in any part of it.
+                redaction.scrub_chain(exc)
             run.ended_by(exc)
             raise
         finally:
@@ -282,6 +286,6 @@ def report_credits(provider: Provider, remaining: Any, node_id: str | None) -> N
     """Show a provider's remaining credits on the node and tell the web extension."""
     if remaining is None or remaining == "":
         return
-    remaining = redact(str(remaining))[:40]  # a server's header: shown on the node and sent to the page
+    remaining = redaction.cut(str(remaining), 40)  # a server's header: shown on the node and sent to the page
     runtime.show_text(node_id, f"{provider.name}: {remaining} credits left")
     runtime.send_event("sdbridge.credits", {"provider": provider.id, "remaining": remaining, "node": node_id})
