@@ -15,7 +15,7 @@ from typing import Any
 
 from .... import runtime, userdata
 from ....errors import ProviderError
-from ...http.policy import IDEMPOTENT
+from ...http.policy import IDEMPOTENT, Policies
 from ...keys import credentials, redaction
 from ...provider_table import SINKIN
 from . import api as sinkin_api
@@ -135,9 +135,10 @@ def _write_cache(catalog: Catalog) -> None:
     userdata.write_json(path, data)
 
 
-async def refresh_catalog() -> Catalog:
+async def refresh_catalog(policies: Policies = sinkin_api.POLICIES) -> Catalog:
     """Read the model and LoRA lists from SinkIn and cache them."""
-    data = await sinkin_api.post_form("/api/models", {}, None, "models", resend=IDEMPOTENT)  # a read
+    data = await sinkin_api.post_form("/api/models", {}, None, "models", resend=IDEMPOTENT,  # a read
+                                      policies=policies)
     catalog = Catalog(parse_entries(data.get("models")), parse_entries(data.get("loras")), time.time())
     if not catalog.models:
         raise ProviderError(SINKIN, "listed no usable models; keeping the current list. Try again later.")
@@ -145,7 +146,8 @@ async def refresh_catalog() -> Catalog:
     return catalog
 
 
-async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True) -> dict:
+async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True,
+                          policies: Policies = sinkin_api.POLICIES) -> dict:
     """What the web extension shows. Reads SinkIn when asked, or when the list is older than
     CATALOG_MAX_AGE and a key is set (never with `read_sinkin` off: the page is loading and
     must not wait); a failed read keeps the current list and says why."""
@@ -154,7 +156,7 @@ async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True) ->
     stale = catalog.fetched_at is None or catalog.age() > CATALOG_MAX_AGE
     if refresh or (read_sinkin and stale and credentials.key_source(SINKIN)):
         try:
-            catalog = await refresh_catalog()
+            catalog = await refresh_catalog(policies)
         except Exception as exc:  # noqa: BLE001 - the route must answer with the list it has
             error = redaction.redact(str(exc))
             runtime.log.warning("%s", error)
