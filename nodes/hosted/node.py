@@ -47,13 +47,16 @@ class Plan:
     endpoint: str                      # what the node calls, as the result cache's key names it
     seed: int | None                   # the fixed seed; None when each run asks for a new image
     cost: costs.CostShape              # what the run costs in; its `requests` are the paid requests
-    cache_values: Mapping[str, Any] | None = None  # the values as the cache key reads them (None: `values`)
+    cache_values: Mapping[str, Any] | None = None  # as the cache key reads them (None: `values`
+    #                                                but the uploaded inputs, named by their digests)
     uploads: Mapping[str, tuple[bytes, ...]] | None = None  # {input name: bytes of each image sent}
 
     def __post_init__(self):
         # Read-only views: nothing downstream changes what was planned.
         object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
-        keyed = self.values if self.cache_values is None else self.cache_values
+        keyed = self.cache_values
+        if keyed is None:
+            keyed = {name: value for name, value in self.values.items() if name not in (self.uploads or {})}
         object.__setattr__(self, "cache_values", MappingProxyType(dict(keyed)))
         if self.uploads is not None:
             object.__setattr__(self, "uploads", MappingProxyType({k: tuple(v) for k, v in self.uploads.items()}))

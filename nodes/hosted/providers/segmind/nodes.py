@@ -142,8 +142,8 @@ class SDBridgeSegmindAnyModel(HostedNode):
                          pixels=width * height if width and height else None,
                          steps=number("num_inference_steps", "steps"))
         uploads = encode_uploads(values, IMAGE_INPUTS, first_only=True) if images else None
-        return Plan(values, slug, fixed_seed(body), cost, cache_values={**values, "parameters": body},
-                    uploads=uploads)
+        keyed = {**{k: v for k, v in values.items() if k not in IMAGE_INPUTS}, "parameters": body}
+        return Plan(values, slug, fixed_seed(body), cost, cache_values=keyed, uploads=uploads)
 
     async def call(self, plan: Plan, node_id: str | None) -> Result:
         values = plan.values
