@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MiB = 1024 * 1024
@@ -43,6 +44,7 @@ class PollPolicy:
     max_interval: float = 5.0        # pauses grow to this
     growth: float = 1.5
     timeout: float = 600.0           # give up waiting (the provider may still finish; say so)
+    clock: Callable[[], float] = time.monotonic  # what the wait is measured with (seconds)
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,17 @@ def test_a_job_that_never_finishes_says_so(queue):
     with pytest.raises(ProviderError, match=r"request req1 is still processing after \d+ s; it may still finish"):
         run(StandInTxt2Img, prompt="a cat", seed=1, policies=briefly)
     assert len(queue.submits()) == 1
+
+
+def test_the_poll_clock_passed_in_measures_the_wait(queue):
+    """The wait is measured with the run's clock: one that says 400 s pass per reading gives up
+    after the second status answer, in no real time, and says how long it waited."""
+    queue.processing_polls = 10_000
+    readings = iter(range(0, 10_000, 400))
+    slow_clock = fast(StandInTxt2Img, poll=PollPolicy(first_interval=0.01, max_interval=0.01, timeout=600.0,
+                                                      clock=lambda: float(next(readings))))
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match=r"request req1 is still processing after 800 s"):
+        run(StandInTxt2Img, prompt="a cat", seed=1, policies=slow_clock)
+    assert time.monotonic() - started < 2.0
+    assert len(queue.submits()) == 1 and sum(r.path.endswith("/status") for r in queue.requests) == 2
