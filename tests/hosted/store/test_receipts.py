@@ -21,12 +21,11 @@ from conftest import ROOT
 from fakes.segmind import picture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.nodecalls import defaults, run
+from support.nodecalls import defaults, fast, run
 
 from sdbridge.nodes import runtime
 from sdbridge.nodes.errors import InputError, ProviderError
 from sdbridge.nodes.hosted.http.policy import Limits
-from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
 from sdbridge.nodes.hosted.store import receipts
@@ -72,11 +71,12 @@ def test_a_cache_hit_leaves_a_cached_receipt_and_sends_nothing(fake_segmind_v2):
     assert newest["images"] == first["images"] and first["status"] == "done"
 
 
-def test_a_lost_answer_leaves_a_maybe_charged_receipt_with_its_estimate(fake_segmind_v2, monkeypatch):
-    monkeypatch.setattr(segmind_api.CLIENT, "limits", Limits(read_timeout=0.5))
+def test_a_lost_answer_leaves_a_maybe_charged_receipt_with_its_estimate(fake_segmind_v2):
+    realvis = segmind_nodes.SDBridgeSegmindRealVisXL  # it has a published price: an estimate
     fake_segmind_v2.lose_answers.append("drop")
-    with pytest.raises(ProviderError):  # RealVis has a published price: an estimate
-        run(segmind_nodes.SDBridgeSegmindRealVisXL, prompt="a cat", seed=4, img_width=512, img_height=512)
+    with pytest.raises(ProviderError):
+        run(realvis, prompt="a cat", seed=4, img_width=512, img_height=512,
+            policies=fast(realvis, limits=Limits(read_timeout=0.5)))
     [receipt] = receipts.read()
     assert len(fake_segmind_v2.submits()) == 1
     assert receipt["status"] == "maybe_charged" and "charged" in receipt["message"]

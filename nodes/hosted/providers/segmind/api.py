@@ -10,7 +10,7 @@ from .... import runtime
 from ....errors import ProviderError
 from ...http import jobs, rate_limit
 from ...http.client import HttpClient
-from ...http.policy import GENERATION, PollPolicy
+from ...http.policy import GENERATION, Policies, PollPolicy
 from ...http.replies import Reply, describe_body
 from ...keys import credentials
 from ...money import ledger as spending
@@ -19,12 +19,11 @@ from ...provider_table import SEGMIND
 from ...store import journal
 from .wire import _REQUEST_ID, _image_items, _read_job, _read_state
 
-CLIENT = HttpClient(SEGMIND)
 API_ENV = "SDBRIDGE_SEGMIND_API"  # "v1" asks for the synchronous API the documents describe
 
 
 # Segmind's SDK asks every second for up to 600 s; the pauses here grow to 5 s.
-POLL = PollPolicy(first_interval=1.0, max_interval=5.0, growth=1.5, timeout=600.0)
+POLICIES = Policies(poll=PollPolicy(first_interval=1.0, max_interval=5.0, growth=1.5, timeout=600.0))
 RESULT_WINDOW = 55 * 60           # Segmind keeps v2 results about an hour
 
 
@@ -33,7 +32,13 @@ def api_version() -> str:
     return "v1" if os.environ.get(API_ENV, "").strip().lower() == "v1" else "v2"
 
 
-async def post(slug: str, body: dict, node_id: str | None) -> tuple[Reply, float | None]:
+def client(policies: Policies) -> HttpClient:
+    """The client of one run, at its pace."""
+    return HttpClient(SEGMIND, retry=policies.retry, limits=policies.limits)
+
+
+async def post(slug: str, body: dict, node_id: str | None, policies: Policies = POLICIES
+               ) -> tuple[Reply, float | None]:
     """One generation: the answer that holds its images, and its cost when the drop in remaining
     credits tells it. On the v2 queue unless v1 is asked for, or v2 does not serve the slug
     (404/405 at submit), when the documents' v1 runs it."""
@@ -42,20 +47,20 @@ async def post(slug: str, body: dict, node_id: str | None) -> tuple[Reply, float
     watch.start()
     reply = None
     try:
-        reply = await _post(slug, body, node_id, key)
+        reply = await _post(slug, body, node_id, key, policies)
     finally:
         cost = watch.finish(reply.headers.get("x-remaining-credits") if reply is not None else None)
     return reply, cost
 
 
-async def _post(slug: str, body: dict, node_id: str | None, key: str) -> Reply:
-    base = credentials.base_url(SEGMIND)
-    headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key)
+async def _post(slug: str, body: dict, node_id: str | None, key: str, policies: Policies) -> Reply:
+    base, http = credentials.base_url(SEGMIND), client(policies)
+    headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key, policies.rate_plan)
     if api_version() == "v2":
         try:
             reply = await jobs.submit_and_poll(
-                CLIENT, f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
-                node_id=node_id, label=slug, poll=POLL, keep_for=RESULT_WINDOW, store=journal, limiter=limiter)
+                http, f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
+                node_id=node_id, label=slug, poll=policies.poll, keep_for=RESULT_WINDOW, store=journal, limiter=limiter)
         except ProviderError as exc:
             if exc.stage != "submit" or exc.status not in (404, 405):
                 raise
@@ -63,21 +68,21 @@ async def _post(slug: str, body: dict, node_id: str | None, key: str) -> Reply:
         else:
             report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
             return reply
-    reply = await CLIENT.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
+    reply = await http.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
                                  headers=headers, json_body=body, resend=GENERATION, limiter=limiter)
     report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
     return reply
 
 
-async def fetch_again(request_id: str) -> list[imaging.Picture]:
+async def fetch_again(request_id: str, policies: Policies = POLICIES) -> list[imaging.Picture]:
     """The images of a v2 request Segmind still holds (about RESULT_WINDOW seconds): its status,
     then its result, both reads. No generation request is ever sent, so nothing is charged."""
     if not _REQUEST_ID.fullmatch(request_id):
         raise ProviderError(SEGMIND, f"{request_id[:60]!r} is not a Segmind request id; use one a receipt shows.")
-    base, headers = credentials.base_url(SEGMIND), {"x-api-key": credentials.api_key(SEGMIND)}
+    base, headers, http = credentials.base_url(SEGMIND), {"x-api-key": credentials.api_key(SEGMIND)}, client(policies)
     where = f"{base}/v2/requests/{request_id}"
-    answer = await CLIENT.request("GET", f"{where}/status", label="fetch again", headers=headers,
-                                  accept=(404, 410, 422))
+    answer = await http.request("GET", f"{where}/status", label="fetch again", headers=headers,
+                                accept=(404, 410, 422))
     if answer.status in (404, 410):
         raise ProviderError(SEGMIND, f"no longer holds request {request_id} (results are kept about "
                             f"{RESULT_WINDOW // 60} minutes); it cannot be fetched again.", answer.status)
@@ -86,16 +91,17 @@ async def fetch_again(request_id: str) -> list[imaging.Picture]:
         said = f': "{state.error}"' if state.error else ""
         raise ProviderError(SEGMIND, f"request {request_id} is {state.state}{said}; nothing to fetch"
                             f"{' yet: try again in a moment' if state.state != jobs.FAILED else ''}.")
-    reply = await CLIENT.request("GET", where, label="fetch again", headers=headers)
-    return (await read_images(reply, None))[0]
+    reply = await http.request("GET", where, label="fetch again", headers=headers)
+    return (await read_images(reply, None, policies=policies))[0]
 
 
-async def read_images(reply: Reply, node_id: str | None, *, required: bool = True):
+async def read_images(reply: Reply, node_id: str | None, *, required: bool = True, policies: Policies = POLICIES):
     """Images from an answer: a raw image body, or JSON holding base64 strings or URLs.
     Returns (pictures: each image's bytes as received and its decoded picture, JSON dict or None)."""
+    max_pixels = policies.max_result_pixels or imaging.MAX_PIXELS
     if reply.content_type.startswith("image/"):
         try:
-            return [imaging.decode_picture(reply.body)], None
+            return [imaging.decode_picture(reply.body, max_pixels)], None
         except imaging.ImageDecodeError as exc:
             raise ProviderError(SEGMIND, f"answered with {reply.content_type} but {exc}. Try again.",
                                 reply.status) from None
@@ -107,11 +113,12 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
         pictures = []
         for item in items:
             if re.match(r"^https?://", item):
-                download = await CLIENT.download(item, base=credentials.base_url(SEGMIND), node_id=node_id)
-                pictures.append(imaging.decode_picture(download.body))
+                downloads = HttpClient(SEGMIND, retry=policies.retry, limits=policies.downloads)
+                download = await downloads.download(item, base=credentials.base_url(SEGMIND), node_id=node_id)
+                pictures.append(imaging.decode_picture(download.body, max_pixels))
                 continue
             try:
-                pictures.append(imaging.decode_picture(imaging.base64_bytes(item)))
+                pictures.append(imaging.decode_picture(imaging.base64_bytes(item), max_pixels))
             except imaging.ImageDecodeError as exc:
                 raise ProviderError(SEGMIND, f"sent an image that could not be read: {exc}.") from None
         if pictures or not required:
