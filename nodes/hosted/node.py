@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 
 from .. import images as imaging
 from .. import runtime
+from ..errors import MaybeCharged
 from ..param_node import HIDDEN, ImageNode
 from .keys.redaction import redact
 from .money import budget
-from .money import ledger as spending
 from .money import prices as costs
 from .provider_table import Provider
 from .store import result_cache
@@ -87,41 +87,51 @@ class HostedNode(ImageNode):
     async def ask(self, values: dict, uploads: dict[str, list[bytes]], prompt: dict | None,
                   node_id: str | None) -> Result:
         """The spending caps first (past them nothing is sent), then `call`; what it spent is
-        recorded and put in its info."""
+        recorded and put in its info. A request that may have been billed is counted even when
+        its answer was lost."""
         shape = self.cost_shape(values, requests=self.request_count(values))
-        own = costs.estimate(shape)
         run = budget.run_for(prompt)
-        reserved = budget.check_before_request(run, prompt, own, hosted_classes(), result_cache.cached_inputs)
+        hold = await budget.reserve(run, prompt, shape, hosted_classes(), result_cache.cached_inputs)
         # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
         runtime.show_text(node_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
         spent = None
         try:
             result = await self.call(values, node_id, uploads)
-            spent = self.account(shape, own, result.info, node_id)
+            spent = self.account(shape, hold, result.info, node_id)
+        except MaybeCharged:
+            spent = costs.counted(shape).credits
+            budget.count(shape, hold, spent, measured=False)
+            raise
         finally:
-            budget.settle(run, reserved, spent)
+            budget.settle(run, hold, spent)
         return result
 
-    def account(self, shape: costs.CostShape, own: costs.Estimate, info: dict, node_id: str | None) -> float | None:
-        """Record what the run spent (measured when the provider told, else the estimate), put
-        it in `info`, show it on the node and tell the web extension."""
+    def account(self, shape: costs.CostShape, hold: budget.Hold, info: dict, node_id: str | None) -> float | None:
+        """Record what the run spent (measured when the provider told, else the estimate, else a
+        cautious figure that only the caps count), put it in `info`, show it on the node and tell
+        the web extension. Returns what the caps count."""
         measured = info.pop("credits_measured", None)
+        own = hold.estimate
+        counted = None
         if measured is not None:
-            costs.record_measured(shape, measured)
+            budget.count(shape, hold, measured, measured=True)
             spent, basis = measured, "measured"
         elif own.credits is not None:
-            spending.record(self.PROVIDER.id, own.credits)
+            budget.count(shape, hold, own.credits, measured=False)
             spent, basis = own.credits, "estimated"
         else:
+            counted = costs.counted(shape).credits
+            budget.count(shape, hold, counted, measured=False)
             spent, basis = None, "unknown"
+            info["credits_counted"] = counted  # toward the caps, until a run of this kind is measured
         info["credits_spent"] = spent
         info["credits_basis"] = basis
         if spent is not None:
             shown = f"{costs.rounded(spent):g}"
-            runtime.show_text(node_id, f"{self.PROVIDER.name}: spent {shown} credits ({basis})")
+            runtime.show_text(node_id, f"{self.PROVIDER.name}: spent {shown} {self.PROVIDER.credit_unit} ({basis})")
         runtime.send_event("sdbridge.spent", {"node": node_id, "provider": self.PROVIDER.id, "credits": spent,
-                                              "basis": basis})
-        return spent
+                                              "basis": basis, "unit": self.PROVIDER.credit_unit})
+        return spent if spent is not None else counted
 
     def from_cache(self, raw: list[bytes], info: dict, node_id: str | None) -> Result | None:
         """A cache hit: the stored bytes decoded as the first run decoded them, and its info,

@@ -6,12 +6,11 @@ import re
 
 from .... import images as imaging
 from ....params import Param, ValidationError, parse_json_object, resolve_seed
-from ...http.client import all_or_nothing
 from ...keys import redaction
 from ...money.prices import CostShape
 from ...node import HostedNode, Result
 from ...provider_table import SEGMIND
-from .api import post, read_images
+from .api import post, post_all, read_images
 from .endpoints import REALISTIC_VISION, REALVIS, SD15_IMG2IMG, SDXL, SEED_MAX, Endpoint
 from .wire import info, request_body
 
@@ -52,14 +51,13 @@ class SegmindNode(HostedNode):
             reply, cost = await post(endpoint.slug, body, node_id)
             pictures, _ = await read_images(reply, node_id)
             return Result.of(pictures, info(endpoint.slug, reply, seed, len(pictures), [cost]))
-        # img2img: one request per input image, sent together.
-        answers = await all_or_nothing(
-            post(endpoint.slug, {**body, "image": imaging.base64_text(png)}, node_id) for png in uploads["image"])
+        # img2img: one request per input image, sent together and measured as a whole.
+        replies, cost = await post_all(
+            endpoint.slug, [{**body, "image": imaging.base64_text(png)} for png in uploads["image"]], node_id)
         pictures = []
-        for reply, _ in answers:
+        for reply in replies:
             pictures += (await read_images(reply, node_id))[0]
-        return Result.of(pictures, info(endpoint.slug, answers[-1][0], seed, len(pictures),
-                                        [cost for _, cost in answers]))
+        return Result.of(pictures, info(endpoint.slug, replies[-1], seed, len(pictures), [cost]))
 
 
 class SDBridgeSegmindRealisticVision(SegmindNode):
