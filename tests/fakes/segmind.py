@@ -55,6 +55,8 @@ class FakeSegmind(Loopback):
         self.v2_slugs = set(SLUGS)
         self.v2_output = "url"
         self.queued_polls, self.processing_polls = 1, 1
+        # Which v2 answers carry x-remaining-credits (undocumented): "submit" also bills at submit.
+        self.balance_on: set[str] = {"result"}
         self.job_host: str | None = None
         self.jobs: dict[str, dict] = {}
         self._ids = itertools.count(1)
@@ -138,12 +140,16 @@ class FakeSegmind(Loopback):
 
     def _v2_submit(self, body: dict) -> Answer:
         request_id = f"req-{next(self._ids)}"
-        self.jobs[request_id] = {"body": body, "polls": 0, "output": None}
+        self.jobs[request_id] = job = {"body": body, "polls": 0, "output": None}
         host = self.job_host or self.url
+        balance = {}
+        if "submit" in self.balance_on:
+            job["output"], balance = self._v2_output(body)
+            job["headers"] = balance if "result" in self.balance_on else {}
         return json_answer(200, {"request_id": request_id, "status": "QUEUED",
                                  "status_url": f"{host}/v2/requests/{request_id}/status",
                                  "response_url": f"{host}/v2/requests/{request_id}",
-                                 "poll_url": f"{host}/v2/requests/{request_id}/status"})
+                                 "poll_url": f"{host}/v2/requests/{request_id}/status"}, balance)
 
     def _v2_request(self, rest: str) -> Answer:
         request_id, _, part = rest.partition("/")

@@ -91,6 +91,7 @@ def estimate_prompt(prompt: Mapping[str, Any], classes: Mapping[str, type], cach
     as the workflow format spells it) cost nothing."""
     ledger = spending.read()
     nodes: dict[str, dict] = {}
+    skipped_ids: set[str] = set()
     for node_id, node in prompt.items():
         if not isinstance(node, Mapping) or node.get("class_type") not in classes:
             continue
@@ -101,9 +102,13 @@ def estimate_prompt(prompt: Mapping[str, Any], classes: Mapping[str, type], cach
         found = (costs.Estimate(0.0, f"{skipped}: does not run") if skipped
                  else estimate_node(cls, inputs, ledger, cached))
         nodes[str(node_id)] = found.as_dict(cls.PROVIDER.id)
+        if skipped:
+            skipped_ids.add(str(node_id))
     unknown = [node_id for node_id, entry in nodes.items() if entry["credits"] is None]
     by_provider: dict[str, dict] = {}
     for node_id, entry in nodes.items():
+        if node_id in skipped_ids:
+            continue  # it does not run: no provider total of its own
         provider = entry["provider"]
         name = PROVIDERS[provider].name if provider in PROVIDERS else provider
         mine = by_provider.setdefault(provider, {"name": name, "unit": _unit(provider), "total": None, "unknown": []})

@@ -118,8 +118,8 @@ def _set_aside(path: Path, data: dict[str, Any], problem: str) -> dict[str, Any]
     path.replace(kept)
     data = {**data, "damaged": {"day": today(), "kept_as": kept.name, "problem": problem}}
     userdata.write_json(path, data)
-    if kept.name not in _told:
-        _told.add(kept.name)
+    if str(kept) not in _told:
+        _told.add(str(kept))
         runtime.log.warning("SD Bridge: the spending ledger %s was damaged (%s); it was kept as %s and a new "
                             "one started. Today's spend before it is not known: while a day cap is set, hosted "
                             "nodes stop until tomorrow (see README, Costs and caps).", path, problem, kept.name)

@@ -211,16 +211,16 @@ def test_segmind_tells_a_cost_only_from_one_answer_to_the_next_with_nothing_in_b
     assert watch.finish("not a number") is None
 
 
-def test_segmind_img2img_batches_are_not_measured_but_counted_by_their_estimate(fake_segmind):
+def test_segmind_img2img_batches_are_measured_as_a_whole(fake_segmind):
     values = {"prompt": "a lake", "seed": 3}
     run(segmind_nodes.SDBridgeSegmindRealVisXL, "1", **values)
     run(segmind_nodes.SDBridgeSegmindRealVisXL, "1", **values)
     assert prices.estimate(segmind_nodes.SDBridgeSegmindRealVisXL.cost_shape(
         {**_defaults(segmind_nodes.SDBridgeSegmindRealVisXL), **values})).credits == 1.0
-    # Two images at once: the balance drops by 2, but which request cost what cannot be told.
+    # Two images at once: the balance drops by 2, which the batch cost as a whole.
     _, info = run(segmind_nodes.SDBridgeSegmindSD15Img2Img, "2", image=torch.rand(2, 64, 64, 3), prompt="a lake", seed=4)
     info = json.loads(info)
-    assert info["credits_basis"] == "unknown" and info["credits_spent"] is None
+    assert info["credits_basis"] == "measured" and info["credits_spent"] == 2
 
 
 def test_what_a_run_spent_is_added_to_the_day():

@@ -48,17 +48,29 @@ async def post_all(slug: str, bodies: list[dict], node_id: str | None) -> tuple[
     latest one winning."""
     key = credentials.api_key(SEGMIND)
     watch = spending.balance_watch(SEGMIND.id, key)
-    balances: list[str] = []  # every x-remaining-credits seen, in the order the answers came
+    seen: list[list[str]] = [[] for _ in bodies]  # each exchange's x-remaining-credits, in the order they came
     watch.start()
     replies = None
     try:
         if len(bodies) == 1:
-            replies = [await _post(slug, bodies[0], node_id, key, balances)]
+            replies = [await _post(slug, bodies[0], node_id, key, seen[0])]
         else:
-            replies = await all_or_nothing(_post(slug, body, node_id, key, balances) for body in bodies)
+            replies = await all_or_nothing(_post(slug, body, node_id, key, mine) for body, mine in zip(bodies, seen, strict=True))
     finally:
-        cost = watch.finish(balances[-1] if replies is not None and balances else None)
+        cost = watch.finish(_balance_after(seen) if replies is not None else None)
     return replies, cost
+
+
+def _balance_after(seen: list[list[str]]) -> float | None:
+    """The balance after exchanges that ran together: each one's latest figure, and of those
+    the lowest (their answers may come back in any order); None when one never told it."""
+    latest = []
+    for balances in seen:
+        try:
+            latest.append(float(balances[-1]))
+        except (IndexError, ValueError):
+            return None
+    return min(latest) if latest else None
 
 
 async def _post(slug: str, body: dict, node_id: str | None, key: str, balances: list[str]) -> Reply:
