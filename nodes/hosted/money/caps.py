@@ -8,6 +8,7 @@ import math
 
 from ... import pack_settings
 from ...errors import BudgetExceeded
+from ..provider_table import PROVIDERS
 
 RUN_CAP = "SDBRIDGE_MAX_CREDITS_PER_RUN"
 DAY_CAP = "SDBRIDGE_MAX_CREDITS_PER_DAY"
@@ -52,3 +53,10 @@ SETTINGS = (
         "asking once what was spent today on their provider, plus their estimate, would pass this.",
         cap_problem, "no cap", ("Spending", "Per day"), "200"),
 )
+
+
+def per_provider() -> dict[str, dict]:
+    """{provider: {"unit", "per_run", "per_day"}}: each cap as it applies to each provider, in
+    that provider's unit (raises BudgetExceeded, with the fix, for a cap that is not a number)."""
+    run_cap, day_cap = cap(RUN_CAP), cap(DAY_CAP)
+    return {p.id: {"unit": p.credit_unit, "per_run": run_cap, "per_day": day_cap} for p in PROVIDERS.values()}

@@ -14,6 +14,8 @@ from datetime import date, timedelta
 import pytest
 import torch
 from conftest import ROOT
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support.loopback import json_answer, lost
 from support.nodecalls import defaults, run
 
@@ -232,3 +234,28 @@ def test_pruning_keeps_the_most_recent_days():
     ledger.flush()
     kept = sorted(json.loads(path.read_text())["days"])
     assert len(kept) == ledger.KEEP_DAYS and kept[-1] == date.today().isoformat()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["kinds", "days", "holds", "damaged", date.today().isoformat(), "sinkin"]),
+                        inner, max_size=4), max_leaves=12))
+def test_any_ledger_file_is_read_or_kept_aside_never_a_crash(content):
+    path = ledger.ledger_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content))
+    today = ledger.counted_today()
+    assert all(isinstance(v, float) and v >= 0 for v in today.values())
+    ledger.record("sinkin", 1.0)
+    ledger.flush()
+    assert ledger.spent_on("sinkin") >= 1.0  # records work after any file
+
+
+def test_the_receipts_panel_reads_spend_and_caps_per_provider(monkeypatch):
+    ledger.record("segmind", 0.25)
+    ledger.record("sinkin", 2.0)
+    monkeypatch.setenv(caps.DAY_CAP, "5")
+    assert ledger.spent_today() == {"segmind": 0.25, "sinkin": 2.0}
+    assert caps.per_provider()["segmind"] == {"unit": "credits (US$)", "per_run": None, "per_day": 5.0}
+    assert caps.per_provider()["sinkin"]["unit"] == "credits"
