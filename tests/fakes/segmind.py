@@ -3,7 +3,8 @@
 v1 (sync, the documents):
 - POST /v1/<slug> with the `x-api-key` header; a wrong key gets 401, an unknown slug 404, GET 405.
 - `base64: false` answers the raw image (image/jpeg); `base64: true` answers JSON
-  {"image": <b64 string or list>}; every answer carries `x-remaining-credits`.
+  {"image": <b64 string or list>}; every answer carries `x-remaining-credits` (on v2: the answers
+  `balance_on` names; with "submit" the job is billed at submit).
 
 v2 (the queue, as segmind-python's v2.py and tests describe it):
 - POST /v2/<slug> with the same body: the v1 errors, else {"request_id", "status": "QUEUED",

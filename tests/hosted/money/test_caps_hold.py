@@ -61,11 +61,11 @@ def test_six_nodes_of_unknown_cost_sent_at_once_keep_the_run_cap(fake_sinkin, mo
 
 
 def test_unknown_costs_without_a_cap_are_not_held_back(fake_sinkin):
-    fake_sinkin.image_delay = 0.3
+    fake_sinkin.image_delay = 1.0
     started = time.monotonic()
     outcomes = asyncio.run(_together(TXT2IMG, _prompt_of(3, SINKIN_RUN)))
     assert not any(isinstance(o, BaseException) for o in outcomes)
-    assert len(fake_sinkin.forms()) == 3 and time.monotonic() - started < 3 * 0.3 * 4  # together, not in turn
+    assert len(fake_sinkin.forms()) == 3 and time.monotonic() - started < 2.7  # together: in turn takes 3 s
 
 
 # ---------------------------------------------------------------- #17.2 spend the caps never saw
