@@ -1,6 +1,6 @@
-"""submit.py as a batch runner (example_workflows/api/batch_runner/) against fake ComfyUI servers
-on the loopback (tests/fakes/comfyui.py): spreading jobs, websocket and polling, a server dying
-mid-batch, Ctrl-C, ComfyUI's reasons, the manifest."""
+"""The batch runner (runner/, through submit.py) against fake ComfyUI servers on the loopback
+(tests/fakes/comfyui.py): spreading jobs, websocket and polling, a server dying mid-batch,
+Ctrl-C, ComfyUI's reasons, the manifest. The same rules without sockets: test_state_machine.py."""
 
 from __future__ import annotations
 
@@ -13,24 +13,21 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from fakes.comfyui import FakeComfyUI, pack_object_info
 from fakes.queue import picture
+from runner import cli as submit
+from runner import jobs, reasons
+from runner.batch import Batch, Settings
+from runner.manifest import Manifest
+from runner.progress import Progress
+from runner.server import Server
 
+ROOT = Path(__file__).resolve().parents[2]
 API = ROOT / "example_workflows" / "api"
 SCRIPT = API / "submit.py"
-if str(API) not in sys.path:
-    sys.path.insert(0, str(API))
-
-import submit  # noqa: E402
-from batch_runner import jobs, reasons  # noqa: E402
-from batch_runner.batch import Batch, Settings  # noqa: E402
-from batch_runner.manifest import Manifest  # noqa: E402
-from batch_runner.progress import Progress  # noqa: E402
-from batch_runner.server import Server  # noqa: E402
-from batch_runner.websocket import WebSocket, WebSocketClosed, accept_key  # noqa: E402
 
 WORKFLOW = "segmind_sdxl_panda.json"
 
