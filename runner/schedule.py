@@ -456,11 +456,12 @@ class _Step:
             self.stop(0 if done == self.rules.jobs else 1)
 
     def give_up_late_ones(self) -> None:
-        for key, flight in sorted(self.state.flights.items(), key=lambda item: item[1].job):
-            if self.now - flight.queued_at < self.rules.timeout:
-                continue
-            self.drop(key)
-            self.withdraw(flight.server, (flight.prompt_id,))
+        late = sorted((f for f in self.state.flights.values() if self.now - f.queued_at >= self.rules.timeout),
+                      key=lambda f: f.job)
+        for url in dict.fromkeys(f.server for f in late):  # one withdrawal per server: waiting ones first
+            self.withdraw(url, tuple(f.prompt_id for f in late if f.server == url))
+        for flight in late:
+            self.drop((flight.server, flight.prompt_id))
             why = (f"gave up after {self.rules.timeout:.0f} s; the prompt {flight.prompt_id} may still finish "
                    "in ComfyUI")
             if self.rules.single:
@@ -485,8 +486,9 @@ class _Step:
     def check_servers(self) -> None:
         """Each live server's /queue now and then: every `poll_every` while prompts of ours are
         there and no websocket tells about them, else every `check_every`."""
+        asked = self.state.round.asked if self.state.round else frozenset()
         for url, seat in self.state.seats.items():
-            if not seat.live or seat.checking or seat.next_check > self.now:
+            if not seat.live or seat.checking or url in asked or seat.next_check > self.now:
                 continue
             ours = [f for f in self.state.flights.values() if f.server == url]
             if seat.socket and not ours:
@@ -526,7 +528,7 @@ class _Step:
                     or not (state.dirty or self.now >= state.next_round)):
                 return
             self.set(round=Round(frozenset(ready)), dirty=False)
-            self.actions.extend(AskQueue(url) for url in ready)
+            self.actions.extend(AskQueue(url) for url in ready if not state.seats[url].checking)  # one answer serves both
             return
         if state.round.asked:
             return  # answers still to come
@@ -644,9 +646,9 @@ def _snapshot(act: _Step, event: Snapshot) -> None:
             act.flight(key, running=True)
             if act.rules.single:
                 act.say("running")
-        if flight.prompt_id in pending or flight.prompt_id in running:
-            act.flight(key, misses=0)
-        elif flight.confirmed and not flight.fetching:  # finished or forgotten: /history tells
+        if flight.prompt_id in pending or (flight.prompt_id in running and seat.socket):
+            act.flight(key, misses=0)  # the websocket will say when it ends
+        elif flight.confirmed and not flight.fetching:  # finished or forgotten (or running): /history tells
             act.flight(key, fetching=True)
             act.actions.append(FetchHistory(url, flight.prompt_id))
     polling = busy and not seat.socket
@@ -754,7 +756,7 @@ def _leave(act: _Step, url: str, why: str) -> None:
 def _socket(act: _Step, event: Socket) -> None:
     seat = act.state.seats.get(event.server)
     if seat is not None and seat.live:
-        act.seat(event.server, socket=event.open, next_check=act.now if event.open else seat.next_check)
+        act.seat(event.server, socket=event.open, next_check=act.now)  # what was missed, or is it gone?
 
 
 def _back(act: _Step, event: Back) -> None:
