@@ -53,12 +53,18 @@ class Lane(threading.Thread):
     def put(self, action) -> None:
         self.todo.put(action)
 
+    def stop(self) -> None:
+        self.stopping.set()
+        self.todo.put(None)
+
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 action = self.todo.get(timeout=0.1)
             except queue.Empty:
                 continue
+            if action is None:  # woken to stop
+                return
             for event in self.do(action):
                 self.events.put(event)
 
@@ -180,7 +186,7 @@ class Batch:
     def _shut_down(self) -> None:
         self.stopping.set()
         for thread in (*self.listeners.values(), *self.calls.values(), *self.downloads.values()):
-            thread.stop() if isinstance(thread, listen.Listener) else thread.stopping.set()
+            thread.stop()
         for thread in (*self.listeners.values(), *self.calls.values(), *self.downloads.values()):
             if thread.is_alive():
                 thread.join(timeout=2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 
 from . import reasons, schedule
@@ -56,9 +57,17 @@ class Listener(threading.Thread):
         self.server, self.client_id, self.events, self.reopen_every = server, client_id, events, reopen_every
         self.url = "ws" + server.removeprefix("http") + f"/ws?clientId={client_id}"
         self.stopping = threading.Event()
+        self.ws = None
 
     def stop(self) -> None:
+        """End the thread soon: a read waiting on the socket wakes up at once."""
         self.stopping.set()
+        ws = self.ws
+        if ws is not None and ws.sock is not None:
+            try:
+                ws.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def run(self) -> None:
         import websocket
@@ -71,11 +80,13 @@ class Listener(threading.Thread):
             except (OSError, websocket.WebSocketException):
                 self.stopping.wait(self.reopen_every)
                 continue
+            self.ws = ws
             self.events.put(schedule.Socket(self.server, True))
             try:
                 self._read(ws, websocket)
             finally:
-                ws.close()
+                self.ws = None
+                ws.close(timeout=0.5)
                 self.events.put(schedule.Socket(self.server, False))
             self.stopping.wait(0.2)
 
