@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import load_runner  # noqa: F401  (first: runner/ as `runner`)
 import pytest
 from fakes.comfyui import FakeComfyUI, pack_object_info
 from fakes.queue import picture

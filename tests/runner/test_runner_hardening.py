@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import load_runner  # noqa: F401  (first: runner/ as `runner`)
 import pytest
 from fakes.comfyui import FakeComfyUI
 from fakes.queue import picture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import uuid
 
+import load_runner  # noqa: F401  (first: runner/ as `runner`)
 import pytest
 
 from runner import schedule as s

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import load_runner  # noqa: F401  (first: runner/ as `runner`)
 import pytest
 from support.loopback import Answer, Loopback, json_answer
 

@@ -1,5 +1,6 @@
-"""The runner's tests: the package runner/ at the repository root, loaded by its file path as
-the pack is (tests/conftest.py), so `import runner` means that package wherever pytest runs."""
+"""Imported first by the runner's tests: the package runner/ at the repository root, loaded by its
+file path as the pack is (tests/conftest.py), so `import runner` means that package wherever
+pytest runs. (Not a conftest.py: the other tests import tests/conftest.py as `conftest`.)"""
 
 from __future__ import annotations
 
