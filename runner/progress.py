@@ -72,7 +72,10 @@ class Progress:
             finished = self.state["finished"]
             self.tqdm.set_postfix_str(self.postfix(**{k: v for k, v in self.state.items() if k != "finished"}),
                                       refresh=False)
-            self.tqdm.update(finished - self.tqdm.n) if finished != self.tqdm.n else self.tqdm.refresh()
+            if finished != self.tqdm.n:
+                self.tqdm.update(finished - self.tqdm.n)
+            else:
+                self.tqdm.refresh()
             return
         self._draw(self.line(**self.state))
 
