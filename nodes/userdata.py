@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -59,6 +60,14 @@ def inside(path: Path) -> Path:
     return expected
 
 
+def is_link(path: Path) -> bool:
+    """Whether `path` itself is a symlink, or a junction (or another reparse point) on Windows:
+    one lstat, for walking a folder already proven `inside`."""
+    info = os.lstat(path)
+    return stat.S_ISLNK(info.st_mode) or bool(getattr(info, "st_file_attributes", 0)
+                                              & stat.FILE_ATTRIBUTE_REPARSE_POINT)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON, atomically; file 0600 and folder 0700 (on Windows the
     user's profile folder already keeps other users out)."""
@@ -71,7 +80,7 @@ def write_json(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
+            handle.write(json.dumps(data))  # one write, not one per token
         _replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

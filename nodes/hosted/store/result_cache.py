@@ -51,7 +51,6 @@ STALE_TEMP = 3600.0    # seconds after which a temporary folder left by a crash 
 MB = 1024 * 1024
 KEY_VERSION = 1        # part of every key: a change to what a key holds starts a new cache
 BLOCK = 4096           # bytes: the least a file or folder is counted for where st_blocks is unknown
-FOLDERS_AND_LOCK = 3 * BLOCK  # result_cache/, entries/ and index.lock, counted against the bound
 _DIGEST = re.compile(r"[0-9a-f]{64}")  # the only entry name there is (see key_for)
 
 
@@ -79,6 +78,18 @@ def _disk_bytes(path: Path) -> int:
 def _folder_bytes(path: Path) -> int:
     """What an entry's folder and its files take on disk."""
     return _disk_bytes(path) + sum(_disk_bytes(item) for item in path.iterdir())
+
+
+def _overhead() -> int:
+    """What the cache's own folders and lock file take (a folder that once held many entries
+    keeps its grown size on most file systems)."""
+    total = 0
+    for path in (folder(), folder() / "entries", folder() / "index.lock"):
+        try:
+            total += _disk_bytes(path)
+        except OSError:
+            total += BLOCK  # not made yet: it will be
+    return total
 
 
 def _index_bytes(entries: dict[str, dict]) -> int:
@@ -293,7 +304,7 @@ def store(key: str | None, images: list[bytes], info: dict) -> bool:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
         return False
-    if size + FOLDERS_AND_LOCK + _index_bytes({key: {"bytes": size, "used": 0.0, "stored": 0.0}}) > limit:
+    if size + _overhead() + _index_bytes({key: {"bytes": size, "used": 0.0, "stored": 0.0}}) > limit:
         shutil.rmtree(temp, ignore_errors=True)
         return False
 
@@ -318,7 +329,7 @@ def store(key: str | None, images: list[bytes], info: dict) -> bool:
 
 def _evict(entries: dict[str, dict], limit: int, keep: str) -> None:
     """Remove the entries used longest ago until the entries, the index and the folders fit."""
-    total = sum(entry["bytes"] for entry in entries.values()) + FOLDERS_AND_LOCK
+    total = sum(entry["bytes"] for entry in entries.values()) + _overhead()
     index_text = len(json.dumps({"entries": entries}))
     for name in sorted(entries, key=lambda k: entries[k]["used"]):
         if total + max(1, math.ceil(index_text / BLOCK)) * BLOCK <= limit:
@@ -336,18 +347,18 @@ def _sweep(entries: dict[str, dict]) -> None:
     folders. Anything else found there (a link, a stray file) is removed as a name, never followed."""
     now = time.time()
     seen = set()
-    for path in _entries().iterdir():
+    for path in _entries().iterdir():  # proven inside; each child is checked for a link below
         try:
-            if path.name.startswith(".tmp-") and path.is_dir() and not path.is_symlink():
+            if userdata.is_link(path) or not path.is_dir():
+                path.unlink()  # a link or a file: the name goes, what a link points at stays
+            elif path.name.startswith(".tmp-"):
                 if now - path.stat().st_mtime > STALE_TEMP:
                     _remove_folder(path)
-            elif path.name in entries and path.is_dir() and not path.is_symlink():
-                entries[path.name]["bytes"] = _folder_bytes(userdata.inside(path))
+            elif path.name in entries:
+                entries[path.name]["bytes"] = _folder_bytes(path)
                 seen.add(path.name)
-            elif path.is_dir() and not path.is_symlink():
-                _remove_folder(path)
             else:
-                path.unlink()  # a link or a file: the name goes, what a link points at stays
+                _remove_folder(path)
         except OSError:
             continue
     for name in set(entries) - seen:
@@ -361,7 +372,7 @@ def clear() -> tuple[int, int]:
         files = size = 0
         if _entries().is_dir():
             for path in _entries().iterdir():
-                if path.is_symlink() or not path.is_dir():
+                if userdata.is_link(path) or not path.is_dir():
                     path.unlink()  # the link itself, never what it points at
                     continue
                 removed = _remove_folder(path)
