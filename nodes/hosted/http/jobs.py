@@ -8,7 +8,6 @@ a new one."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -103,13 +102,13 @@ async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, n
             raise ProviderError(client.provider, f"answered with a job URL on another host "
                                 f"({urlsplit(where).netloc or cut(where, 60)!r}); SD Bridge sends your key only to "
                                 f"{urlsplit(url).netloc}. Check {client.provider.base_env} if you set it.")
-    started = time.monotonic()
+    started = poll.clock()
     interval = poll.first_interval
     while True:
         answer = await client.request("GET", job.status_url, node_id=node_id, label=f"{label} status",
                                       headers=headers, accept=state_statuses)
         state = read_state(answer)
-        waited = time.monotonic() - started
+        waited = poll.clock() - started
         if state.state == COMPLETED:
             break
         if state.state == FAILED:
