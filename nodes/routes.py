@@ -122,7 +122,8 @@ async def store_key(request):
     if problem:
         return _json({"error": problem}, 400)
     try:
-        credentials.store_key(provider, key or None)
+        # Off the event loop: the save may wait for another process's save (the file lock).
+        await asyncio.to_thread(credentials.store_key, provider, key or None)
     except OSError as exc:  # a full disk, or a file another program keeps open (Windows)
         return _json({"error": redact(str(exc))}, 503)
     status = _key_status()[provider.id]
@@ -151,7 +152,7 @@ async def store_setting(request):
     if problem:
         return _json({"error": f"{setting.label}: {problem}"}, 400)
     try:
-        pack_settings.store(setting.name, text or None)
+        await asyncio.to_thread(pack_settings.store, setting.name, text or None)  # may wait for the lock
     except OSError as exc:
         return _json({"error": str(exc)}, 503)
     entry = setting.for_web()
@@ -161,8 +162,14 @@ async def store_setting(request):
 
 
 def _caps() -> dict:
-    """The caps in force, for the total the web extension shows (an unreadable cap: None and why)."""
-    found = {"spent_today": spending.spent_on()}
+    """The caps in force, for the total the web extension shows (an unreadable cap: None and why).
+    Each cap applies to each provider in its own unit; "spent_today" is a figure only while one
+    provider spent today (two units are never added), "by_provider" has each."""
+    counted = spending.counted_today()
+    found = {"spent_today": next(iter(counted.values())) if len(counted) == 1 else (0.0 if not counted else None),
+             "by_provider": {p: {"unit": provider.credit_unit, "spent_today": counted.get(p, 0.0)}
+                             for p, provider in PROVIDERS.items()},
+             "applies_to": "each provider separately, in its own unit"}
     for key, name in (("per_run", caps.RUN_CAP), ("per_day", caps.DAY_CAP)):
         try:
             found[key] = caps.cap(name)
@@ -171,17 +178,25 @@ def _caps() -> dict:
     return found
 
 
+def estimate_answer(prompt: dict) -> dict:
+    """The estimate route's answer: the prompt's estimate, the caps, and the server's verdict
+    (the page shows it; it decides nothing)."""
+    found = budget.estimate_prompt(prompt, hosted_classes(), result_cache.cached_inputs)
+    return {**found, "caps": _caps(), "verdict": budget.prompt_verdict(found).as_dict()}
+
+
 async def estimate(request):
     """POST /sdbridge/estimate with {"prompt": {...}} (what /prompt takes): what each hosted node
-    will cost, the total, which nodes have no estimate, and the caps in force. Reads only the
-    pack's own files: nothing is sent to a provider."""
+    will cost, the total per provider (each in its unit), which nodes have no estimate, the caps
+    in force, and whether the caps let it run ("verdict"). Reads only the pack's own files:
+    nothing is sent to a provider."""
     body, refused = await _json_body(request, MAX_PROMPT_BODY, 'a prompt such as {"prompt": {...}}')
     if refused is not None:
         return refused
     prompt = body.get("prompt") if isinstance(body, dict) else None
     if not isinstance(prompt, dict):
         return _json({"error": 'send {"prompt": {...}}: an API-format prompt, what /prompt takes'}, 400)
-    return _json({**budget.estimate_prompt(prompt, hosted_classes(), result_cache.cached_inputs), "caps": _caps()})
+    return _json(estimate_answer(prompt))
 
 
 async def cache_stats(request):
@@ -225,13 +240,14 @@ async def list_receipts(request):
 
 
 async def spending_today(request):
-    """GET /sdbridge/spending: for the SD Bridge panel, today's spend of each provider (the
-    ledger's figures, the ones the caps use; never one provider's credits added to another's),
-    each provider's last known balance (from the receipts), its usage page, and the caps."""
-    spent = await asyncio.to_thread(spending.spent_by_provider)
+    """GET /sdbridge/spending: for the SD Bridge panel, each provider's day in its own unit (what it
+    spent, and what the day cap compares: spent plus what requests under way hold; two units are
+    never added), its last known balance (from the receipts), its usage page, and the caps."""
+    spent, counted = await asyncio.to_thread(lambda: (spending.spent_today(), spending.counted_today()))
     balances = receipts.last_balances(await asyncio.to_thread(receipts.read, receipts.MAX_LIMIT))
-    rows = [{"id": p.id, "name": p.name, "spent_today": spent.get(p.id, 0.0), "balance": balances.get(p.id),
-             "usage_page": p.billing_page} for p in PROVIDERS.values()]
+    rows = [{"id": p.id, "name": p.name, "unit": p.credit_unit, "spent_today": spent.get(p.id, 0.0),
+             "counted_today": counted.get(p.id, 0.0), "balance": balances.get(p.id), "usage_page": p.billing_page}
+            for p in PROVIDERS.values()]
     return _json({"day": spending.today(), "providers": rows, "caps": _caps()})
 
 

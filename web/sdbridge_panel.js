@@ -22,17 +22,19 @@ export function formatCredits(credits) {
   return Number(Number(credits).toPrecision(3)).toString();
 }
 
-// One row per provider: "Segmind: 2.5 credits today · cap 200/day · 97 left". Each provider's
-// own figures; the caps are shown as they are set (credits of the provider that runs).
+// One row per provider: "Segmind: 2.5 credits (US$) today of 20 a day · 97 left". Each provider
+// in its own unit (two units are never added); the day cap applies to each provider separately
+// and compares what the server counts (spent, plus what requests under way hold).
 export function spendRows(spending) {
   if (!spending) return [];
   const caps = spending.caps ?? {};
   return (spending.providers ?? []).map((row) => {
     const cap = caps.providers?.[row.id]?.per_day ?? caps.per_day;  // a provider's own cap, where set
-    let text = `${row.name}: ${formatCredits(row.spent_today)} credits today`;
+    const counted = row.counted_today ?? row.spent_today;
+    let text = `${row.name}: ${formatCredits(counted)} ${row.unit ?? "credits"} today`;
     if (cap !== null && cap !== undefined) text += ` of ${formatCredits(cap)} a day`;
     if (row.balance !== null && row.balance !== undefined) text += ` · ${row.balance} left`;
-    const over = cap !== null && cap !== undefined && row.spent_today >= cap;
+    const over = cap !== null && cap !== undefined && counted >= cap;
     return { id: row.id, text, over, usagePage: row.usage_page };
   });
 }

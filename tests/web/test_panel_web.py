@@ -103,7 +103,7 @@ def test_the_panel_shows_spend_balances_and_runs_and_acts_on_them(tmp_path, monk
         assert out["tab"] == [["sdbridge", "SD Bridge", "custom"]]
     else:
         assert out["tab"] == [] and out["floating"] == ["sdbridge-panel", "sdbridge-panel-button"]
-    assert "Segmind: 1.5 credits today of 20 a day · 97 left" in out["texts"]
+    assert "Segmind: 1.5 credits (US$) today of 20 a day · 97 left" in out["texts"]
     assert "SinkIn: 0.25 credits today of 20 a day" in out["texts"]  # each provider's own figure
     assert out["statuses"] == ["done", "maybe_charged"]  # newest first
     assert "done · RealVis" in out["texts"] and "may have been charged · RealVis" in out["texts"]
@@ -116,7 +116,7 @@ def test_the_panel_shows_spend_balances_and_runs_and_acts_on_them(tmp_path, monk
                               + " Saved: sdbridge/req-11_0.jpg"]
     assert out["seed"] == [12, "fixed"]
     assert out["opened"] == [["https://cloud.segmind.com/console/billing", "_blank", "noopener"]]
-    assert out["balance"] == ["Segmind: 1.5 credits today of 20 a day · 41 left"]
+    assert out["balance"] == ["Segmind: 1.5 credits (US$) today of 20 a day · 41 left"]
     assert out["live"] == ["cancelled", "done", "maybe_charged"]
 
 

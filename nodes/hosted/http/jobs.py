@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ... import runtime
 from ...errors import ProviderError
@@ -72,7 +72,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
                           node_id: str | None = None, label: str = "", json_body: Any = None,
                           poll: PollPolicy | None = None, state_statuses: Collection[int] = (422,),
                           keep_for: float | None = None, store: JobStore | None = None,
-                          limiter: RateLimiter | None = None) -> Reply:
+                          limiter: RateLimiter | None = None, seen: Callable[[Reply], None] | None = None) -> Reply:
     """POST a job to a queue API once, ask its status URL until it completes, and return the
     result URL's answer. `read_job` reads the submit's answer, `read_state` a status answer
     (`state_statuses` are statuses a status answer may carry and still be read, such as a
@@ -81,32 +81,47 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     With a `store` (the request journal) and `keep_for` (the provider's result window, in
     seconds) the job is kept there: the same request run again while the provider holds it asks
     for that job instead of submitting (and paying for) a new one. A failure at submit carries
-    `stage == "submit"`."""
+    `stage == "submit"`. `seen` is handed every answer of the exchange as it comes (a provider
+    may tell the balance on any of them)."""
+    seen = seen or (lambda reply: None)
     poll = poll or PollPolicy()
     label = label or urlsplit(url).path
     digest = store.canonical_request(client.provider.id, url, json_body) if store is not None and keep_for else None
     found = store.find(digest) if digest else None
     if found is not None:
-        job = Job(*found)
+        job = Job(found[0], *(_credentials_of(url, where) for where in found[1:]))
         _note(job.id)
         runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
         try:
-            return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+            return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store,
+                                 digest, seen)
         except ProviderError as exc:
             if exc.status not in (404, 410):
                 raise
             store.forget(digest)  # the provider no longer holds it: submit anew
     submitted = await client.request("POST", url, node_id=node_id, label=label, headers=headers,
                                      json_body=json_body, resend=GENERATION, limiter=limiter, stage="submit")
+    seen(submitted)
     job = read_job(submitted)
     _note(job.id)
     if digest:
         store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
-    return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+    return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest,
+                         seen)
+
+
+def _credentials_of(url: str, where: str) -> str:
+    """A job URL kept without credentials (the journal keeps none), given the `user:password@`
+    of the configured `url` again when it is on that same origin."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    parts = urlsplit(where)
+    if not at or "@" in parts.netloc or not same_origin(where, url):
+        return where
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
 
 async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label, poll: PollPolicy,
-                  state_statuses, store: JobStore | None, digest: str | None) -> Reply:
+                  state_statuses, store: JobStore | None, digest: str | None, seen) -> Reply:
     """Ask about a submitted job until it ends; its result's answer."""
     for where in (job.status_url, job.result_url):
         if not same_origin(where, url):
@@ -118,6 +133,7 @@ async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, n
     while True:
         answer = await client.request("GET", job.status_url, node_id=node_id, label=f"{label} status",
                                       headers=headers, accept=state_statuses)
+        seen(answer)
         state = read_state(answer)
         waited = poll.clock() - started
         if state.state == COMPLETED:
@@ -135,6 +151,7 @@ async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, n
         await client._pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
         interval = min(interval * poll.growth, poll.max_interval)
     result = await client.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers)
+    seen(result)
     if digest:
         store.forget(digest)
     return result

@@ -214,7 +214,7 @@ def _append(where: Path, day: str, record: dict) -> None:
         return
 
     def append():
-        path = where / f"{day}.jsonl"
+        path = userdata.inside(where / f"{day}.jsonl")  # never through a link out of the folder
         with open(path, "ab") as handle:
             if handle.tell() > 0 and not _ends_with_newline(path):
                 handle.write(b"\n")  # a torn last line (a crash mid-write) stays torn, alone on its line
@@ -241,7 +241,7 @@ def _prune(where: Path) -> None:
     for path in where.iterdir():
         if _DAY_FILE.match(path.name) and path.name[:10] < cutoff:
             try:
-                path.unlink()
+                userdata.inside(path).unlink()
             except OSError as exc:
                 runtime.log.warning("SD Bridge: an old receipts file %s could not be removed (%s)", path.name, exc)
 
@@ -255,7 +255,8 @@ def read(limit: int = 50, prompt_id: str | None = None) -> list[dict]:
     limit = max(0, min(int(limit), MAX_LIMIT))
     found: list[dict] = []
     try:
-        names = sorted((p for p in folder().iterdir() if _DAY_FILE.match(p.name)), reverse=True)
+        names = sorted((p for p in folder().iterdir() if _DAY_FILE.match(p.name) and not userdata.is_link(p)),
+                       reverse=True)  # a link is not the pack's file: not read
     except OSError:
         return []
     for path in names:

@@ -114,8 +114,10 @@ def test_spending_answers_each_provider_s_day_and_last_balance_apart(fake_segmin
     status, text = serve(script)
     body = json.loads(text)
     rows = {row["id"]: row for row in body["providers"]}
-    assert status == 200 and rows["sinkin"]["spent_today"] == 0.75
-    assert rows["segmind"]["spent_today"] == ledger.spent_by_provider()["segmind"] >= 2.5
+    assert status == 200 and rows["sinkin"]["spent_today"] == 0.75 and rows["sinkin"]["unit"] == "credits"
+    assert rows["segmind"]["spent_today"] == ledger.spent_today()["segmind"] >= 2.5
+    assert rows["segmind"]["counted_today"] == ledger.counted_today()["segmind"]  # what the day cap compares
+    assert rows["segmind"]["unit"] == "credits (US$)"  # never added to SinkIn's
     assert rows["segmind"]["balance"] == fake_segmind_v2.credits and rows["sinkin"]["balance"] is None
     assert rows["segmind"]["usage_page"].startswith("https://") and "spent_today" in body["caps"]
 
