@@ -281,3 +281,16 @@ def test_no_file_content_breaks_a_read(junk):
     assert all(isinstance(r, dict) and r["status"] in receipts.STATUSES for r in found)
     assert "anchor" in [r.get("prompt_id") for r in found]
     _day_file().unlink()
+
+
+def test_a_day_file_that_is_a_link_is_neither_read_nor_written_through(tmp_path, pack_log):
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text(json.dumps(_record(prompt_id="planted")) + "\n")
+    receipts.folder().mkdir(parents=True)
+    try:
+        _day_file().symlink_to(outside)
+    except OSError:
+        pytest.skip("this system makes no symlinks")
+    receipts.write(_record(prompt_id="mine"))
+    assert receipts.read() == [] and outside.read_text().count("\n") == 1  # nothing written out there
+    assert any("receipt could not be written" in r.getMessage() for r in pack_log.records)
