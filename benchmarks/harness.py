@@ -15,10 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 importlib.import_module("conftest")
 
-from sdbridge.nodes.hosted.store import result_cache  # noqa: E402  (the pack is "sdbridge" from here)
-
 # The benchmarks measure the way to the provider and back: runs repeating one request with a
 # fixed seed would otherwise be answered by the result cache after the first.
+from sdbridge.nodes.hosted.store import result_cache  # noqa: E402  (loaded by conftest just above)
 
 os.environ[result_cache.SWITCH_ENV] = "off"
 

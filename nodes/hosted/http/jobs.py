@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ... import runtime
 from ...errors import ProviderError
+from ..keys.redaction import cut
 from .addresses import same_origin
 from .client import HttpClient
 from .policy import GENERATION, PollPolicy
@@ -90,7 +91,7 @@ async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, n
     for where in (job.status_url, job.result_url):
         if not same_origin(where, url):
             raise ProviderError(client.provider, f"answered with a job URL on another host "
-                                f"({urlsplit(where).netloc or where[:60]!r}); SD Bridge sends your key only to "
+                                f"({urlsplit(where).netloc or cut(where, 60)!r}); SD Bridge sends your key only to "
                                 f"{urlsplit(url).netloc}. Check {client.provider.base_env} if you set it.")
     started = time.monotonic()
     interval = poll.first_interval
