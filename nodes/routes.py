@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 from . import declared_settings, pack_settings, runtime
@@ -191,9 +192,24 @@ async def estimate(request):
     if problem:
         return _json({"error": problem}, 400)
     # Pricing reads the ledger and the result cache's index for each hosted node: seconds for a
-    # large graph, so it runs on a worker thread and the server keeps answering meanwhile.
-    answer = await asyncio.to_thread(_estimate, prompt)
+    # large graph, so it runs off the event loop (the server keeps answering meanwhile), on one
+    # thread of its own: the page asks again at each edit, and those estimates wait their turn
+    # rather than fill the worker threads every other route and ComfyUI itself share.
+    answer = await asyncio.get_running_loop().run_in_executor(_pricing_thread(), _estimate, prompt)
     return _json(answer)
+
+
+_pricer: list = []  # the estimate's executor, made on first use (importing starts no thread)
+_pricer_lock = threading.Lock()
+
+
+def _pricing_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _pricer_lock:
+        if not _pricer:
+            _pricer.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbridge-estimate"))
+        return _pricer[0]
 
 
 def _estimate(prompt: dict) -> dict:

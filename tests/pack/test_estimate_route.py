@@ -4,13 +4,17 @@ server free to answer other routes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 
 import pytest
 from support.big_prompts import body_of, fill_cache_index, hosted_graph, pieces, stall_while
 from support.serving import call, serve
 
 from sdbridge.nodes import routes
+from sdbridge.nodes.hosted.money import budget
 
 JSON = {"Content-Type": "application/json"}
 
@@ -69,3 +73,33 @@ def test_pricing_a_large_graph_leaves_the_server_answering_other_routes():
     assert status == 200 and len(answer["nodes"]) == 300
     assert found["seconds"] > 0.3, found  # long enough for the measure to mean something
     assert found["answers"] >= 3 and found["worst"] < found["seconds"] / 2, found
+
+
+def test_estimates_asked_together_are_priced_one_at_a_time_off_the_loop(monkeypatch):
+    """The page asks again at each edit: estimates wait their turn on one thread of their own
+    instead of filling the worker threads other routes and ComfyUI share."""
+    real, running, seen = budget.estimate_prompt, [0], []
+    lock = threading.Lock()
+
+    def slow_estimate(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            seen.append((running[0], threading.current_thread().name))
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(budget, "estimate_prompt", slow_estimate)
+    body = body_of(hosted_graph(2))
+
+    async def script(session, base):
+        async def one():
+            return await call(session, "POST", f"{base}/sdbridge/estimate", data=body, headers=JSON)
+
+        return await asyncio.gather(*(one() for _ in range(4)))
+
+    answers = serve(script)
+    assert [status for status, _ in answers] == [200] * 4
+    assert len(seen) == 4 and max(count for count, _ in seen) == 1
+    assert all(name.startswith("sdbridge-estimate") for _, name in seen)
