@@ -8,7 +8,6 @@ a new one."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -54,7 +53,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
                           node_id: str | None = None, label: str = "", json_body: Any = None,
                           poll: PollPolicy | None = None, state_statuses: Collection[int] = (422,),
                           keep_for: float | None = None, store: JobStore | None = None,
-                          limiter: RateLimiter | None = None) -> Reply:
+                          limiter: RateLimiter | None = None, seen: Callable[[Reply], None] | None = None) -> Reply:
     """POST a job to a queue API once, ask its status URL until it completes, and return the
     result URL's answer. `read_job` reads the submit's answer, `read_state` a status answer
     (`state_statuses` are statuses a status answer may carry and still be read, such as a
@@ -63,7 +62,9 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     With a `store` (the request journal) and `keep_for` (the provider's result window, in
     seconds) the job is kept there: the same request run again while the provider holds it asks
     for that job instead of submitting (and paying for) a new one. A failure at submit carries
-    `stage == "submit"`."""
+    `stage == "submit"`. `seen` is handed every answer of the exchange as it comes (a provider
+    may tell the balance on any of them)."""
+    seen = seen or (lambda reply: None)
     poll = poll or PollPolicy()
     label = label or urlsplit(url).path
     digest = store.canonical_request(client.provider.id, url, json_body) if store is not None and keep_for else None
@@ -72,34 +73,38 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
         job = Job(*found)
         runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
         try:
-            return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+            return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store,
+                                 digest, seen)
         except ProviderError as exc:
             if exc.status not in (404, 410):
                 raise
             store.forget(digest)  # the provider no longer holds it: submit anew
     submitted = await client.request("POST", url, node_id=node_id, label=label, headers=headers,
                                      json_body=json_body, resend=GENERATION, limiter=limiter, stage="submit")
+    seen(submitted)
     job = read_job(submitted)
     if digest:
         store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
-    return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+    return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest,
+                         seen)
 
 
 async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label, poll: PollPolicy,
-                  state_statuses, store: JobStore | None, digest: str | None) -> Reply:
+                  state_statuses, store: JobStore | None, digest: str | None, seen) -> Reply:
     """Ask about a submitted job until it ends; its result's answer."""
     for where in (job.status_url, job.result_url):
         if not same_origin(where, url):
             raise ProviderError(client.provider, f"answered with a job URL on another host "
                                 f"({urlsplit(where).netloc or cut(where, 60)!r}); SD Bridge sends your key only to "
                                 f"{urlsplit(url).netloc}. Check {client.provider.base_env} if you set it.")
-    started = time.monotonic()
+    started = poll.clock()
     interval = poll.first_interval
     while True:
         answer = await client.request("GET", job.status_url, node_id=node_id, label=f"{label} status",
                                       headers=headers, accept=state_statuses)
+        seen(answer)
         state = read_state(answer)
-        waited = time.monotonic() - started
+        waited = poll.clock() - started
         if state.state == COMPLETED:
             break
         if state.state == FAILED:
@@ -115,6 +120,7 @@ async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, n
         await client._pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
         interval = min(interval * poll.growth, poll.max_interval)
     result = await client.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers)
+    seen(result)
     if digest:
         store.forget(digest)
     return result

@@ -9,8 +9,8 @@ from .... import images as imaging
 from .... import runtime
 from ....errors import ProviderError
 from ...http import jobs, rate_limit
-from ...http.client import HttpClient
-from ...http.policy import GENERATION, PollPolicy
+from ...http.client import HttpClient, all_or_nothing
+from ...http.policy import GENERATION, Policies, PollPolicy
 from ...http.replies import Reply, describe_body
 from ...keys import credentials
 from ...money import ledger as spending
@@ -19,12 +19,11 @@ from ...provider_table import SEGMIND
 from ...store import journal
 from .wire import _image_items, _read_job, _read_state
 
-CLIENT = HttpClient(SEGMIND)
 API_ENV = "SDBRIDGE_SEGMIND_API"  # "v1" asks for the synchronous API the documents describe
 
 
 # Segmind's SDK asks every second for up to 600 s; the pauses here grow to 5 s.
-POLL = PollPolicy(first_interval=1.0, max_interval=5.0, growth=1.5, timeout=600.0)
+POLICIES = Policies(poll=PollPolicy(first_interval=1.0, max_interval=5.0, growth=1.5, timeout=600.0))
 RESULT_WINDOW = 55 * 60           # Segmind keeps v2 results about an hour
 
 
@@ -33,48 +32,91 @@ def api_version() -> str:
     return "v1" if os.environ.get(API_ENV, "").strip().lower() == "v1" else "v2"
 
 
-async def post(slug: str, body: dict, node_id: str | None) -> tuple[Reply, float | None]:
+def client(policies: Policies) -> HttpClient:
+    """The client of one run, at its pace."""
+    return HttpClient(SEGMIND, retry=policies.retry, limits=policies.limits)
+
+
+async def post(slug: str, body: dict, node_id: str | None, policies: Policies = POLICIES
+               ) -> tuple[Reply, float | None]:
     """One generation: the answer that holds its images, and its cost when the drop in remaining
     credits tells it. On the v2 queue unless v1 is asked for, or v2 does not serve the slug
     (404/405 at submit), when the documents' v1 runs it."""
+    replies, cost = await post_all(slug, [body], node_id, policies)
+    return replies[0], cost
+
+
+async def post_all(slug: str, bodies: list[dict], node_id: str | None, policies: Policies = POLICIES
+                   ) -> tuple[list[Reply], float | None]:
+    """Generations sent together (an img2img batch: all or nothing), measured as a whole: their
+    answers, and what they cost together when the drop in remaining credits tells it. The balance
+    is read from whichever answer of the exchanges carries it (submit, status or result), the
+    latest one winning."""
     key = credentials.api_key(SEGMIND)
     watch = spending.balance_watch(SEGMIND.id, key)
+    seen: list[list[str]] = [[] for _ in bodies]  # each exchange's x-remaining-credits, in the order they came
     watch.start()
-    reply = None
+    replies = None
     try:
-        reply = await _post(slug, body, node_id, key)
+        if len(bodies) == 1:
+            replies = [await _post(slug, bodies[0], node_id, key, policies, seen[0])]
+        else:
+            replies = await all_or_nothing(_post(slug, body, node_id, key, policies, mine)
+                                           for body, mine in zip(bodies, seen, strict=True))
     finally:
-        cost = watch.finish(reply.headers.get("x-remaining-credits") if reply is not None else None)
-    return reply, cost
+        cost = watch.finish(_balance_after(seen) if replies is not None else None)
+    return replies, cost
 
 
-async def _post(slug: str, body: dict, node_id: str | None, key: str) -> Reply:
-    base = credentials.base_url(SEGMIND)
-    headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key)
+def _balance_after(seen: list[list[str]]) -> float | None:
+    """The balance after exchanges that ran together: each one's latest figure, and of those
+    the lowest (their answers may come back in any order); None when one never told it."""
+    latest = []
+    for balances in seen:
+        try:
+            latest.append(float(balances[-1]))
+        except (IndexError, ValueError):
+            return None
+    return min(latest) if latest else None
+
+
+async def _post(slug: str, body: dict, node_id: str | None, key: str, policies: Policies,
+                balances: list[str]) -> Reply:
+    base, http = credentials.base_url(SEGMIND), client(policies)
+    headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key, policies.rate_plan)
+
+    def seen(reply: Reply) -> None:
+        remaining = reply.headers.get("x-remaining-credits")
+        if remaining not in (None, ""):
+            balances.append(remaining)
+
     if api_version() == "v2":
         try:
             reply = await jobs.submit_and_poll(
-                CLIENT, f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
-                node_id=node_id, label=slug, poll=POLL, keep_for=RESULT_WINDOW, store=journal, limiter=limiter)
+                http, f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
+                node_id=node_id, label=slug, poll=policies.poll, keep_for=RESULT_WINDOW, store=journal, limiter=limiter,
+                seen=seen)
         except ProviderError as exc:
             if exc.stage != "submit" or exc.status not in (404, 405):
                 raise
             runtime.log.info("Segmind: the v2 queue does not serve %s (%s); using v1", slug, exc.status)
         else:
-            report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
+            report_credits(SEGMIND, balances[-1] if balances else None, node_id)
             return reply
-    reply = await CLIENT.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
+    reply = await http.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
                                  headers=headers, json_body=body, resend=GENERATION, limiter=limiter)
+    seen(reply)
     report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
     return reply
 
 
-async def read_images(reply: Reply, node_id: str | None, *, required: bool = True):
+async def read_images(reply: Reply, node_id: str | None, *, required: bool = True, policies: Policies = POLICIES):
     """Images from an answer: a raw image body, or JSON holding base64 strings or URLs.
     Returns (pictures: each image's bytes as received and its decoded picture, JSON dict or None)."""
+    max_pixels = policies.max_result_pixels or imaging.MAX_PIXELS
     if reply.content_type.startswith("image/"):
         try:
-            return [imaging.decode_picture(reply.body)], None
+            return [imaging.decode_picture(reply.body, max_pixels)], None
         except imaging.ImageDecodeError as exc:
             raise ProviderError(SEGMIND, f"answered with {reply.content_type} but {exc}. Try again.",
                                 reply.status) from None
@@ -86,11 +128,12 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
         pictures = []
         for item in items:
             if re.match(r"^https?://", item):
-                download = await CLIENT.download(item, base=credentials.base_url(SEGMIND), node_id=node_id)
-                pictures.append(imaging.decode_picture(download.body))
+                downloads = HttpClient(SEGMIND, retry=policies.retry, limits=policies.downloads)
+                download = await downloads.download(item, base=credentials.base_url(SEGMIND), node_id=node_id)
+                pictures.append(imaging.decode_picture(download.body, max_pixels))
                 continue
             try:
-                pictures.append(imaging.decode_picture(imaging.base64_bytes(item)))
+                pictures.append(imaging.decode_picture(imaging.base64_bytes(item), max_pixels))
             except imaging.ImageDecodeError as exc:
                 raise ProviderError(SEGMIND, f"sent an image that could not be read: {exc}.") from None
         if pictures or not required:
