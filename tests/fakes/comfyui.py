@@ -266,8 +266,9 @@ class FakeComfyUI(Loopback):
             if cls is None:
                 continue
             inputs = node.get("inputs", {})
+            endpoint = getattr(getattr(cls, "ENDPOINT", None), "slug", "") or inputs.get("model") or node["class_type"]
             made.append(receipts.make(
-                provider=cls.PROVIDER.id, endpoint=str(inputs.get("model") or node["class_type"]), node_id=node_id,
+                provider=cls.PROVIDER.id, endpoint=str(endpoint), node_id=node_id,
                 title=cls.DISPLAY_NAME, prompt_id=item["prompt_id"], inputs=inputs, image_digests=[],
                 seed=inputs.get("seed"), request_ids=[f"req-{item['number']}-{node_id}"],
                 status="done" if done else "failed", message="done" if done else "failed", credits=self.cost

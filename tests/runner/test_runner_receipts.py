@@ -49,7 +49,7 @@ def test_each_line_lists_its_hosted_runs_and_a_total_per_provider(tmp_path):
     for entry in entries:
         assert entry["status"] == "done" and entry["images"] and entry["hosted_error"] is None
         assert entry["hosted"] == [{
-            "node_id": "1", "provider": "segmind", "model": "SDBridgeSegmindSDXL", "seed": entry["overrides"]["seed"],
+            "node_id": "1", "provider": "segmind", "model": "sdxl1.0-txt2img", "seed": entry["overrides"]["seed"],
             "request_ids": [entry["hosted"][0]["request_ids"][0]], "status": "done", "cost": 0.0125,
             "basis": "measured", "unit": SEGMIND_UNIT}]
         assert entry["hosted_cost"] == {"segmind": {"total": 0.0125, "unit": SEGMIND_UNIT, "basis": "measured",
