@@ -136,7 +136,7 @@ class LocalNode(ImageNode):
         settings = runs.RunSettings(
             prompt=prompt, negative_prompt=negative, scheduler=values["scheduler"],
             num_inference_steps=values["num_inference_steps"], guidance_scale=values["guidance_scale"],
-            samples=values["samples"], seed=resolve_seed(values["seed"], surface.SEED_MAX),
+            samples=values["samples"], seed=resolve_seed(self.PARAMS, values),
             width=values["img_width"], height=values["img_height"])
         images, info = self.run(pipelines, values, settings, unique_id)
         if values.get("style", surface.NO_STYLE) != surface.NO_STYLE:

@@ -28,7 +28,6 @@ STANDIN = Provider("standin", "Stand-in", key_env="STANDIN_API_KEY", base_env="S
                    default_base="https://queue.standin.invalid", key_page="https://standin.invalid/keys",
                    billing_page="https://standin.invalid/billing", rate_limits="10 requests a minute")
 
-SEED_MAX = 2**32 - 1
 CLIENT = HttpClient(STANDIN)
 POLL = PollPolicy(first_interval=0.05, max_interval=0.2, timeout=30.0)
 _STATES = {"QUEUED": QUEUED, "IN_QUEUE": QUEUED, "PROCESSING": PROCESSING, "IN_PROGRESS": PROCESSING,
@@ -55,7 +54,7 @@ class StandInTxt2Img(HostedNode):
     PROVIDER = STANDIN
     DISPLAY_NAME = "Stand-in Text to Image"
     ABOUT = "Text to image on the stand-in queue API."
-    PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, surface.seed(SEED_MAX),
+    PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, surface.seed(surface.SEED_MAX_32_BIT),
               Param("num_images", "INT", "Number of images.", default=1, min=1, max=4))
 
     @classmethod
@@ -65,7 +64,7 @@ class StandInTxt2Img(HostedNode):
 
     async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         base = credentials.base_url(STANDIN)
-        seed = resolve_seed(values["seed"], SEED_MAX)
+        seed = resolve_seed(self.PARAMS, values)
         body = {"prompt": values["prompt"], "negative_prompt": values["negative_prompt"], "seed": seed,
                 "num_images": values["num_images"]}
         answer = await jobs.submit_and_poll(

@@ -12,7 +12,7 @@ from ...money.prices import CostShape
 from ...node import HostedNode, Result
 from ...provider_table import SEGMIND
 from .api import post, read_images
-from .endpoints import REALISTIC_VISION, REALVIS, SD15_IMG2IMG, SDXL, SEED_MAX, Endpoint
+from .endpoints import REALISTIC_VISION, REALVIS, SD15_IMG2IMG, SDXL, Endpoint
 from .wire import info, request_body
 
 
@@ -46,7 +46,7 @@ class SegmindNode(HostedNode):
 
     async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         endpoint = self.ENDPOINT
-        seed = resolve_seed(values["seed"], SEED_MAX)
+        seed = resolve_seed(self.PARAMS, values)
         body = request_body(endpoint, values, seed)
         if "image" not in uploads:
             reply, cost = await post(endpoint.slug, body, node_id)
