@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from .. import images as imaging
 from .. import runtime
+from ..errors import SDBridgeError
 from ..param_node import HIDDEN, ImageNode
 from .keys.redaction import redact
 from .money import budget
@@ -75,7 +76,11 @@ class HostedNode(ImageNode):
         if result is None:
             # 3. Ask the provider (within the caps), then keep what was paid for; a failure
             #    raised above, so it is never stored.
-            result = await self.ask(values, uploads, sdbridge_prompt, unique_id)
+            try:
+                result = await self.ask(values, uploads, sdbridge_prompt, unique_id)
+            except SDBridgeError as exc:
+                report_failure(exc, unique_id)
+                raise
             result.info["seconds"] = round(time.monotonic() - started, 2)
             if key and result.raw:
                 await asyncio.to_thread(result_cache.store, key, result.raw, result.info)
@@ -176,6 +181,13 @@ class HostedNode(ImageNode):
     async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
         """Run the requests. A provider that tells what they cost puts it in `credits_measured`."""
         raise NotImplementedError
+
+
+def report_failure(error: SDBridgeError, node_id: str | None) -> None:
+    """Tell the web extension what failed as data (its type and fields: whether it may have been
+    charged, the provider, the request id, the usage page), so its toast acts on a type, not on
+    the message's words. ComfyUI shows the message itself on its error card."""
+    runtime.send_event("sdbridge.failed", {"node": node_id, **error.fields()})
 
 
 def report_credits(provider: Provider, remaining: Any, node_id: str | None) -> None:

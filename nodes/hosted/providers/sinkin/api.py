@@ -21,6 +21,12 @@ DOWNLOADS = HttpClient(SINKIN, limits=Limits(connect_timeout=10.0, read_timeout=
 MAX_RESULT_PIXELS = 4096 * 4096   # SinkIn renders at most 896x896; anything far larger is not a result
 
 
+def request_id(data: dict) -> str | None:
+    """SinkIn's id of an inference (`inf_id`), when its answer has one: its errors carry it."""
+    inf_id = data.get("inf_id")
+    return str(inf_id) if isinstance(inf_id, (str, int)) and not isinstance(inf_id, bool) and str(inf_id) else None
+
+
 async def post_form(path: str, fields: dict[str, str], node_id: str | None, label: str,
                     upload: bytes | None = None, resend: Resend = GENERATION) -> dict:
     """POST a multipart form with the access token; the answer's JSON, or ProviderError with
@@ -39,20 +45,22 @@ async def post_form(path: str, fields: dict[str, str], node_id: str | None, labe
     if str(data.get("error_code", 0)) != "0":
         said = server_message(reply) or "no reason given"
         raise ProviderError(SINKIN, f'refused the request: "{said}". Check the inputs (model and LoRA ids, sizes), '
-                            f"and your key and credits at {SINKIN.billing_page}", reply.status)
+                            f"and your key and credits at {SINKIN.billing_page}", reply.status,
+                            request_id=request_id(data))
     return data
 
 
-async def download_images(urls: list[str], node_id: str | None) -> list[imaging.Picture]:
-    """Fetch every result URL at once; the first failure cancels the rest. Each image's bytes as
-    downloaded, with its decoded picture."""
+async def download_images(urls: list[tuple[str, str | None]], node_id: str | None) -> list[imaging.Picture]:
+    """Fetch every result URL (each with the inf_id of the answer that gave it) at once; the first
+    failure cancels the rest. Each image's bytes as downloaded, with its decoded picture."""
     base = credentials.base_url(SINKIN)
     replies: list[Reply] = await all_or_nothing(
-        DOWNLOADS.download(url, base=base, node_id=node_id) for url in urls)
+        DOWNLOADS.download(url, base=base, node_id=node_id, request_id=inf_id) for url, inf_id in urls)
     pictures = []
     for reply in replies:
         try:
             pictures.append(imaging.decode_picture(reply.body, MAX_RESULT_PIXELS))
         except imaging.ImageDecodeError as exc:
-            raise ProviderError(SINKIN, f"a result image could not be read: {exc}. Try again.") from None
+            raise ProviderError(SINKIN, f"a result image could not be read: {exc}. Try again.", stage=reply.stage,
+                                request_id=reply.request_id) from None
     return pictures

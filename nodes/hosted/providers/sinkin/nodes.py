@@ -124,7 +124,7 @@ class SinkInNode(HostedNode):
         answers = await all_or_nothing(
             sinkin_api.post_form("/api/inference", fields, node_id, "inference", upload)
             for upload in uploads.get("image", [None]))
-        urls = [url for data in answers for url in result_urls(data, values["num_images"])]
+        urls = [(url, sinkin_api.request_id(data)) for data in answers for url in result_urls(data, values["num_images"])]
         pictures = await sinkin_api.download_images(urls, node_id)
         info: dict[str, Any] = {"provider": SINKIN.name, "model_id": fields["model_id"], "seed": seed,
                                 "images": len(pictures)}
