@@ -46,7 +46,14 @@ class InputError(SDBridgeError, ValueError):
 
 
 class MissingKeyError(SDBridgeError, RuntimeError):
-    """No key for a provider; the message says both ways to set one."""
+    """No key for a provider (`provider`, its table entry); the message says both ways to set one."""
+
+    def __init__(self, provider: Any, message: str):
+        self.provider = provider
+        super().__init__(message)
+
+    def fields(self) -> dict[str, Any]:
+        return {**super().fields(), "provider": self.provider.id}
 
 
 class BudgetExceeded(SDBridgeError, ValueError):
