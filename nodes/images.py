@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import InputError
+
 MAX_PIXELS = 8192 * 8192  # per decoded image; larger is refused before decoding
 
 
@@ -105,7 +107,7 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4:
-        raise ValueError(f"expected an IMAGE of shape [B,H,W,C], got {tuple(images.shape)}")
+        raise InputError(f"expected an IMAGE of shape [B,H,W,C], got {tuple(images.shape)}")
     arrays = (images.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     result = []
     for array in arrays:
@@ -117,7 +119,7 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
         elif channels == 4:
             result.append(Image.fromarray(array[..., :3], "RGB"))
         else:
-            raise ValueError(f"an IMAGE needs 1, 3 or 4 channels, got {channels}")
+            raise InputError(f"an IMAGE needs 1, 3 or 4 channels, got {channels}")
     return result
 
 

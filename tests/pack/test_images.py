@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sdbridge.nodes import images
+from sdbridge.nodes.errors import InputError
 
 
 def test_round_trip_is_lossless_through_png():
@@ -61,3 +62,12 @@ def test_fuzz_decode_never_raises_anything_but_a_decode_error(data):
     except images.ImageDecodeError:
         return
     assert picture.mode == "RGB"
+
+
+def test_an_image_input_of_the_wrong_shape_is_an_input_error_with_its_words():
+    with pytest.raises(InputError) as caught:
+        images.tensor_to_pil(torch.rand(2, 3))
+    assert str(caught.value) == "expected an IMAGE of shape [B,H,W,C], got (2, 3)"
+    with pytest.raises(InputError) as caught:
+        images.tensor_to_pil(torch.rand(1, 4, 4, 2))
+    assert str(caught.value) == "an IMAGE needs 1, 3 or 4 channels, got 2"

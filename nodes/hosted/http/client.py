@@ -43,7 +43,7 @@ from ...errors import MaybeCharged, ProviderError
 from ..provider_table import Provider
 from . import exchange
 from .addresses import RefusedURL, Target, result_target, same_origin
-from .exchange import AnswerTooLarge, AnswerUndecodable, ExchangeFailed
+from .exchange import ExchangeFailed, ResponseTooLarge, ResponseUndecodable
 from .policy import (
     IDEMPOTENT,
     MAX_REDIRECTS,
@@ -104,10 +104,10 @@ class HttpClient:
                 reply = await self._exchange(method, url, kwargs, deadline, follow_redirects, node_id, label, pin)
             except ExchangeFailed as exc:
                 budget, why = classify_lost(exc.sent, resend), str(exc)
-            except AnswerTooLarge as exc:
+            except ResponseTooLarge as exc:
                 raise ProviderError(self.provider, f"the answer is larger than the {size_text(exc.limit)} limit; "
                                     "ask for fewer or smaller images.", **about) from None
-            except AnswerUndecodable:
+            except ResponseUndecodable:
                 raise ProviderError(self.provider, "answered with a body that could not be decoded. Try again "
                                     "later; if it keeps happening, check the API base URL or your proxy.",
                                     **about) from None
