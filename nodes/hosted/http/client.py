@@ -133,7 +133,7 @@ class HttpClient:
             wait = retry_delay(policy, budget, tries[budget], retry_after, jitter=random.uniform(0.8, 1.2))
             if wait is None or (reply is None and time.monotonic() > deadline):
                 raise self._gave_up(url, reply, why, tries[budget], retry_after, policy, about)
-            await self._pause(wait, f"{why}; retrying in {wait:.1f} s", node_id, label)
+            await self.pause(wait, f"{why}; retrying in {wait:.1f} s", node_id, label)
 
     def _redirect(self, method: str, url: str, reply: Reply, hops: int, kwargs: dict,
                   about: dict) -> tuple[str, str]:
@@ -249,7 +249,7 @@ class HttpClient:
             runtime.raise_if_interrupted()
             raise
 
-    async def _pause(self, seconds: float, why: str, node_id: str | None, label: str, log_line: bool = True) -> None:
+    async def pause(self, seconds: float, why: str, node_id: str | None, label: str, log_line: bool = True) -> None:
         """Wait `seconds` in short slices, so an interrupt is seen within 0.1 s."""
         runtime.show_text(node_id, f"{self.provider.name} {label}: {why}", log_line=log_line)
         end = time.monotonic() + seconds
@@ -264,7 +264,7 @@ class HttpClient:
         while (wait := limiter.try_acquire()) > 0:
             step = min(wait, 0.25)
             why = f"waiting for a free request slot ({self.provider.name}'s rate limit), {wait:.0f} s"
-            await self._pause(step, why, node_id, label, log_line=waited == 0.0)
+            await self.pause(step, why, node_id, label, log_line=waited == 0.0)
             waited += step
 
 

@@ -73,7 +73,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
         job = Job(*found)
         runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
         try:
-            return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+            return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
         except ProviderError as exc:
             if exc.status not in (404, 410):
                 raise
@@ -83,10 +83,10 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     job = read_job(submitted)
     if digest:
         store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
-    return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+    return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
 
 
-async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label, poll: PollPolicy,
+async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label, poll: PollPolicy,
                   state_statuses, store: JobStore | None, digest: str | None) -> Reply:
     """Ask about a submitted job until it ends; its result's answer. The job may run (and be
     billed) whatever happens here, so a failure that leaves it unknown is a MaybeCharged."""
@@ -115,7 +115,7 @@ async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, n
             keep = " Running the node again with the same inputs asks for it again." if digest else ""
             raise MaybeCharged(client.provider, f"request {job.id} is still {state.state} after {waited:.0f} s; "
                                f"it may still finish on the provider's side.{keep}", stage=STATUS, request_id=job.id)
-        await client._pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
+        await client.pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
         interval = min(interval * poll.growth, poll.max_interval)
     result = await client.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers,
                                   stage=RESULT, request_id=job.id)
