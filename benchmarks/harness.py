@@ -11,14 +11,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sdbridge.nodes.hosted.store import result_cache
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 importlib.import_module("conftest")
 
 # The benchmarks measure the way to the provider and back: runs repeating one request with a
 # fixed seed would otherwise be answered by the result cache after the first.
+from sdbridge.nodes.hosted.store import result_cache  # noqa: E402  (loaded by conftest just above)
 
 os.environ[result_cache.SWITCH_ENV] = "off"
 
