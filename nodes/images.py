@@ -102,8 +102,23 @@ def pil_to_tensor(images: list[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(batch)
 
 
+def as_image_tensor(images) -> torch.Tensor:
+    """An IMAGE as the tensor ComfyUI passes. Another pack's node may output a numpy array of the
+    same shape and values; it is taken as ComfyUI's own nodes take it (`torch.from_numpy`). An
+    array of whole numbers (0..255 pixels, not an IMAGE's 0..1 floats) is refused, saying so."""
+    if isinstance(images, torch.Tensor):
+        return images
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"expected an IMAGE (a tensor), got {type(images).__name__}; connect an image output")
+    if images.dtype.kind != "f":
+        raise ValueError(f"got a numpy array of {images.dtype} values, but an IMAGE holds floats from 0 to 1; "
+                         "convert it first (for 0..255 pixels: divide by 255 as float32)")
+    return torch.from_numpy(np.array(images, dtype=np.float32))  # a copy: the other node keeps its array
+
+
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """IMAGE [B,H,W,C] (C = 1, 3 or 4; values 0..1) -> RGB PIL images."""
+    """IMAGE [B,H,W,C] (C = 1, 3 or 4; values 0..1; a numpy array too) -> RGB PIL images."""
+    images = as_image_tensor(images)
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .errors import InputError
+from .images import as_image_tensor
 from .params import Param, ValidationError, input_types, normalize_all, validate_inputs_classmethod
 
 HIDDEN = {"unique_id": "UNIQUE_ID"}
@@ -59,10 +60,21 @@ class ParamNode:
         """Every param checked and typed at run time (linked values never reach VALIDATE_INPUTS)."""
         try:
             result = normalize_all(cls.PARAMS, values)
+            for param in cls.PARAMS:
+                if param.kind == "IMAGE" and result.get(param.name) is not None:
+                    result[param.name] = _image_input(param.name, result[param.name])
             cls.check_together(result)
         except ValidationError as exc:
             raise InputError(f"{cls.TITLE}: {exc}") from None
         return result
+
+
+def _image_input(name: str, value):
+    """An IMAGE input as a tensor, whatever array type the node before it output."""
+    try:
+        return as_image_tensor(value)
+    except ValueError as exc:
+        raise ValidationError(f"{name}: {exc}") from None
 
 
 class ImageNode(ParamNode):

@@ -14,6 +14,7 @@ from .. import images as imaging
 from .. import runtime
 from ..errors import SDBridgeError
 from ..param_node import HIDDEN, ImageNode
+from .keys import redaction
 from .keys.redaction import redact
 from .money import budget
 from .money import ledger as spending
@@ -63,6 +64,14 @@ class HostedNode(ImageNode):
                                "Settings > SD Bridge).")
 
     async def generate(self, unique_id: str | None = None, sdbridge_prompt: dict | None = None, **values):
+        try:
+            return await self._generate(unique_id, sdbridge_prompt, values)
+        except Exception as error:
+            # ComfyUI logs the whole chain of what a node raised: no key in any part of it.
+            redaction.scrub_chain(error)
+            raise
+
+    async def _generate(self, unique_id: str | None, sdbridge_prompt: dict | None, values: dict):
         # 1. Check every input; mark the run, so an interrupt seen by any request of the prompt
         #    stops all of this run's.
         values = self.normalized(values)
@@ -194,6 +203,6 @@ def report_credits(provider: Provider, remaining: Any, node_id: str | None) -> N
     """Show a provider's remaining credits on the node and tell the web extension."""
     if remaining is None or remaining == "":
         return
-    remaining = redact(str(remaining))[:40]  # a server's header: shown on the node and sent to the page
+    remaining = redaction.cut(str(remaining), 40)  # a server's header: shown on the node and sent to the page
     runtime.show_text(node_id, f"{provider.name}: {remaining} credits left")
     runtime.send_event("sdbridge.credits", {"provider": provider.id, "remaining": remaining, "node": node_id})

@@ -40,6 +40,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ... import runtime
 from ...errors import MaybeCharged, ProviderError
+from ..keys.redaction import cut
 from ..provider_table import Provider
 from . import exchange
 from .addresses import RefusedURL, Target, result_target, same_origin
@@ -147,7 +148,7 @@ class HttpClient:
         target = urljoin(url, location)
         if not same_origin(target, url):
             raise ProviderError(
-                self.provider, f"redirected the request to another host ({urlsplit(target).netloc or repr(target[:60])}); "
+                self.provider, f"redirected the request to another host ({cut(urlsplit(target).netloc, 60) or repr(cut(target, 60))}); "
                 f"SD Bridge sends your key only to {urlsplit(url).netloc}. Check {self.provider.base_env} if you set "
                 "it; nothing was sent there.", reply.status, **about)
         if reply.status == 303 or (reply.status in (301, 302) and method == "POST"):
@@ -184,10 +185,7 @@ class HttpClient:
         provider's id of the request that made the image; every error carries it."""
         about = {"stage": "download", "request_id": request_id}
         for _ in range(max_redirects + 1):
-            try:
-                target = result_target(url, base)
-            except RefusedURL as exc:
-                raise ProviderError(self.provider, f"refused a result URL {exc}.", **about) from None
+            target = self._checked(url, base, about)
             try:
                 reply = await self.request("GET", url, node_id=node_id, label="download", follow_redirects=False,
                                            pin=target, **about)
@@ -216,6 +214,15 @@ class HttpClient:
         raise ProviderError(self.provider, f"a result download redirected more than {max_redirects} times.",
                             **about)
 
+    def _checked(self, url: str, base: str, about: dict) -> Target:
+        """Where a result URL may be fetched from, or ProviderError saying why not (raised outside
+        the handler, so no chained exception carries the URL whole)."""
+        try:
+            return result_target(url, base)
+        except RefusedURL as exc:
+            refused = str(exc)
+        raise ProviderError(self.provider, f"refused a result URL {refused}.", **about)
+
     async def _exchange(self, method, url, kwargs, deadline, follow_redirects, node_id, label, pin=None) -> Reply:
         """Run one exchange on a worker thread; poll for interrupts while it waits."""
         loop = asyncio.get_running_loop()
@@ -241,8 +248,9 @@ class HttpClient:
                     runtime.show_text(node_id, f"{self.provider.name} {label}: waiting {waited} s",
                                       log_line=False)
         finally:
-            if not future.done():
-                cancel.set()
+            if not future.done():  # withdrawn (interrupt, cancel, a failed batch): the worker
+                cancel.set()       # ends with Cancelled, which nobody awaits any more
+                future.add_done_callback(_retrieve)
         try:
             return future.result()
         except exchange.Cancelled:
@@ -266,6 +274,13 @@ class HttpClient:
             why = f"waiting for a free request slot ({self.provider.name}'s rate limit), {wait:.0f} s"
             await self.pause(step, why, node_id, label, log_line=waited == 0.0)
             waited += step
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Take a withdrawn exchange's outcome, so asyncio does not log its Cancelled as never
+    retrieved (with a traceback) after the run already stopped."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def all_or_nothing(coroutines) -> list:

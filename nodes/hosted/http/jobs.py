@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ... import runtime
 from ...errors import MaybeCharged, ProviderError
+from ..keys.redaction import cut
 from .addresses import same_origin
 from .client import HttpClient
 from .policy import GENERATION, PollPolicy
@@ -93,7 +94,7 @@ async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, h
     for where in (job.status_url, job.result_url):
         if not same_origin(where, url):
             raise MaybeCharged(client.provider, f"answered with a job URL on another host "
-                               f"({urlsplit(where).netloc or where[:60]!r}); SD Bridge sends your key only to "
+                               f"({urlsplit(where).netloc or cut(where, 60)!r}); SD Bridge sends your key only to "
                                f"{urlsplit(url).netloc}. Check {client.provider.base_env} if you set it.",
                                stage=SUBMIT, request_id=job.id)
     started = time.monotonic()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ProviderError
-from ..keys.redaction import redact
+from ..keys.redaction import cut, redact
 from ..provider_table import Provider
 
 _STATUS_TEXT: dict[int, tuple[str, str]] = {
@@ -100,10 +100,8 @@ def server_message(reply: Reply) -> str:
         raw = reply.body[:4096].decode("utf-8", "replace")
         raw = re.sub(r"(?is)<(script|style).*?</\1>", " ", raw)
         text = html.unescape(re.sub(r"<[^>]+>", " ", raw))
-    text = redact(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip())  # before the cut
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return text
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+    return cut(text, 297, "...") if len(text) > 300 else redact(text)
 
 
 def _status_text(status: int) -> tuple[str, str]:

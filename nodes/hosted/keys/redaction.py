@@ -33,6 +33,50 @@ def redact(text: str) -> str:
     return text
 
 
+SHORTEST_PIECE = 4  # a key's first characters this long, left at a cut, are taken out too
+
+
+def cut(text: str, limit: int, ellipsis: str = "") -> str:
+    """`text` redacted, then cut to `limit` characters (plus `ellipsis` when cut). A key that
+    straddles the cut is no longer whole after it, so a tail of the cut text that starts any
+    spelling of a key (SHORTEST_PIECE characters or more) is replaced by "***" as well."""
+    text = redact(text)
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    for form in key_forms():
+        for size in range(min(len(form) - 1, len(head)), SHORTEST_PIECE - 1, -1):
+            if head.endswith(form[:size]):
+                head = head[:-size] + "***"
+                break
+    return head + ellipsis
+
+
+def scrub_chain(error: BaseException) -> BaseException:
+    """`error` and every exception chained to it (`__cause__`, `__context__`, as a traceback
+    prints them) with keys taken out of their text, so a logged chain shows none. A context
+    the raise said adds nothing (`raise ... from None`) is dropped, not only hidden."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in current.args)
+        _scrub_notes(current)
+        pending += [linked for linked in (current.__cause__, current.__context__) if linked is not None]
+        if current.__suppress_context__ and current.__cause__ is None:
+            current.__context__ = None
+    return error
+
+
+def _scrub_notes(error: BaseException) -> None:
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        error.__notes__ = [redact(note) if isinstance(note, str) else note for note in notes]
+
+
 class RedactingFilter(logging.Filter):
     """Scrubs keys from every record of a logger, whatever the caller formatted."""
 

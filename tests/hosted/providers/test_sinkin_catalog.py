@@ -63,7 +63,7 @@ def test_entries_are_parsed_tolerantly():
     ]
     assert parse_entries(items) == (
         Entry("aaa111", "Title Model"), Entry("bbb222", "Named Model"), Entry("ccc333", ""),
-        Entry("4444", "Numeric id"), Entry("ddd444", "Spaced out title"), Entry("eee555", "T" * 80))
+        Entry("4444", "Numeric id"), Entry("ddd444", "Spaced out title"), Entry("eee555", "T" * (sinkin_catalog.TITLE_MAX - 1) + "…"))
     for junk in (None, {}, "models", 3):
         assert parse_entries(junk) == ()
 

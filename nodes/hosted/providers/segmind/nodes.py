@@ -172,7 +172,7 @@ class SDBridgeSegmindAnyModel(HostedNode):
         if data is not None:
             result["answer"] = data
         else:
-            result["answer"] = redaction.redact(reply.body.decode("utf-8", "replace"))[:4096]
+            result["answer"] = redaction.cut(reply.body.decode("utf-8", "replace"), 4096)
         return Result(imaging.placeholder(), result)
 NODES = (SDBridgeSegmindRealisticVision, SDBridgeSegmindSDXL, SDBridgeSegmindSD15Img2Img, SDBridgeSegmindRealVisXL,
          SDBridgeSegmindAnyModel)

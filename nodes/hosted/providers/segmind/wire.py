@@ -9,7 +9,7 @@ from ....errors import MaybeCharged, ProviderError
 from ...http.addresses import same_origin
 from ...http.jobs import COMPLETED, FAILED, PROCESSING, QUEUED, SUBMIT, Job, JobState
 from ...http.replies import Reply, describe_body
-from ...keys import credentials
+from ...keys import credentials, redaction
 from ...provider_table import SEGMIND
 from .endpoints import Endpoint
 
@@ -52,7 +52,7 @@ def _read_state(reply: Reply) -> JobState:
     data = reply.json_object(SEGMIND)
     state = _V2_STATES.get(str(data.get("status", "")).upper())
     if state is None:
-        raise ProviderError(SEGMIND, f"reported a status SD Bridge does not know ({str(data.get('status'))[:40]!r}). "
+        raise ProviderError(SEGMIND, f"reported a status SD Bridge does not know ({redaction.cut(str(data.get('status')), 40)!r}). "
                             "Try again later.", reply.status, stage=reply.stage, request_id=reply.request_id)
     error = data.get("error")
     return JobState(state, error if isinstance(error, str) else "")

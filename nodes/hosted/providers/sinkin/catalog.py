@@ -4,11 +4,13 @@ carries the id ("Realistic Vision V6.0 (r2La2w2)"); a bare id works too."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,13 @@ NO_LORA = "none"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_IN_CHOICE = re.compile(r"\(([A-Za-z0-9_-]{1,64})\)\s*$")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+TITLE_MAX = 48  # characters of a title a choice shows, so the id after it stays in view
+# Not shown as themselves: controls, line and paragraph separators, and the invisible formatting
+# characters (bidirectional overrides, zero-width marks) that make a text read unlike its bytes.
+_BREAKS = {"Cc", "Zl", "Zp"}             # shown as a space
+_INVISIBLE = {"Cf", "Cs", "Co", "Cn"}     # left out
+# Markup: a menu that sets innerHTML would run a title's <img onerror=...>.
+_MARKUP = str.maketrans({"<": None, ">": None, "(": "[", ")": "]"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,22 @@ def id_from_choice(value: str) -> str | None:
     return value if _ID.fullmatch(value) else None
 
 
+def _shown(character: str) -> str:
+    category = unicodedata.category(character)
+    return " " if category in _BREAKS else "" if category in _INVISIBLE else character
+
+
+def clean_title(title: Any) -> str:
+    """A provider's title as plain text that shows what it says: no markup, no hidden or
+    direction-changing characters, no parentheses (in a choice the only "(...)" is its real
+    id, at the end), no key, and at most TITLE_MAX characters, so a long title cannot push
+    the real id out of view while showing another."""
+    if not isinstance(title, str):
+        return ""
+    visible = "".join(_shown(c) for c in title)
+    return redaction.cut(" ".join(visible.translate(_MARKUP).split()), TITLE_MAX - 1, "…")
+
+
 def parse_entries(items: Any) -> tuple[Entry, ...]:
     """Catalog entries from an answer's list, tolerantly: `title` or `name`, other fields
     ignored, entries without a usable id skipped, the first of duplicate ids kept."""
@@ -62,9 +87,7 @@ def parse_entries(items: Any) -> tuple[Entry, ...]:
         if not isinstance(entry_id, str) or not _ID.fullmatch(entry_id.strip()):
             continue
         entry_id = entry_id.strip()
-        title = item.get("title") or item.get("name")
-        title = redaction.redact(" ".join(CONTROL_CHARACTERS.sub(" ", title).split()))[:80] if isinstance(title, str) else ""
-        entries.setdefault(entry_id, Entry(entry_id, title))
+        entries.setdefault(entry_id, Entry(entry_id, clean_title(item.get("title") or item.get("name"))))
     return tuple(entries.values())
 
 
@@ -135,8 +158,29 @@ def _write_cache(catalog: Catalog) -> None:
     userdata.write_json(path, data)
 
 
+_in_flight: asyncio.Task | None = None  # the read under way: refreshes asked meanwhile share it
+
+
 async def refresh_catalog() -> Catalog:
-    """Read the model and LoRA lists from SinkIn and cache them."""
+    """Read the model and LoRA lists from SinkIn and cache them. Each read is a keyed call:
+    refreshes asked while one is under way wait for its answer instead of sending their own
+    (one caller giving up does not withdraw it from the others)."""
+    global _in_flight
+    loop = asyncio.get_running_loop()
+    if _in_flight is None or _in_flight.done() or _in_flight.get_loop() is not loop:
+        _in_flight = loop.create_task(_read_catalog())
+        _in_flight.add_done_callback(_retrieved)
+    return await asyncio.shield(_in_flight)
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    """Every waiter may have given up: the read's failure is still taken, so asyncio does not
+    log it as never retrieved (the waiters, if any, get it themselves)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _read_catalog() -> Catalog:
     data = await sinkin_api.post_form("/api/models", {}, None, "models", resend=IDEMPOTENT)  # a read
     catalog = Catalog(parse_entries(data.get("models")), parse_entries(data.get("loras")), time.time())
     if not catalog.models:
