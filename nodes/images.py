@@ -109,9 +109,9 @@ def as_image_tensor(images) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return images
     if not isinstance(images, np.ndarray):
-        raise ValueError(f"expected an IMAGE (a tensor), got {type(images).__name__}; connect an image output")
+        raise InputError(f"expected an IMAGE (a tensor), got {type(images).__name__}; connect an image output")
     if images.dtype.kind != "f":
-        raise ValueError(f"got a numpy array of {images.dtype} values, but an IMAGE holds floats from 0 to 1; "
+        raise InputError(f"got a numpy array of {images.dtype} values, but an IMAGE holds floats from 0 to 1; "
                          "convert it first (for 0..255 pixels: divide by 255 as float32)")
     return torch.from_numpy(np.array(images, dtype=np.float32))  # a copy: the other node keeps its array
 

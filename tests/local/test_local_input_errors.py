@@ -37,3 +37,10 @@ def test_a_missing_checkpoint_is_an_input_error_with_its_words(tmp_path, monkeyp
 def test_the_local_layers_own_errors_are_input_errors():
     assert issubclass(CheckpointError, InputError) and issubclass(PromptTooComplex, InputError)
     assert issubclass(InputError, SDBridgeError) and issubclass(InputError, ValueError)
+
+
+def test_an_unknown_scheduler_is_an_input_error_with_its_words():
+    from sdbridge.nodes.local.schedulers import make_scheduler
+
+    with pytest.raises(InputError, match=r"^Unknown scheduler 'Euler A'\. Choose one of: .*Euler a"):
+        make_scheduler("Euler A", {})
