@@ -39,16 +39,11 @@ from support import standin_comfy, tiny_pipelines  # noqa: E402
 
 from sdbridge.nodes import declared_settings, routes, runtime  # noqa: E402
 from sdbridge.nodes.hosted.http import rate_limit  # noqa: E402
-from sdbridge.nodes.hosted.http.client import RetryPolicy  # noqa: E402
-from sdbridge.nodes.hosted.http.jobs import PollPolicy  # noqa: E402
 from sdbridge.nodes.hosted.money import ledger  # noqa: E402
 from sdbridge.nodes.hosted.provider_table import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
 from sdbridge.nodes.hosted.providers.segmind import api as segmind_api  # noqa: E402
-from sdbridge.nodes.hosted.providers.sinkin import api as sinkin_api  # noqa: E402
 from sdbridge.nodes.local import pipeline_cache  # noqa: E402
 
-FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05)
-FAST_POLLS = PollPolicy(first_interval=0.02, max_interval=0.05, timeout=30.0)
 UNPACED = "1000000/1"
 
 
@@ -85,39 +80,36 @@ def pack_log(caplog):
     return caplog
 
 
-def serve_fake(monkeypatch, provider, server, clients=()):
-    """Point `provider`'s key and base URL (from the provider table) at a running fake, with
-    fast retries on `clients`."""
+def serve_fake(monkeypatch, provider, server):
+    """Point `provider`'s key and base URL (from the provider table) at a running fake. Its
+    nodes run at the fast pace support.nodecalls passes in (`run`, `make`)."""
     monkeypatch.setenv(provider.key_env, server.key)
     monkeypatch.setenv(provider.base_env, server.url)
-    for client in clients:
-        monkeypatch.setattr(client, "retry", FAST_RETRIES)
     return server
 
 
 @pytest.fixture
 def fake_segmind(monkeypatch):
-    """A running fake Segmind, with the key and base URL pointing at it and fast retries, called
-    through v1, the synchronous API the documents describe."""
+    """A running fake Segmind, with the key and base URL pointing at it, called through v1, the
+    synchronous API the documents describe."""
     monkeypatch.setenv(segmind_api.API_ENV, "v1")
     with FakeSegmind() as server:
-        yield serve_fake(monkeypatch, SEGMIND, server, (segmind_api.CLIENT,))
+        yield serve_fake(monkeypatch, SEGMIND, server)
 
 
 @pytest.fixture
 def fake_segmind_v2(monkeypatch):
-    """A running fake Segmind called through its v2 queue (the default), asking fast."""
+    """A running fake Segmind called through its v2 queue (the default)."""
     monkeypatch.delenv(segmind_api.API_ENV, raising=False)
-    monkeypatch.setattr(segmind_api, "POLL", FAST_POLLS)
     with FakeSegmind() as server:
-        yield serve_fake(monkeypatch, SEGMIND, server, (segmind_api.CLIENT,))
+        yield serve_fake(monkeypatch, SEGMIND, server)
 
 
 @pytest.fixture
 def fake_sinkin(monkeypatch):
-    """A running fake SinkIn, with the key and base URL pointing at it and fast retries."""
+    """A running fake SinkIn, with the key and base URL pointing at it."""
     with FakeSinkIn() as server:
-        yield serve_fake(monkeypatch, SINKIN, server, (sinkin_api.CLIENT, sinkin_api.DOWNLOADS))
+        yield serve_fake(monkeypatch, SINKIN, server)
 
 
 @pytest.fixture

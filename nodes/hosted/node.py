@@ -1,19 +1,23 @@
 """What every hosted node shares: inputs, validation and the info output derived from its
-params, random seeds, a description that says which key it needs, the result cache, and
-reporting credits. Each provider module supplies PROVIDER and `call`."""
+params, random seeds, a description that says which key it needs, one `Plan` per run, the
+result cache, the spending caps, and reporting credits. Each provider module supplies the
+declarations (PARAMS, PROVIDER, DISPLAY_NAME, ABOUT, POLICIES), `plan` and `call`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from .. import images as imaging
 from .. import runtime
 from ..errors import SDBridgeError
 from ..param_node import HIDDEN, ImageNode
+from .http.policy import Policies
 from .keys import redaction
 from .keys.redaction import redact
 from .money import budget
@@ -36,6 +40,58 @@ class Result:
         return cls(imaging.pil_to_tensor([p.image for p in pictures]), info, [p.raw for p in pictures])
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One run, decided before anything is sent. Made from the normalized values alone when
+    `uploads` is None (the estimate and the result cache's widget-only check: no image is read),
+    else with the input images' bytes exactly as `call` sends them."""
+    values: Mapping[str, Any]          # the normalized values the requests are built from
+    endpoint: str                      # what the node calls, as the result cache's key names it
+    seed: int | None                   # the fixed seed; None when each run asks for a new image
+    cost: costs.CostShape              # what the run costs in; its `requests` are the paid requests
+    cache_values: Mapping[str, Any] | None = None  # as the cache key reads them (None: `values`
+    #                                                but the uploaded inputs, named by their digests)
+    uploads: Mapping[str, tuple[bytes, ...]] | None = None  # {input name: bytes of each image sent}
+
+    def __post_init__(self):
+        # Read-only views: nothing downstream changes what was planned.
+        object.__setattr__(self, "values", MappingProxyType(dict(self.values)))
+        keyed = self.cache_values
+        if keyed is None:
+            keyed = {name: value for name, value in self.values.items() if name not in (self.uploads or {})}
+        object.__setattr__(self, "cache_values", MappingProxyType(dict(keyed)))
+        if self.uploads is not None:
+            object.__setattr__(self, "uploads", MappingProxyType({k: tuple(v) for k, v in self.uploads.items()}))
+
+    @property
+    def requests(self) -> int:
+        return self.cost.requests
+
+    def sent(self, name: str) -> tuple[bytes, ...]:
+        """The bytes of each image sent for input `name` (none when it is not connected)."""
+        return (self.uploads or {}).get(name, ())
+
+
+def fixed_seed(values: Mapping[str, Any], name: str = "seed") -> int | None:
+    """The run's fixed seed (an integer >= 0), or None: -1 asks for a new image each run. Read
+    past the estimate's linked-input guard (dict.get): a seed from another node changes no price,
+    and a value not given names no image."""
+    seed = dict.get(values, name) if isinstance(values, dict) else values.get(name)
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
+
+
+def encode_uploads(values: Mapping[str, Any], names, *, first_only: bool = False) -> dict[str, tuple[bytes, ...]]:
+    """The PNG bytes of each connected image input in `names`: every image of its batch (each is
+    its own request), or with `first_only` the first. These name the request in the result cache,
+    so a change of one pixel is another request."""
+    uploads = {}
+    for name in names:
+        if values.get(name) is not None:
+            pictures = imaging.tensor_to_pil(values[name])
+            uploads[name] = tuple(imaging.encode_image(p) for p in (pictures[:1] if first_only else pictures))
+    return uploads
+
+
 _HOSTED: dict[str, type] = {}  # every hosted node class defined, by id (its class name)
 
 
@@ -45,12 +101,18 @@ def hosted_classes() -> dict[str, type]:
 
 
 class HostedNode(ImageNode):
-    """Subclasses set PARAMS, PROVIDER, DISPLAY_NAME, ABOUT and implement `call`."""
+    """Subclasses declare PARAMS, PROVIDER, DISPLAY_NAME, ABOUT and POLICIES (the provider's
+    default pace), and write `plan` (values -> Plan) and `call` (Plan -> Result)."""
 
     PROVIDER: ClassVar[Provider]
+    POLICIES: ClassVar[Policies] = Policies()
     ABOUT: ClassVar[str] = ""  # what the node does; DESCRIPTION adds which key it needs
     # The whole prompt, for the spending caps (named so no widget can clash with it).
     HIDDEN_INPUTS = {**HIDDEN, "sdbridge_prompt": "PROMPT"}
+
+    def __init__(self, policies: Policies | None = None):
+        # ComfyUI makes nodes with no arguments: the provider's pace. Tests pass faster ones.
+        self.policies = policies or self.POLICIES
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -69,6 +131,8 @@ class HostedNode(ImageNode):
         except Exception as error:
             # ComfyUI logs the whole chain of what a node raised: no key in any part of it.
             redaction.scrub_chain(error)
+            if isinstance(error, SDBridgeError):
+                report_failure(error, unique_id)
             raise
 
     async def _generate(self, unique_id: str | None, sdbridge_prompt: dict | None, values: dict):
@@ -77,19 +141,24 @@ class HostedNode(ImageNode):
         values = self.normalized(values)
         runtime.begin_run()
         started = time.monotonic()
-        # 2. A request already paid for is answered from the result cache: no request, no cap.
-        uploads = self.uploads(values)  # the input images' bytes, as `call` will send them
-        key = result_cache.key_for(type(self), values, result_cache.image_digests(uploads))
-        cached = await asyncio.to_thread(result_cache.lookup, key) if key else None
-        result = self.from_cache(*cached, unique_id) if cached is not None else None
+        # 2. Plan what the run sends, costs and is cached as (the input images encoded once).
+        plan = self.plan(values)
+        # 3. A request already paid for is answered from the result cache: no request, no cap.
+        key = result_cache.key_for(type(self), values, result_cache.image_digests(plan.uploads or {}))
+        result = await self.from_cache(key, unique_id)
         if result is None:
-            # 3. Ask the provider (within the caps), then keep what was paid for; a failure
-            #    raised above, so it is never stored.
+            # 4. Reserve within the caps (past them nothing is sent), 5. call, 6. account for
+            #    what it spent, 7. settle the reservation, whatever happened.
+            own = costs.estimate(plan.cost)
+            run = budget.run_for(sdbridge_prompt)
+            reserved = self.reserve(run, sdbridge_prompt, own, unique_id)
+            spent = None
             try:
-                result = await self.ask(values, uploads, sdbridge_prompt, unique_id)
-            except SDBridgeError as exc:
-                report_failure(exc, unique_id)
-                raise
+                result = await self.call(plan, unique_id)
+                spent = self.account(plan.cost, own, result.info, unique_id)
+            finally:
+                self.settle(run, reserved, spent)
+            # A failure raised above, so only what was paid for is kept.
             result.info["seconds"] = round(time.monotonic() - started, 2)
             if key and result.raw:
                 await asyncio.to_thread(result_cache.store, key, result.raw, result.info)
@@ -98,23 +167,16 @@ class HostedNode(ImageNode):
         # The info text may carry what a server echoed back: scrub keys like any other output.
         return (result.images, redact(json.dumps(result.info, indent=1)))
 
-    async def ask(self, values: dict, uploads: dict[str, list[bytes]], prompt: dict | None,
-                  node_id: str | None) -> Result:
-        """The spending caps first (past them nothing is sent), then `call`; what it spent is
-        recorded and put in its info."""
-        shape = self.cost_shape(values, requests=self.request_count(values))
-        own = costs.estimate(shape)
-        run = budget.run_for(prompt)
+    def reserve(self, run: budget.Run, prompt: dict | None, own: costs.Estimate, node_id: str | None) -> float:
+        """The spending caps (past them nothing is sent): reserve this run's estimate."""
         reserved = budget.check_before_request(run, prompt, own, hosted_classes(), result_cache.cached_inputs)
         # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
         runtime.show_text(node_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
-        spent = None
-        try:
-            result = await self.call(values, node_id, uploads)
-            spent = self.account(shape, own, result.info, node_id)
-        finally:
-            budget.settle(run, reserved, spent)
-        return result
+        return reserved
+
+    def settle(self, run: budget.Run, reserved: float, spent: float | None) -> None:
+        """The reservation gives way to what was spent (None: nothing known, or it failed)."""
+        budget.settle(run, reserved, spent)
 
     def account(self, shape: costs.CostShape, own: costs.Estimate, info: dict, node_id: str | None) -> float | None:
         """Record what the run spent (measured when the provider told, else the estimate), put
@@ -137,10 +199,14 @@ class HostedNode(ImageNode):
                                               "basis": basis})
         return spent
 
-    def from_cache(self, raw: list[bytes], info: dict, node_id: str | None) -> Result | None:
+    async def from_cache(self, key: str | None, node_id: str | None) -> Result | None:
         """A cache hit: the stored bytes decoded as the first run decoded them, and its info,
-        which says that nothing was spent and what the first run cost (None, a miss, if the
-        bytes no longer decode)."""
+        which says that nothing was spent and what the first run cost (None: a miss, no key, or
+        bytes that no longer decode)."""
+        cached = await asyncio.to_thread(result_cache.lookup, key) if key else None
+        if cached is None:
+            return None
+        raw, info = cached
         try:
             pictures = [imaging.decode_image(data) for data in raw]
         except imaging.ImageDecodeError:
@@ -155,40 +221,15 @@ class HostedNode(ImageNode):
                 "cache": {"hit": True, **({"saved_credits": saved} if saved is not None else {})}}
         return Result(imaging.pil_to_tensor(pictures), info, raw)
 
-    def uploads(self, values: dict) -> dict[str, list[bytes]]:
-        """The bytes each image input is sent as ({input name: one per image sent}); they name
-        the request in the result cache, so a change of one pixel is another request."""
-        return {}
-
     @classmethod
-    def cache_seed(cls, values: dict) -> int | None:
-        """The run's fixed seed, or None when each run asks for a new image (seed -1)."""
-        seed = values.get("seed")
-        return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
-
-    @classmethod
-    def cache_endpoint(cls, values: dict) -> str:
-        """What the node calls, for the result cache's key."""
-        return cls.__name__
-
-    @classmethod
-    def cache_values(cls, values: dict) -> dict:
-        """The normalized values as the cache key reads them."""
-        return values
-
-    @classmethod
-    def request_count(cls, values: dict) -> int:
-        """How many paid requests one run sends: one per input image, or one."""
-        image = values.get("image")
-        return int(image.shape[0]) if image is not None and hasattr(image, "shape") else 1
-
-    @classmethod
-    def cost_shape(cls, values: dict, requests: int = 1) -> costs.CostShape:
-        """What one run costs in: provider, endpoint, and the inputs a price scales with."""
+    def plan(cls, values: Mapping[str, Any], images: bool = True) -> Plan:
+        """What one run sends, costs and is cached as. With `images` off, made from the widget
+        values alone: no image input is read (`uploads` None, one request)."""
         raise NotImplementedError
 
-    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
-        """Run the requests. A provider that tells what they cost puts it in `credits_measured`."""
+    async def call(self, plan: Plan, node_id: str | None) -> Result:
+        """Run the planned requests at `self.policies`' pace. A provider that tells what they
+        cost puts it in `info["credits_measured"]`."""
         raise NotImplementedError
 
 

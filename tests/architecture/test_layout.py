@@ -4,6 +4,7 @@ imports the package root, and importing any module only defines things."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,12 @@ def test_importing_any_module_only_defines_things():
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert int(result.stdout.split()[0]) > 40  # every module was imported
+
+
+def test_tests_pass_policies_in_and_patch_no_provider_module():
+    """A run's pace reaches the provider through the node's Policies; a test that patched a
+    provider module's global would change every node at once (and hide a missing parameter)."""
+    patched = re.compile(r"setattr\(\s*(segmind_api|sinkin_api|standin\w*|[\w.]*\.(CLIENT|DOWNLOADS))\b")
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "tests").rglob("*.py"))
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if patched.search(line)]
+    assert offenders == []

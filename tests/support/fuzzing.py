@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sdbridge.nodes.errors import ProviderError
 
-from .nodecalls import defaults
+from .nodecalls import defaults, make
 
 ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(-10**16, 10**16), st.floats(allow_nan=True),
                      st.text(max_size=12))
@@ -68,11 +68,11 @@ def fuzz_node(node, server, *, check_sent, good=valid_value, provider_may_refuse
         if verdict is not True:
             assert isinstance(verdict, str) and verdict.split(":")[0] in names, verdict
             with pytest.raises(ValueError, match=re.escape(verdict.split(":")[0])):
-                asyncio.run(node().generate(unique_id="1", **merged))
+                asyncio.run(make(node).generate(unique_id="1", **merged))
             assert len(server.requests) == before  # refused before spending anything
             return
         try:
-            images, _ = asyncio.run(node().generate(unique_id="1", **merged))
+            images, _ = asyncio.run(make(node).generate(unique_id="1", **merged))
         except ProviderError as exc:
             if provider_may_refuse is None or not provider_may_refuse(exc):
                 raise

@@ -1,11 +1,33 @@
 """Calling nodes the way ComfyUI does: widget defaults from INPUT_TYPES, validation first, then
-the node's FUNCTION awaited on an event loop."""
+the node's FUNCTION awaited on an event loop. Hosted nodes get a fast pace passed in
+(`fast`): a node receives its Policies at construction; nothing is patched."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import math
+from dataclasses import replace
+
+from sdbridge.nodes.hosted.http.policy import Policies, PollPolicy, RetryPolicy
+
+FAST_RETRIES = RetryPolicy(base_delay=0.01, max_delay=0.05)
+FAST_POLLS = PollPolicy(first_interval=0.02, max_interval=0.05, timeout=30.0)
+
+
+def fast(node_class, **changes) -> Policies | None:
+    """`node_class`'s own policies with fast retries and polls, and `changes` (None for a node
+    that takes no policies)."""
+    own = getattr(node_class, "POLICIES", None)
+    if own is None:
+        return None
+    return replace(own, **{"retry": FAST_RETRIES, "poll": FAST_POLLS, **changes})
+
+
+def make(node_class, policies: Policies | None = None):
+    """A node as ComfyUI makes it, at `policies` (default: `fast`) when it is a hosted node."""
+    policies = policies or fast(node_class)
+    return node_class(policies) if policies is not None else node_class()
 
 
 def defaults(node_class) -> dict:
@@ -56,12 +78,13 @@ def comfy_validate(node_class, values: dict) -> list[str]:
     return errors
 
 
-def run(node_class, node_id: str = "7", **values):
-    """Validate like ComfyUI, then run the node; returns its output tuple."""
+def run(node_class, node_id: str = "7", policies: Policies | None = None, **values):
+    """Validate like ComfyUI, then run the node (at `policies`, default `fast`); returns its
+    output tuple."""
     merged = {**defaults(node_class), **values}
     errors = comfy_validate(node_class, merged)
     if errors:
         raise AssertionError(f"validation failed: {errors}")
-    function = getattr(node_class(), node_class.FUNCTION)
+    function = getattr(make(node_class, policies), node_class.FUNCTION)
     result = function(unique_id=node_id, **merged)
     return asyncio.run(result) if inspect.isawaitable(result) else result

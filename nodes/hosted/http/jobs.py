@@ -8,7 +8,6 @@ a new one."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -87,8 +86,8 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
 
 
-async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label, poll: PollPolicy,
-                  state_statuses, store: JobStore | None, digest: str | None) -> Reply:
+async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label,
+                           poll: PollPolicy, state_statuses, store: JobStore | None, digest: str | None) -> Reply:
     """Ask about a submitted job until it ends; its result's answer. The job may run (and be
     billed) whatever happens here, so a failure that leaves it unknown is a MaybeCharged."""
     for where in (job.status_url, job.result_url):
@@ -97,13 +96,13 @@ async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, h
                                f"({urlsplit(where).netloc or cut(where, 60)!r}); SD Bridge sends your key only to "
                                f"{urlsplit(url).netloc}. Check {client.provider.base_env} if you set it.",
                                stage=SUBMIT, request_id=job.id)
-    started = time.monotonic()
+    started = poll.clock()
     interval = poll.first_interval
     while True:
         answer = await client.request("GET", job.status_url, node_id=node_id, label=f"{label} status",
                                       headers=headers, accept=state_statuses, stage=STATUS, request_id=job.id)
         state = read_state(answer)
-        waited = time.monotonic() - started
+        waited = poll.clock() - started
         if state.state == COMPLETED:
             break
         if state.state == FAILED:

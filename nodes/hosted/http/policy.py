@@ -4,12 +4,14 @@
 a request that makes (and bills) an image is never sent again once it may have reached the
 provider; `retry_delay` says how long to wait under a `RetryPolicy` (429 has its own budget,
 honouring Retry-After; 408, 5xx, timeouts and dropped connections share another). `PollPolicy`
-is how a queued job is asked about, `Limits` what one exchange may take."""
+is how a queued job is asked about, `Limits` what one exchange may take, and `Policies` all of
+them for one run: a node receives it at construction and hands it to every API call."""
 
 from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MiB = 1024 * 1024
@@ -42,6 +44,21 @@ class PollPolicy:
     max_interval: float = 5.0        # pauses grow to this
     growth: float = 1.5
     timeout: float = 600.0           # give up waiting (the provider may still finish; say so)
+    clock: Callable[[], float] = time.monotonic  # what the wait is measured with (seconds)
+
+
+@dataclass(frozen=True)
+class Policies:
+    """The pace of one run, passed down (never patched): how requests are retried, what an API
+    exchange and a result download may take, how a queued job is asked about, how large a
+    result image may be, and the rate plan that stands in for the table's default (None: the
+    table's). Each provider declares its defaults; tests pass faster ones in."""
+    retry: RetryPolicy = RetryPolicy()
+    limits: Limits = Limits()
+    downloads: Limits = Limits()
+    poll: PollPolicy = PollPolicy()
+    max_result_pixels: int | None = None    # None: the pack's own bound on a decoded image
+    rate_plan: tuple[int, float] | None = None
 TRANSIENT = "transient"          # the answer never came whole, or 408/5xx
 RATE_LIMITED_BUDGET = "rate limited"
 MAYBE_DONE = "maybe done"        # the provider may have done (and billed) the work: never resend

@@ -144,18 +144,19 @@ def setting_problem(text: str) -> str | None:
     return "write the requests allowed and the seconds they are counted over, such as 5/60 (5 a minute)"
 
 
-def plan_for(provider: Provider) -> Plan | None:
-    """The pace for a provider: the user's setting, else its documented plan, else none (then
-    only 429s set it)."""
-    return configured_plan(provider) or (Plan(*provider.rate_plan) if provider.rate_plan else None)
+def plan_for(provider: Provider, default: tuple[int, float] | None = None) -> Plan | None:
+    """The pace for a provider: the user's setting, else `default` (a run's `Policies.rate_plan`)
+    or its documented plan, else none (then only 429s set it)."""
+    default = default or provider.rate_plan
+    return configured_plan(provider) or (Plan(*default) if default else None)
 
 
-def for_key(provider: Provider, key: str) -> RateLimiter:
+def for_key(provider: Provider, key: str, default: tuple[int, float] | None = None) -> RateLimiter:
     """The limiter every request with this key shares (made on first use, and anew when the
-    plan changes). A plan the user set is trusted from the first request; a default one starts
-    slow."""
+    plan changes). A plan the user set is trusted from the first request; a default one (the
+    table's, or `default`) starts slow."""
     ident = (provider.id, hashlib.sha256(key.encode()).hexdigest())
-    plan = plan_for(provider)
+    plan = plan_for(provider, default)
     with _registry_lock:
         entry = _limiters.get(ident)
         if entry is None or entry[0] != plan:

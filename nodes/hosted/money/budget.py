@@ -69,7 +69,7 @@ def estimate_node(cls, inputs: Mapping[str, Any], ledger: dict, cached=None) -> 
     try:
         if cached is not None and cached(cls, probe):
             return costs.Estimate(0.0, "cached result: no request")
-        shape = cls.cost_shape(probe)
+        shape = cls.plan(probe, images=False).cost
     except LinkedInput as linked_name:
         return costs.Estimate(None, f"unknown: {linked_name} comes from another node")
     except (ValidationError, ValueError) as exc:

@@ -97,15 +97,14 @@ def key_for(node_cls, values: dict, image_digests: list[str] | None = None) -> s
     defaults = {p.name: p.default for p in plain if p.name not in given and p.default is not None}
     try:
         normalized = normalize_all(plain, {**defaults, **given})
-        seed = node_cls.cache_seed(normalized)
-        endpoint = node_cls.cache_endpoint(normalized)
-        normalized = node_cls.cache_values(normalized)
+        plan = node_cls.plan(normalized, images=False)  # from widget values alone: no image is read
         base = credentials.base_url(node_cls.PROVIDER)
     except (ValidationError, ValueError, RuntimeError):
         return None
-    if seed is None:
+    if plan.seed is None:
         return None
-    request = [KEY_VERSION, node_cls.PROVIDER.id, base, endpoint, normalized, list(image_digests or [])]
+    request = [KEY_VERSION, node_cls.PROVIDER.id, base, plan.endpoint, dict(plan.cache_values),
+               list(image_digests or [])]
     try:
         text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     except (TypeError, ValueError):

@@ -4,19 +4,17 @@ one key against a fake Segmind that allows 5 generation requests per 2 s."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from support.nodecalls import defaults
+from support.nodecalls import defaults, fast, make
 
 from sdbridge.nodes.hosted.http import rate_limit
 from sdbridge.nodes.hosted.http.rate_limit import Plan, RateLimiter
 from sdbridge.nodes.hosted.provider_table import SEGMIND, SINKIN
-from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 
 
@@ -107,12 +105,12 @@ def test_one_limiter_per_key_from_the_table_or_the_setting(monkeypatch):
     assert not any("key-a" in str(ident) for ident in rate_limit._limiters)  # keys are kept as digests only
 
 
-def _twenty_nodes(fake) -> tuple[float, list]:
+def _twenty_nodes(fake, rate_plan=None) -> tuple[float, list]:
     node = segmind_nodes.SDBridgeSegmindRealisticVision
     values = {**defaults(node), "prompt": "a cat", "img_width": 256, "img_height": 256}
 
     async def twenty():
-        return await asyncio.gather(*(node().generate(unique_id=str(i), **{**values, "seed": i}) for i in range(20)))
+        return await asyncio.gather(*(make(node, fast(node, rate_plan=rate_plan)).generate(unique_id=str(i), **{**values, "seed": i}) for i in range(20)))
 
     started = time.monotonic()
     results = asyncio.run(twenty())
@@ -131,14 +129,15 @@ def test_twenty_nodes_on_one_key_share_its_pace(fake_segmind, monkeypatch, setti
     """With the right plan set, no 429 at all; under a default four times too generous (a free
     account under the pro default), the slow start and the first 429 teach the pace: no window
     sees more than two."""
+    default = None
     if setting == "5/2":
         monkeypatch.setenv(SEGMIND.rate_env, setting)
     else:
         monkeypatch.delenv(SEGMIND.rate_env)
-        monkeypatch.setattr(segmind_api, "SEGMIND", dataclasses.replace(SEGMIND, rate_plan=(20, 2.0)))
+        default = (20, 2.0)  # the run's policies stand in for the table's default plan
     fake_segmind.rate_limit = (5, 2.0)
     begin = time.monotonic()
-    elapsed, results = _twenty_nodes(fake_segmind)
+    elapsed, results = _twenty_nodes(fake_segmind, default)
     assert len(results) == 20 and all(torch.is_tensor(images) for images, _ in results)
     assert fake_segmind.generated == 20 and len(fake_segmind.accepted_at) == 20
     rejections = _per_window(fake_segmind.rejected, begin, 2.0)

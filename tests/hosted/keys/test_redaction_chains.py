@@ -22,7 +22,6 @@ from sdbridge.nodes import runtime
 from sdbridge.nodes.errors import ProviderError
 from sdbridge.nodes.hosted.http import addresses
 from sdbridge.nodes.hosted.http.client import HttpClient
-from sdbridge.nodes.hosted.http.jobs import PollPolicy
 from sdbridge.nodes.hosted.keys import redaction
 from sdbridge.nodes.hosted.provider_table import SEGMIND, SINKIN
 from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
@@ -181,7 +180,6 @@ class Frontend:
 @pytest.fixture
 def canary_segmind_v2(monkeypatch):
     monkeypatch.delenv(segmind_api.API_ENV, raising=False)
-    monkeypatch.setattr(segmind_api, "POLL", PollPolicy(first_interval=0.02, max_interval=0.05, timeout=10.0))
     frontend = Frontend()
     monkeypatch.setattr(runtime, "_server", lambda: frontend)
     with FakeSegmind(key=CANARY) as fake:

@@ -120,11 +120,9 @@ def test_an_estimate_scales_with_samples_size_steps_and_lcm(fake_sinkin):
     base = {"model_id": "yBG2r9O", "prompt": "a cat", "num_images": 2, "width": 512, "height": 512, "steps": 30,
             "seed": 5}
     run(sinkin_nodes.SDBridgeSinkInTxt2Img, "1", **base)   # measured: 1.0 credit for 2 images
-    shape = sinkin_nodes.SDBridgeSinkInTxt2Img.cost_shape
-
     def priced(**changes):
         values = {**_defaults(sinkin_nodes.SDBridgeSinkInTxt2Img), **base, **changes}
-        return prices.estimate(shape(values))
+        return prices.estimate(sinkin_nodes.SDBridgeSinkInTxt2Img.plan(values, images=False).cost)
 
     same = priced()
     assert same.credits == 1.0 and same.basis.startswith("measured")
@@ -213,8 +211,8 @@ def test_segmind_img2img_batches_are_not_measured_but_counted_by_their_estimate(
     values = {"prompt": "a lake", "seed": 3}
     run(segmind_nodes.SDBridgeSegmindRealVisXL, "1", **values)
     run(segmind_nodes.SDBridgeSegmindRealVisXL, "1", **values)
-    assert prices.estimate(segmind_nodes.SDBridgeSegmindRealVisXL.cost_shape(
-        {**_defaults(segmind_nodes.SDBridgeSegmindRealVisXL), **values})).credits == 1.0
+    assert prices.estimate(segmind_nodes.SDBridgeSegmindRealVisXL.plan(
+        {**_defaults(segmind_nodes.SDBridgeSegmindRealVisXL), **values}, images=False).cost).credits == 1.0
     # Two images at once: the balance drops by 2, but which request cost what cannot be told.
     _, info = run(segmind_nodes.SDBridgeSegmindSD15Img2Img, "2", image=torch.rand(2, 64, 64, 3), prompt="a lake", seed=4)
     info = json.loads(info)

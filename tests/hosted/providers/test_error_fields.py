@@ -11,14 +11,13 @@ import pytest
 from fakes.segmind import KEY as SEGMIND_KEY
 from fakes.sinkin import KEY as SINKIN_KEY
 from support.loopback import Answer, json_answer
-from support.nodecalls import run
+from support.nodecalls import fast, run
 
 from sdbridge.nodes import runtime
 from sdbridge.nodes.errors import MaybeCharged, ProviderError
 from sdbridge.nodes.hosted.http import jobs
 from sdbridge.nodes.hosted.http.policy import PollPolicy
 from sdbridge.nodes.hosted.provider_table import SEGMIND, SINKIN
-from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
 
@@ -100,12 +99,12 @@ def test_an_accepted_job_without_a_usable_id_is_maybe_charged(fake_segmind_v2, e
     assert event["billing_page"] == SEGMIND.billing_page and SEGMIND_KEY not in json.dumps(event)
 
 
-def test_a_job_still_running_at_the_timeout_is_maybe_charged_with_its_id(fake_segmind_v2, monkeypatch):
-    monkeypatch.setattr(segmind_api, "POLL", PollPolicy(first_interval=0.02, max_interval=0.05, timeout=0.3))
+def test_a_job_still_running_at_the_timeout_is_maybe_charged_with_its_id(fake_segmind_v2):
     fake_segmind_v2.processing_polls = 10_000
+    short = fast(RV, poll=PollPolicy(first_interval=0.02, max_interval=0.05, timeout=0.3))
     with pytest.raises(MaybeCharged, match=r"request req-1 is still processing after 0 s; it may still finish on "
                                            r"the provider's side\.") as caught:
-        run(RV, seed=6, **SMALL)
+        run(RV, seed=6, policies=short, **SMALL)
     assert (caught.value.stage, caught.value.request_id) == (jobs.STATUS, "req-1")
     assert len(fake_segmind_v2.submits()) == 1
 

@@ -14,12 +14,11 @@ import torch
 from fakes.segmind import KEY, picture
 from PIL import Image
 from support.loopback import LOST_ANSWERS, Answer, json_answer
-from support.nodecalls import comfy_validate, defaults, run
+from support.nodecalls import comfy_validate, defaults, fast, make, run
 
 from sdbridge.nodes import examples, runtime, surface
 from sdbridge.nodes.errors import ProviderError
 from sdbridge.nodes.hosted.http.client import Limits, RetryPolicy
-from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 
 NODES = {node.__name__: node for node in segmind_nodes.NODES}
@@ -152,7 +151,7 @@ def test_bad_values_fail_validation_with_a_clear_message(fake_segmind, node, val
         assert errors and any(e.startswith(f"{name}: ") for e in errors), errors
     # The node itself refuses too (values linked from other nodes skip validation), before any request.
     with pytest.raises(ValueError, match="Segmind: " + expected[:20].replace("(", r"\(").replace("[", r"\[")):
-        asyncio.run(node().generate(unique_id="1", **merged))
+        asyncio.run(make(node).generate(unique_id="1", **merged))
     assert fake_segmind.requests == []
 
 
@@ -260,19 +259,18 @@ def test_a_status_that_may_follow_the_work_is_not_sent_again(fake_segmind, statu
 def test_processed_then_the_answer_lost_is_billed_once(fake_segmind, monkeypatch, fault):
     """The image was made and billed, and the answer never came back whole: one request, one
     image billed, and a message that says so."""
-    monkeypatch.setattr(segmind_api.CLIENT, "limits", Limits(read_timeout=0.5))
     fake_segmind.lose_answers.append(fault)
     with pytest.raises(ProviderError, match="may have made the image and charged for it"):
-        run(RV, prompt="x", seed=1)
+        run(RV, prompt="x", seed=1, policies=fast(RV, limits=Limits(read_timeout=0.5)))
     assert len(fake_segmind.requests) == 1 and fake_segmind.generated == 1
 
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
 def test_every_image_of_a_batch_is_billed_once_whatever_is_lost(fake_segmind, monkeypatch, fault):
-    monkeypatch.setattr(segmind_api.CLIENT, "limits", Limits(read_timeout=0.5))
     fake_segmind.lose_answers.append(fault)
     with pytest.raises(ProviderError, match="may have made the image"):
-        run(IMG2IMG, image=torch.rand((4, 16, 16, 3)), prompt="x", seed=1)
+        run(IMG2IMG, image=torch.rand((4, 16, 16, 3)), prompt="x", seed=1,
+            policies=fast(IMG2IMG, limits=Limits(read_timeout=0.5)))
     assert len(fake_segmind.requests) <= 4 and fake_segmind.generated == len(fake_segmind.requests)
 
 
@@ -294,17 +292,15 @@ def test_unreachable_server_is_a_clear_error(monkeypatch):
     """A refused connection means nothing reached Segmind: sending again cannot bill twice."""
     monkeypatch.setenv("SEGMIND_API_KEY", KEY)
     monkeypatch.setenv("SEGMIND_API_BASE", "http://127.0.0.1:9")  # discard port: nothing listens
-    monkeypatch.setattr(segmind_api.CLIENT, "retry", RetryPolicy(base_delay=0.01))
     with pytest.raises(ProviderError, match=r"the connection was refused at 127.0.0.1:9 \(after 3 tries\).*SEGMIND_API_BASE"):
-        run(RV, prompt="x", seed=1)
+        run(RV, prompt="x", seed=1, policies=fast(RV, retry=RetryPolicy(base_delay=0.01)))
 
 
 def test_a_slow_answer_times_out_and_says_so(fake_segmind, monkeypatch):
-    monkeypatch.setattr(segmind_api.CLIENT, "limits", Limits(read_timeout=0.3))
-    monkeypatch.setattr(segmind_api.CLIENT, "retry", RetryPolicy(transient_attempts=1))
     fake_segmind.script.append(Answer(delay=1.0))
     with pytest.raises(ProviderError, match="no answer in time"):
-        run(RV, prompt="x", seed=1)
+        run(RV, prompt="x", seed=1,
+            policies=fast(RV, limits=Limits(read_timeout=0.3), retry=RetryPolicy(transient_attempts=1)))
 
 
 @pytest.mark.parametrize("answer, words", [
@@ -346,9 +342,8 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 def test_a_body_over_the_byte_limit_is_refused(fake_segmind, monkeypatch):
-    monkeypatch.setattr(segmind_api.CLIENT, "limits", Limits(max_bytes=1024))
     with pytest.raises(ProviderError, match=r"the answer is larger than the 1 KiB limit; ask for fewer"):
-        run(RV, prompt="x", seed=1)
+        run(RV, prompt="x", seed=1, policies=fast(RV, limits=Limits(max_bytes=1024)))
     assert len(fake_segmind.requests) == 1  # too large is not worth sending again
 
 
@@ -430,12 +425,11 @@ def test_interrupt_stops_a_waiting_call_within_a_second(fake_segmind):
 
 
 def test_interrupt_stops_a_retry_wait(fake_segmind, monkeypatch):
-    monkeypatch.setattr(segmind_api.CLIENT, "retry", RetryPolicy(base_delay=10, max_delay=10))
     fake_segmind.script.append(_status(503))
     threading.Timer(0.3, runtime.request_interrupt).start()
     started = time.monotonic()
     with pytest.raises(runtime.Interrupted):
-        run(RV, prompt="x", seed=1)
+        run(RV, prompt="x", seed=1, policies=fast(RV, retry=RetryPolicy(base_delay=10, max_delay=10)))
     assert time.monotonic() - started < 1.3
 
 
@@ -455,7 +449,7 @@ def test_an_interrupt_reaches_every_request_of_every_node_and_nothing_queued_lea
     values = {**defaults(IMG2IMG), "prompt": "x", "seed": 1}
 
     async def two_nodes():
-        return await asyncio.gather(*(IMG2IMG().generate(unique_id=str(i), image=torch.rand((16, 8, 8, 3)), **values)
+        return await asyncio.gather(*(make(IMG2IMG).generate(unique_id=str(i), image=torch.rand((16, 8, 8, 3)), **values)
                                       for i in range(2)), return_exceptions=True)
 
     threading.Timer(0.5, runtime.request_interrupt).start()
@@ -473,7 +467,7 @@ def test_independent_nodes_wait_at_the_same_time(fake_segmind):
     values = {**defaults(RV), "prompt": "x", "seed": 1}
 
     async def four():
-        return await asyncio.gather(*(RV().generate(unique_id=str(i), **values) for i in range(4)))
+        return await asyncio.gather(*(make(RV).generate(unique_id=str(i), **values) for i in range(4)))
 
     started = time.monotonic()
     results = asyncio.run(four())
@@ -515,5 +509,5 @@ def test_any_model_refuses_non_json_numbers_before_any_request(fake_segmind):
     with pytest.raises(AssertionError, match="NaN is not a JSON number"):  # refused by validation
         run(ANY, slug="custom-model", parameters='{"prompt": "x", "guidance_scale": NaN}')
     with pytest.raises(ValueError, match="NaN is not a JSON number"):  # and by the node itself
-        asyncio.run(ANY().generate(unique_id="1", slug="custom-model", parameters='{"prompt": "x", "g": NaN}'))
+        asyncio.run(make(ANY).generate(unique_id="1", slug="custom-model", parameters='{"prompt": "x", "g": NaN}'))
     assert fake_segmind.requests == []

@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT
 from fakes.segmind import KEY
 from support.loopback import LOST_ANSWERS, Answer, Loopback, json_answer
-from support.nodecalls import run
+from support.nodecalls import fast, run
 
 from sdbridge.nodes import examples, runtime
 from sdbridge.nodes.errors import ProviderError
@@ -105,10 +105,9 @@ def test_job_urls_on_another_host_are_rebuilt_on_the_api_base(fake_segmind_v2):
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
 def test_a_submit_whose_answer_is_lost_is_not_sent_again(fake_segmind_v2, monkeypatch, fault):
-    monkeypatch.setattr(segmind_api.CLIENT, "limits", Limits(read_timeout=0.5))
     fake_segmind_v2.lose_answers.append(fault)
     with pytest.raises(ProviderError, match="may have made the image and charged for it"):
-        run(RV, prompt="a cat", seed=4, **SMALL)
+        run(RV, prompt="a cat", seed=4, policies=fast(RV, limits=Limits(read_timeout=0.5)), **SMALL)
     assert len(fake_segmind_v2.submits()) == 1
 
 
@@ -163,13 +162,13 @@ import asyncio, importlib.util, json, sys
 root = sys.argv[1]
 spec = importlib.util.spec_from_file_location("sdbridge", root + "/__init__.py", submodule_search_locations=[root])
 pack = importlib.util.module_from_spec(spec); sys.modules["sdbridge"] = pack; spec.loader.exec_module(pack)
+from dataclasses import replace
 from sdbridge.nodes.hosted.http.policy import PollPolicy
-from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
-segmind_api.POLL = PollPolicy(first_interval=0.02, max_interval=0.05)
 node = pack.NODE_CLASS_MAPPINGS["SDBridgeSegmindRealisticVision"]
+fast = replace(node.POLICIES, poll=PollPolicy(first_interval=0.02, max_interval=0.05))
 values = {"prompt": "a cat", "negative_prompt": "", "scheduler": "UniPC", "num_inference_steps": 20,
           "guidance_scale": 7.5, "samples": 1, "seed": 11, "img_width": 256, "img_height": 256}
-images, info = asyncio.run(node().generate(unique_id="1", **values))
+images, info = asyncio.run(node(fast).generate(unique_id="1", **values))
 print(json.dumps({"shape": list(images.shape)}))
 """
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from fakes.sinkin import KEY, Upload, colour_of, failure
 from support.loopback import LOST_ANSWERS, Answer, Loopback, json_answer
-from support.nodecalls import defaults, run
+from support.nodecalls import defaults, fast, make, run
 
 from sdbridge.nodes import examples, runtime, surface
 from sdbridge.nodes import images as imaging
@@ -22,7 +22,6 @@ from sdbridge.nodes.hosted.http import addresses
 from sdbridge.nodes.hosted.http.client import Limits
 from sdbridge.nodes.hosted.keys import credentials
 from sdbridge.nodes.hosted.provider_table import SINKIN
-from sdbridge.nodes.hosted.providers.sinkin import api as sinkin_api
 from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
 
 Txt2Img, Img2Img = sinkin_nodes.SDBridgeSinkInTxt2Img, sinkin_nodes.SDBridgeSinkInImg2Img
@@ -77,7 +76,7 @@ def test_bad_values_fail_validation_before_any_request(fake_sinkin, values, prob
     merged = {**defaults(Img2Img), "prompt": "a cat", **values}
     assert Img2Img.VALIDATE_INPUTS(**merged).startswith(problem)
     with pytest.raises(ValueError, match=problem.split(":")[0]):
-        asyncio.run(Img2Img().generate(unique_id="1", image=torch.rand(1, 8, 8, 3), **merged))
+        asyncio.run(make(Img2Img).generate(unique_id="1", image=torch.rand(1, 8, 8, 3), **merged))
     assert fake_sinkin.requests == []
 
 
@@ -223,10 +222,9 @@ def test_permanent_http_errors_fail_at_once_and_repeated_5xx_give_up(fake_sinkin
 
 @pytest.mark.parametrize("fault", LOST_ANSWERS)
 def test_an_inference_processed_then_lost_is_billed_once(fake_sinkin, monkeypatch, fault):
-    monkeypatch.setattr(sinkin_api.CLIENT, "limits", Limits(read_timeout=0.5))
     fake_sinkin.lose_answers.append(fault)
     with pytest.raises(ProviderError, match="SinkIn may have made the image and charged for it"):
-        run(Txt2Img, prompt="a cat", seed=1)
+        run(Txt2Img, prompt="a cat", seed=1, policies=fast(Txt2Img, limits=Limits(read_timeout=0.5)))
     assert fake_sinkin.inferences == 1 and len(fake_sinkin.forms()) == 1
 
 
@@ -348,31 +346,29 @@ def test_redirects_are_followed_a_few_times_and_each_hop_is_checked(fake_sinkin)
 
 
 def test_oversize_non_image_and_unreadable_bodies_are_refused(fake_sinkin, monkeypatch):
-    assert sinkin_api.DOWNLOADS.limits.max_bytes <= 32 * 1024 * 1024
-    monkeypatch.setattr(sinkin_api.DOWNLOADS, "limits", Limits(max_bytes=1000))
+    assert Txt2Img.POLICIES.downloads.max_bytes <= 32 * 1024 * 1024
+    small = fast(Txt2Img, downloads=Limits(max_bytes=1000))
     url = f"{fake_sinkin.url}/big.png"
     fake_sinkin.script += [_answer_with(fake_sinkin, [url]), Answer(200, b"\0" * 5000, {"content-type": "image/png"})]
     with pytest.raises(ProviderError, match="larger than the 1000 bytes limit"):
-        run(Txt2Img, prompt="a cat", seed=1)
+        run(Txt2Img, prompt="a cat", seed=1, policies=small)
     fake_sinkin.script += [_answer_with(fake_sinkin, [url]), Answer(200, b"<html>hi</html>", {"content-type": "text/html"})]
     with pytest.raises(ProviderError, match=r"did not hold an image \(text/html"):
-        run(Txt2Img, prompt="a cat", seed=1)
+        run(Txt2Img, prompt="a cat", seed=1, policies=small)
     fake_sinkin.script += [_answer_with(fake_sinkin, [url]), Answer(200, b"not a png", {"content-type": "image/png"})]
     with pytest.raises(ProviderError, match="a result image could not be read: not a readable image"):
-        run(Txt2Img, prompt="a cat", seed=1)
+        run(Txt2Img, prompt="a cat", seed=1, policies=small)
 
 
 def test_results_over_the_pixel_limit_are_refused(fake_sinkin, monkeypatch):
-    monkeypatch.setattr(sinkin_api, "MAX_RESULT_PIXELS", 32 * 32)
     with pytest.raises(ProviderError, match="over the limit of 1,024 pixels"):
-        run(Txt2Img, prompt="a cat", seed=1, width=128, height=128)
+        run(Txt2Img, prompt="a cat", seed=1, width=128, height=128, policies=fast(Txt2Img, max_result_pixels=32 * 32))
 
 
 def test_a_download_that_stalls_times_out(fake_sinkin, monkeypatch):
-    monkeypatch.setattr(sinkin_api.DOWNLOADS, "limits", Limits(read_timeout=0.2))
     fake_sinkin.image_delay = 1.0
     with pytest.raises(ProviderError, match="no answer in time .*after 3 tries"):
-        run(Txt2Img, prompt="a cat", seed=1)
+        run(Txt2Img, prompt="a cat", seed=1, policies=fast(Txt2Img, downloads=Limits(read_timeout=0.2)))
 
 
 # ---------------------------------------------------------------- the token stays secret
@@ -404,5 +400,5 @@ def test_the_token_never_shows_in_outputs_info_logs_or_errors(fake_sinkin, monke
 
 def test_a_lone_surrogate_in_a_prompt_is_refused_before_any_request(fake_sinkin):
     with pytest.raises(ValueError, match="lone surrogate"):
-        asyncio.run(Txt2Img().generate(unique_id="1", **{**defaults(Txt2Img), "prompt": "a \ud800 cat"}))
+        asyncio.run(make(Txt2Img).generate(unique_id="1", **{**defaults(Txt2Img), "prompt": "a \ud800 cat"}))
     assert fake_sinkin.requests == []

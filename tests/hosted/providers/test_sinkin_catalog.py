@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
@@ -191,13 +192,13 @@ def test_a_failed_refresh_keeps_the_current_list_and_says_why(fake_sinkin, answe
 def test_an_unreachable_api_is_reported_without_the_token(monkeypatch):
     canary = "CANARY-catalog-token-8c2d"
     monkeypatch.setenv("SINKIN_API_KEY", canary)
-    monkeypatch.setattr(sinkin_api.CLIENT, "retry", RetryPolicy(transient_attempts=1))
+    once = replace(sinkin_api.POLICIES, retry=RetryPolicy(transient_attempts=1))
     with FakeSinkIn(key=canary) as server:
         monkeypatch.setenv("SINKIN_API_BASE", server.url)
         server.script.append(failure(f"token {canary} is disabled"))
         assert "token *** is disabled" in ask("?refresh=1")["error"]
     monkeypatch.setenv("SINKIN_API_BASE", "http://127.0.0.1:9")  # nothing listens there
-    result = ask("?refresh=1")
+    result = asyncio.run(sinkin_catalog.catalog_for_web(refresh=True, policies=once))  # what the route answers
     assert "connection was refused" in result["error"] and canary not in json.dumps(result)
 
 

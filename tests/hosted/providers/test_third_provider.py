@@ -1,6 +1,7 @@
-"""A third provider takes one table entry, one module and one fake: the stand-in queue provider
-(support/standin_provider.py, fakes/queue.py) is added to the provider table here, and then the
-routes, the key handling and a node run against its fake, with submit-then-poll."""
+"""A third provider takes one table entry, one folder and one fake: the stand-in queue provider
+(support/standin/, shaped as nodes/hosted/providers/<name>/; fakes/queue.py) has its table
+entry added here, and then the routes, the key handling and a node run against its fake, with
+submit-then-poll."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 from conftest import serve_fake
 from fakes.queue import KEY, FakeQueue
-from support import standin_provider
-from support.nodecalls import run
-from support.standin_provider import STANDIN, StandInTxt2Img
+from support.nodecalls import fast, run
+from support.standin.entry import STANDIN
+from support.standin.nodes import StandInTxt2Img
 
 from sdbridge.nodes import routes, runtime
 from sdbridge.nodes.errors import ProviderError
@@ -29,7 +30,7 @@ def queue(monkeypatch):
     """The stand-in in the provider table, pointed at a running fake queue."""
     monkeypatch.setitem(PROVIDERS, STANDIN.id, STANDIN)
     with FakeQueue() as server:
-        yield serve_fake(monkeypatch, STANDIN, server, (standin_provider.CLIENT,))
+        yield serve_fake(monkeypatch, STANDIN, server)
 
 
 @pytest.fixture
@@ -94,9 +95,23 @@ def test_interrupt_while_polling_stops_within_a_second_and_nothing_more_leaves(q
     assert len(queue.requests) == sent and len(queue.submits()) == 1
 
 
-def test_a_job_that_never_finishes_says_so(queue, monkeypatch):
+def test_a_job_that_never_finishes_says_so(queue):
     queue.processing_polls = 10_000
-    monkeypatch.setattr(standin_provider, "POLL", PollPolicy(first_interval=0.05, max_interval=0.05, timeout=0.3))
+    briefly = fast(StandInTxt2Img, poll=PollPolicy(first_interval=0.05, max_interval=0.05, timeout=0.3))
     with pytest.raises(ProviderError, match=r"request req1 is still processing after \d+ s; it may still finish"):
-        run(StandInTxt2Img, prompt="a cat", seed=1)
+        run(StandInTxt2Img, prompt="a cat", seed=1, policies=briefly)
     assert len(queue.submits()) == 1
+
+
+def test_the_poll_clock_passed_in_measures_the_wait(queue):
+    """The wait is measured with the run's clock: one that says 400 s pass per reading gives up
+    after the second status answer, in no real time, and says how long it waited."""
+    queue.processing_polls = 10_000
+    readings = iter(range(0, 10_000, 400))
+    slow_clock = fast(StandInTxt2Img, poll=PollPolicy(first_interval=0.01, max_interval=0.01, timeout=600.0,
+                                                      clock=lambda: float(next(readings))))
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match=r"request req1 is still processing after 800 s"):
+        run(StandInTxt2Img, prompt="a cat", seed=1, policies=slow_clock)
+    assert time.monotonic() - started < 2.0
+    assert len(queue.submits()) == 1 and sum(r.path.endswith("/status") for r in queue.requests) == 2

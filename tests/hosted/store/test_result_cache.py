@@ -59,7 +59,7 @@ def _asked(segmind_fake, sinkin_fake) -> int:
 
 def _key(node, values: dict) -> str | None:
     merged = node.normalized({**defaults(node), **values})
-    return result_cache.key_for(node, merged, result_cache.image_digests(node().uploads(merged)))
+    return result_cache.key_for(node, merged, result_cache.image_digests(node.plan(merged).uploads))
 
 
 HIT_SCRIPT = """
@@ -69,11 +69,11 @@ root, cases_file, out_file = sys.argv[1:4]
 spec = importlib.util.spec_from_file_location("sdbridge", root + "/__init__.py", submodule_search_locations=[root])
 pack = importlib.util.module_from_spec(spec); sys.modules["sdbridge"] = pack; spec.loader.exec_module(pack)
 sys.path.insert(0, root + "/tests")
-from support.nodecalls import defaults
+from support.nodecalls import defaults, make
 outputs, infos = [], []
 for node_id, values in torch.load(cases_file):
     node = pack.NODE_CLASS_MAPPINGS[node_id]
-    images, info = asyncio.run(node().generate(unique_id="1", **{**defaults(node), **values}))
+    images, info = asyncio.run(make(node).generate(unique_id="1", **{**defaults(node), **values}))
     outputs.append(images)
     infos.append(json.loads(info))
 torch.save(outputs, out_file)

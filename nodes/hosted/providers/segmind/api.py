@@ -10,7 +10,7 @@ from .... import runtime
 from ....errors import ProviderError
 from ...http import jobs, rate_limit
 from ...http.client import HttpClient
-from ...http.policy import GENERATION, PollPolicy
+from ...http.policy import GENERATION, Policies, PollPolicy
 from ...http.replies import Reply, describe_body
 from ...keys import credentials
 from ...money import ledger as spending
@@ -19,12 +19,11 @@ from ...provider_table import SEGMIND
 from ...store import journal
 from .wire import _image_items, _read_job, _read_state
 
-CLIENT = HttpClient(SEGMIND)
 API_ENV = "SDBRIDGE_SEGMIND_API"  # "v1" asks for the synchronous API the documents describe
 
 
 # Segmind's SDK asks every second for up to 600 s; the pauses here grow to 5 s.
-POLL = PollPolicy(first_interval=1.0, max_interval=5.0, growth=1.5, timeout=600.0)
+POLICIES = Policies(poll=PollPolicy(first_interval=1.0, max_interval=5.0, growth=1.5, timeout=600.0))
 RESULT_WINDOW = 55 * 60           # Segmind keeps v2 results about an hour
 
 
@@ -33,7 +32,13 @@ def api_version() -> str:
     return "v1" if os.environ.get(API_ENV, "").strip().lower() == "v1" else "v2"
 
 
-async def post(slug: str, body: dict, node_id: str | None) -> tuple[Reply, float | None]:
+def client(policies: Policies) -> HttpClient:
+    """The client of one run, at its pace."""
+    return HttpClient(SEGMIND, retry=policies.retry, limits=policies.limits)
+
+
+async def post(slug: str, body: dict, node_id: str | None, policies: Policies = POLICIES
+               ) -> tuple[Reply, float | None]:
     """One generation: the answer that holds its images, and its cost when the drop in remaining
     credits tells it. On the v2 queue unless v1 is asked for, or v2 does not serve the slug
     (404/405 at submit), when the documents' v1 runs it."""
@@ -42,20 +47,20 @@ async def post(slug: str, body: dict, node_id: str | None) -> tuple[Reply, float
     watch.start()
     reply = None
     try:
-        reply = await _post(slug, body, node_id, key)
+        reply = await _post(slug, body, node_id, key, policies)
     finally:
         cost = watch.finish(reply.headers.get("x-remaining-credits") if reply is not None else None)
     return reply, cost
 
 
-async def _post(slug: str, body: dict, node_id: str | None, key: str) -> Reply:
-    base = credentials.base_url(SEGMIND)
-    headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key)
+async def _post(slug: str, body: dict, node_id: str | None, key: str, policies: Policies) -> Reply:
+    base, http = credentials.base_url(SEGMIND), client(policies)
+    headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key, policies.rate_plan)
     if api_version() == "v2":
         try:
             reply = await jobs.submit_and_poll(
-                CLIENT, f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
-                node_id=node_id, label=slug, poll=POLL, keep_for=RESULT_WINDOW, store=journal, limiter=limiter)
+                http, f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
+                node_id=node_id, label=slug, poll=policies.poll, keep_for=RESULT_WINDOW, store=journal, limiter=limiter)
         except ProviderError as exc:
             if exc.stage != jobs.SUBMIT or exc.status not in (404, 405):
                 raise
@@ -63,20 +68,21 @@ async def _post(slug: str, body: dict, node_id: str | None, key: str) -> Reply:
         else:
             report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
             return reply
-    reply = await CLIENT.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
+    reply = await http.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
                                  headers=headers, json_body=body, resend=GENERATION, limiter=limiter)
     report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
     return reply
 
 
-async def read_images(reply: Reply, node_id: str | None, *, required: bool = True):
+async def read_images(reply: Reply, node_id: str | None, *, required: bool = True, policies: Policies = POLICIES):
     """Images from an answer: a raw image body, or JSON holding base64 strings or URLs.
     Returns (pictures: each image's bytes as received and its decoded picture, JSON dict or None).
     Every error carries the answer's request id (the v2 job's)."""
+    max_pixels = policies.max_result_pixels or imaging.MAX_PIXELS
     about = {"stage": reply.stage, "request_id": reply.request_id}
     if reply.content_type.startswith("image/"):
         try:
-            return [imaging.decode_picture(reply.body)], None
+            return [imaging.decode_picture(reply.body, max_pixels)], None
         except imaging.ImageDecodeError as exc:
             raise ProviderError(SEGMIND, f"answered with {reply.content_type} but {exc}. Try again.",
                                 reply.status, **about) from None
@@ -88,10 +94,13 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
         pictures = []
         for item in items:
             is_url = re.match(r"^https?://", item) is not None
-            fetched = await CLIENT.download(item, base=credentials.base_url(SEGMIND), node_id=node_id,
-                                            request_id=reply.request_id) if is_url else None
+            if is_url:
+                downloads = HttpClient(SEGMIND, retry=policies.retry, limits=policies.downloads)
+                fetched = await downloads.download(item, base=credentials.base_url(SEGMIND), node_id=node_id,
+                                                   request_id=reply.request_id)
             try:  # a downloaded image that does not decode is the provider's fault too, not a bare ValueError
-                pictures.append(imaging.decode_picture(fetched.body if fetched else imaging.base64_bytes(item)))
+                pictures.append(imaging.decode_picture(fetched.body if is_url else imaging.base64_bytes(item),
+                                                       max_pixels))
             except imaging.ImageDecodeError as exc:
                 raise ProviderError(SEGMIND, f"sent an image that could not be read: {exc}.", **about) from None
         if pictures or not required:

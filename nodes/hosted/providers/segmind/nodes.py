@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from .... import images as imaging
 from ....params import Param, ValidationError, parse_json_object, resolve_seed
 from ...http.client import all_or_nothing
 from ...keys import redaction
 from ...money.prices import CostShape
-from ...node import HostedNode, Result
+from ...node import HostedNode, Plan, Result, encode_uploads, fixed_seed
 from ...provider_table import SEGMIND
-from .api import post, read_images
+from .api import POLICIES, post, read_images
 from .endpoints import REALISTIC_VISION, REALVIS, SD15_IMG2IMG, SDXL, Endpoint
 from .wire import info, request_body
 
@@ -21,6 +23,7 @@ class SegmindNode(HostedNode):
 
     ENDPOINT: Endpoint
     PROVIDER = SEGMIND
+    POLICIES = POLICIES
 
     def __init_subclass__(cls, **kwargs):
         endpoint = cls.__dict__.get("ENDPOINT")
@@ -30,34 +33,29 @@ class SegmindNode(HostedNode):
         super().__init_subclass__(**kwargs)
 
     @classmethod
-    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
-        return CostShape(SEGMIND.id, cls.ENDPOINT.slug, "refiner" if values.get("refiner") else "",
+    def plan(cls, values: Mapping[str, Any], images: bool = True) -> Plan:
+        uploads = encode_uploads(values, ("image",)) if images else None
+        requests = len(uploads["image"]) if uploads and "image" in uploads else 1  # one per input image
+        cost = CostShape(SEGMIND.id, cls.ENDPOINT.slug, "refiner" if values.get("refiner") else "",
                          requests=requests, images=values["samples"],
                          pixels=values["img_width"] * values["img_height"], steps=values["num_inference_steps"])
+        return Plan(values, cls.ENDPOINT.slug, fixed_seed(values), cost, uploads=uploads)
 
-    @classmethod
-    def cache_endpoint(cls, values: dict) -> str:
-        return cls.ENDPOINT.slug
-
-    def uploads(self, values: dict) -> dict[str, list[bytes]]:
-        if "image" not in values:
-            return {}
-        return {"image": [imaging.encode_image(src) for src in imaging.tensor_to_pil(values["image"])]}
-
-    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
-        endpoint = self.ENDPOINT
+    async def call(self, plan: Plan, node_id: str | None) -> Result:
+        endpoint, values = self.ENDPOINT, plan.values
         seed = resolve_seed(self.PARAMS, values)
         body = request_body(endpoint, values, seed)
-        if "image" not in uploads:
-            reply, cost = await post(endpoint.slug, body, node_id)
-            pictures, _ = await read_images(reply, node_id)
+        if "image" not in plan.uploads:
+            reply, cost = await post(endpoint.slug, body, node_id, self.policies)
+            pictures, _ = await read_images(reply, node_id, policies=self.policies)
             return Result.of(pictures, info(endpoint.slug, reply, seed, len(pictures), [cost]))
         # img2img: one request per input image, sent together.
         answers = await all_or_nothing(
-            post(endpoint.slug, {**body, "image": imaging.base64_text(png)}, node_id) for png in uploads["image"])
+            post(endpoint.slug, {**body, "image": imaging.base64_text(png)}, node_id, self.policies)
+            for png in plan.sent("image"))
         pictures = []
         for reply, _ in answers:
-            pictures += (await read_images(reply, node_id))[0]
+            pictures += (await read_images(reply, node_id, policies=self.policies))[0]
         return Result.of(pictures, info(endpoint.slug, answers[-1][0], seed, len(pictures),
                                         [cost for _, cost in answers]))
 
@@ -106,12 +104,16 @@ ANY_MODEL_PARAMS = (
 )
 
 
+IMAGE_INPUTS = ("image_1", "image_2", "image_3")  # each sent once: the first image of its batch
+
+
 class SDBridgeSegmindAnyModel(HostedNode):
     """Any Segmind slug: the body is a JSON object the user writes."""
 
     DISPLAY_NAME = f"{SEGMIND.name} Any Model"
     PARAMS = ANY_MODEL_PARAMS
     PROVIDER = SEGMIND
+    POLICIES = POLICIES
     ABOUT = ("Calls any Segmind model by slug with a JSON body. Returns the images when the answer holds "
              "images; otherwise a black placeholder and the answer's JSON in 'info'.")
 
@@ -122,9 +124,11 @@ class SDBridgeSegmindAnyModel(HostedNode):
             raise ValidationError("image fields: two connected images share one field name; give each its own")
 
     @classmethod
-    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
-        """From the body's own fields where it has the usual names (any model may name them
-        otherwise: then the price is not scaled by them)."""
+    def plan(cls, values: Mapping[str, Any], images: bool = True) -> Plan:
+        """The price from the body's own fields where it has the usual names (any model may name
+        them otherwise: then the price is not scaled by them); only a body with a fixed seed (an
+        integer >= 0) names one image; the body as parsed is what the cache key reads (its
+        spacing and key order do not make another request)."""
         body = parse_json_object("parameters", values["parameters"])
 
         def number(*names: str) -> int | None:
@@ -133,39 +137,24 @@ class SDBridgeSegmindAnyModel(HostedNode):
             return found if found is not None and 0 < found < 1_000_000 else None
 
         width, height = number("img_width", "width"), number("img_height", "height")
-        return CostShape(SEGMIND.id, values["slug"].strip(), requests=1,
-                         images=number("samples", "num_images", "batch_size") or 1,
+        slug = values["slug"].strip()
+        cost = CostShape(SEGMIND.id, slug, requests=1, images=number("samples", "num_images", "batch_size") or 1,
                          pixels=width * height if width and height else None,
                          steps=number("num_inference_steps", "steps"))
+        uploads = encode_uploads(values, IMAGE_INPUTS, first_only=True) if images else None
+        keyed = {**{k: v for k, v in values.items() if k not in IMAGE_INPUTS}, "parameters": body}
+        return Plan(values, slug, fixed_seed(body), cost, cache_values=keyed, uploads=uploads)
 
-    @classmethod
-    def cache_seed(cls, values: dict) -> int | None:
-        """Only a body with a fixed seed (an integer >= 0) names one image."""
-        seed = parse_json_object("parameters", values["parameters"]).get("seed")
-        return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None
-
-    @classmethod
-    def cache_endpoint(cls, values: dict) -> str:
-        return values["slug"].strip()
-
-    @classmethod
-    def cache_values(cls, values: dict) -> dict:
-        # The body as parsed: its spacing and key order do not make another request.
-        return {**values, "parameters": parse_json_object("parameters", values["parameters"])}
-
-    def uploads(self, values: dict) -> dict[str, list[bytes]]:
-        return {f"image_{i}": [imaging.encode_image(imaging.tensor_to_pil(values[f"image_{i}"])[0])]
-                for i in (1, 2, 3) if values.get(f"image_{i}") is not None}
-
-    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
+    async def call(self, plan: Plan, node_id: str | None) -> Result:
+        values = plan.values
         slug = values["slug"].strip()
         body = parse_json_object("parameters", values["parameters"])
-        for i in (1, 2, 3):
-            if f"image_{i}" in uploads:
-                field = values.get(f"image_{i}_field") or f"image_{i}"
-                body[field] = imaging.base64_text(uploads[f"image_{i}"][0])
-        reply, cost = await post(slug, body, node_id)
-        pictures, data = await read_images(reply, node_id, required=False)
+        for name in IMAGE_INPUTS:
+            if plan.sent(name):
+                field = values.get(f"{name}_field") or name
+                body[field] = imaging.base64_text(plan.sent(name)[0])
+        reply, cost = await post(slug, body, node_id, self.policies)
+        pictures, data = await read_images(reply, node_id, required=False, policies=self.policies)
         result = info(slug, reply, body.get("seed"), len(pictures), [cost])
         if pictures:
             return Result.of(pictures, result)
@@ -174,5 +163,7 @@ class SDBridgeSegmindAnyModel(HostedNode):
         else:
             result["answer"] = redaction.cut(reply.body.decode("utf-8", "replace"), 4096)
         return Result(imaging.placeholder(), result)
+
+
 NODES = (SDBridgeSegmindRealisticVision, SDBridgeSegmindSDXL, SDBridgeSegmindSD15Img2Img, SDBridgeSegmindRealVisXL,
          SDBridgeSegmindAnyModel)

@@ -17,7 +17,7 @@ from typing import Any
 
 from .... import runtime, userdata
 from ....errors import ProviderError
-from ...http.policy import IDEMPOTENT
+from ...http.policy import IDEMPOTENT, Policies
 from ...keys import credentials, redaction
 from ...provider_table import SINKIN
 from . import api as sinkin_api
@@ -161,14 +161,14 @@ def _write_cache(catalog: Catalog) -> None:
 _in_flight: asyncio.Task | None = None  # the read under way: refreshes asked meanwhile share it
 
 
-async def refresh_catalog() -> Catalog:
+async def refresh_catalog(policies: Policies = sinkin_api.POLICIES) -> Catalog:
     """Read the model and LoRA lists from SinkIn and cache them. Each read is a keyed call:
     refreshes asked while one is under way wait for its answer instead of sending their own
     (one caller giving up does not withdraw it from the others)."""
     global _in_flight
     loop = asyncio.get_running_loop()
     if _in_flight is None or _in_flight.done() or _in_flight.get_loop() is not loop:
-        _in_flight = loop.create_task(_read_catalog())
+        _in_flight = loop.create_task(_read_catalog(policies))
         _in_flight.add_done_callback(_retrieved)
     return await asyncio.shield(_in_flight)
 
@@ -180,8 +180,9 @@ def _retrieved(task: asyncio.Task) -> None:
         task.exception()
 
 
-async def _read_catalog() -> Catalog:
-    data = await sinkin_api.post_form("/api/models", {}, None, "models", resend=IDEMPOTENT)  # a read
+async def _read_catalog(policies: Policies) -> Catalog:
+    data = await sinkin_api.post_form("/api/models", {}, None, "models", resend=IDEMPOTENT,  # a read
+                                      policies=policies)
     catalog = Catalog(parse_entries(data.get("models")), parse_entries(data.get("loras")), time.time())
     if not catalog.models:
         raise ProviderError(SINKIN, "listed no usable models; keeping the current list. Try again later.")
@@ -189,7 +190,8 @@ async def _read_catalog() -> Catalog:
     return catalog
 
 
-async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True) -> dict:
+async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True,
+                          policies: Policies = sinkin_api.POLICIES) -> dict:
     """What the web extension shows. Reads SinkIn when asked, or when the list is older than
     CATALOG_MAX_AGE and a key is set (never with `read_sinkin` off: the page is loading and
     must not wait); a failed read keeps the current list and says why."""
@@ -198,7 +200,7 @@ async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True) ->
     stale = catalog.fetched_at is None or catalog.age() > CATALOG_MAX_AGE
     if refresh or (read_sinkin and stale and credentials.key_source(SINKIN)):
         try:
-            catalog = await refresh_catalog()
+            catalog = await refresh_catalog(policies)
         except Exception as exc:  # noqa: BLE001 - the route must answer with the list it has
             error = redaction.redact(str(exc))
             runtime.log.warning("%s", error)

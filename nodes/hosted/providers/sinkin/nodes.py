@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from .... import images as imaging
 from .... import surface
 from ....params import Param, resolve_seed
 from ...http.client import all_or_nothing
 from ...money.prices import CostShape
-from ...node import HostedNode, Result
+from ...node import HostedNode, Plan, Result, encode_uploads, fixed_seed
 from ...provider_table import SINKIN
 from . import api as sinkin_api
 from . import catalog as sinkin_catalog
@@ -89,6 +89,7 @@ def with_catalog(params, catalog: sinkin_catalog.Catalog) -> list[Param]:
 
 class SinkInNode(HostedNode):
     PROVIDER = SINKIN
+    POLICIES = sinkin_api.POLICIES
     OUTPUT_TOOLTIPS = (
         "Every image the call returned, as one batch.",
         "What the call returned besides pixels, as JSON: credit_cost, inf_id, the seed used, time taken.",
@@ -99,33 +100,28 @@ class SinkInNode(HostedNode):
         return with_catalog(cls.PARAMS, sinkin_catalog.current_catalog())
 
     @classmethod
-    def cost_shape(cls, values: dict, requests: int = 1) -> CostShape:
+    def plan(cls, values: Mapping[str, Any], images: bool = True) -> Plan:
         # The model, an img2img base and a ControlNet may each change the price: each is its own kind.
         model = sinkin_catalog.id_from_choice(values["model_id"]) or str(values["model_id"])
         kind = "img2img" if "image" in {p.name for p in cls.PARAMS} else "txt2img"
         controlnet = values.get("controlnet", NO_CONTROLNET)
         variant = f"{kind}:{model}" + (f":{controlnet}" if controlnet != NO_CONTROLNET else "")
-        return CostShape(SINKIN.id, "inference", variant, requests=requests, images=values["num_images"],
+        uploads = encode_uploads(values, ("image",)) if images else None
+        requests = len(uploads["image"]) if uploads and "image" in uploads else 1  # one per input image
+        cost = CostShape(SINKIN.id, "inference", variant, requests=requests, images=values["num_images"],
                          pixels=values["width"] * values["height"], steps=values["steps"],
                          factor=0.5 if values["lcm"] else 1.0)
+        return Plan(values, f"inference/{cls.__name__}", fixed_seed(values), cost, uploads=uploads)
 
-    @classmethod
-    def cache_endpoint(cls, values: dict) -> str:
-        return f"inference/{cls.__name__}"
-
-    def uploads(self, values: dict) -> dict[str, list[bytes]]:
-        if "image" not in values:
-            return {}
-        return {"image": [imaging.encode_image(picture) for picture in imaging.tensor_to_pil(values["image"])]}
-
-    async def call(self, values: dict, node_id: str | None, uploads: dict[str, list[bytes]]) -> Result:
+    async def call(self, plan: Plan, node_id: str | None) -> Result:
+        values = plan.values
         seed = resolve_seed(self.PARAMS, values)
         fields = request_fields(self.PARAMS, values, seed)
         answers = await all_or_nothing(
-            sinkin_api.post_form("/api/inference", fields, node_id, "inference", upload)
-            for upload in uploads.get("image", [None]))
+            sinkin_api.post_form("/api/inference", fields, node_id, "inference", upload, policies=self.policies)
+            for upload in plan.uploads.get("image", [None]))
         urls = [(url, sinkin_api.request_id(data)) for data in answers for url in result_urls(data, values["num_images"])]
-        pictures = await sinkin_api.download_images(urls, node_id)
+        pictures = await sinkin_api.download_images(urls, node_id, self.policies)
         info: dict[str, Any] = {"provider": SINKIN.name, "model_id": fields["model_id"], "seed": seed,
                                 "images": len(pictures)}
         costs = [data.get("credit_cost") for data in answers]
