@@ -157,8 +157,14 @@ async def store_setting(request):
 
 
 def _caps() -> dict:
-    """The caps in force, for the total the web extension shows (an unreadable cap: None and why)."""
-    found = {"spent_today": spending.spent_on()}
+    """The caps in force, for the total the web extension shows (an unreadable cap: None and why).
+    Each cap applies to each provider in its own unit; "spent_today" is a figure only while one
+    provider spent today (two units are never added), "by_provider" has each."""
+    counted = spending.counted_today()
+    found = {"spent_today": next(iter(counted.values())) if len(counted) == 1 else (0.0 if not counted else None),
+             "by_provider": {p: {"unit": provider.credit_unit, "spent_today": counted.get(p, 0.0)}
+                             for p, provider in PROVIDERS.items()},
+             "applies_to": "each provider separately, in its own unit"}
     for key, name in (("per_run", caps.RUN_CAP), ("per_day", caps.DAY_CAP)):
         try:
             found[key] = caps.cap(name)
@@ -167,17 +173,25 @@ def _caps() -> dict:
     return found
 
 
+def estimate_answer(prompt: dict) -> dict:
+    """The estimate route's answer: the prompt's estimate, the caps, and the server's verdict
+    (the page shows it; it decides nothing)."""
+    found = budget.estimate_prompt(prompt, hosted_classes(), result_cache.cached_inputs)
+    return {**found, "caps": _caps(), "verdict": budget.prompt_verdict(found).as_dict()}
+
+
 async def estimate(request):
     """POST /sdbridge/estimate with {"prompt": {...}} (what /prompt takes): what each hosted node
-    will cost, the total, which nodes have no estimate, and the caps in force. Reads only the
-    pack's own files: nothing is sent to a provider."""
+    will cost, the total per provider (each in its unit), which nodes have no estimate, the caps
+    in force, and whether the caps let it run ("verdict"). Reads only the pack's own files:
+    nothing is sent to a provider."""
     body, refused = await _json_body(request, MAX_PROMPT_BODY, 'a prompt such as {"prompt": {...}}')
     if refused is not None:
         return refused
     prompt = body.get("prompt") if isinstance(body, dict) else None
     if not isinstance(prompt, dict):
         return _json({"error": 'send {"prompt": {...}}: an API-format prompt, what /prompt takes'}, 400)
-    return _json({**budget.estimate_prompt(prompt, hosted_classes(), result_cache.cached_inputs), "caps": _caps()})
+    return _json(estimate_answer(prompt))
 
 
 async def cache_stats(request):

@@ -16,47 +16,59 @@ export function formatCredits(credits) {
   return Number(credits.toPrecision(3)).toString();
 }
 
-const credits = (n) => `${formatCredits(n)} credit${n === 1 ? "" : "s"}`;
+// "1 credit", "2 credits (US$)": each figure in its provider's unit (the route says which).
+const amount = (n, unit = "credits") => `${formatCredits(n)} ${n === 1 ? unit.replace(/^credits/, "credit") : unit}`;
 
 // What a node's badge says: what it spent after a run, else its estimate; null for no badge.
 export function badgeText(estimate, spent) {
-  if (spent) return spent.credits === null ? "spent ?" : `spent ${formatCredits(spent.credits)}`;
+  const dollars = (unit) => String(unit ?? "").includes("US$");  // Segmind's credits are dollars
+  if (spent) return spent.credits === null ? "spent ?" : `spent ${dollars(spent.unit) ? "$" : ""}${formatCredits(spent.credits)}`;
   if (!estimate) return null;
   if (estimate.basis.startsWith("bypassed") || estimate.basis.startsWith("muted")) return null;
   if (estimate.basis.startsWith("cached")) return "cached · 0";
   if (estimate.credits === null) return "cost ?";
-  return `≈ ${formatCredits(estimate.credits)} cr`;
+  return dollars(estimate.unit) ? `≈ $${formatCredits(estimate.credits)}` : `≈ ${formatCredits(estimate.credits)} cr`;
 }
 
-// The line by the Run button, and whether a cap will stop the run: {text, title, over}.
+// One provider's part of the line: "Segmind ≈ 0.01 credits (US$) + 1 unknown" (no name when alone).
+function providerText(entry, alone) {
+  const name = alone ? "" : `${entry.name} `;
+  const unknown = entry.unknown?.length ?? 0;
+  if (entry.total === null) return `${name}cost unknown`;
+  return `${name}≈ ${amount(entry.total, entry.unit)}${unknown ? ` + ${unknown} unknown` : ""}`;
+}
+
+// The line by the Run button, and whether a cap will stop the run: {text, title, over}. The
+// server decides (answer.verdict); this only shows its figures and its reason.
 export function totalText(answer, spent = {}) {
   if (!answer || !Object.keys(answer.nodes ?? {}).length) return null;
   const spentValues = Object.values(spent);
   if (spentValues.length) {
-    const known = spentValues.filter((s) => s.credits !== null).reduce((sum, s) => sum + s.credits, 0);
-    const unknown = spentValues.filter((s) => s.credits === null).length;
-    return { text: `SD Bridge: spent ${credits(known)}${unknown ? ` + ${unknown} unknown` : ""}`,
-             title: "What the last run's hosted nodes spent (measured, or estimated where the provider does not tell).",
+    const byUnit = {};
+    for (const s of spentValues) {
+      const unit = s.unit ?? "credits";
+      byUnit[unit] ??= { known: 0, unknown: 0 };
+      if (s.credits === null) byUnit[unit].unknown += 1;
+      else byUnit[unit].known += s.credits;
+    }
+    const parts = Object.entries(byUnit).map(([unit, s]) => `${amount(s.known, unit)}${s.unknown ? ` + ${s.unknown} unknown` : ""}`);
+    return { text: `SD Bridge: spent ${parts.join(" · ")}`,
+             title: "What the last run's hosted nodes spent (measured, or estimated where the provider does not tell), each in its provider's unit.",
              over: false };
   }
-  const unknown = answer.unknown?.length ?? 0;
-  const total = answer.total ?? 0;
-  let text = answer.total === null ? "SD Bridge: cost unknown" : `SD Bridge: ≈ ${credits(total)}`;
-  if (unknown && answer.total !== null) text += ` + ${unknown} unknown`;
+  const providers = Object.values(answer.providers ?? {});
+  let text = `SD Bridge: ${providers.map((entry) => providerText(entry, providers.length === 1)).join(" · ")}`;
   const caps = answer.caps ?? {};
-  const reasons = [];
-  if (caps.per_run !== null && caps.per_run !== undefined) {
-    text += ` · cap ${formatCredits(caps.per_run)}/run`;
-    if (total > caps.per_run) reasons.push(`above the cap of ${formatCredits(caps.per_run)} per run`);
-  }
+  if (caps.per_run !== null && caps.per_run !== undefined) text += ` · cap ${formatCredits(caps.per_run)}/run`;
   if (caps.per_day !== null && caps.per_day !== undefined) {
-    text += ` · ${formatCredits(caps.spent_today ?? 0)} of ${formatCredits(caps.per_day)} today`;
-    if ((caps.spent_today ?? 0) + total > caps.per_day) reasons.push(`past the cap of ${formatCredits(caps.per_day)} per day`);
+    const today = Object.entries(answer.providers ?? {}).map(([id, entry]) =>
+      `${providers.length === 1 ? "" : `${entry.name} `}${formatCredits(caps.by_provider?.[id]?.spent_today ?? 0)}`);
+    text += ` · ${today.join(", ")} of ${formatCredits(caps.per_day)} today`;
   }
-  const problems = [caps.per_run_problem, caps.per_day_problem].filter(Boolean);
-  const over = reasons.length > 0 || problems.length > 0;
-  const lines = Object.entries(answer.nodes).map(([id, e]) => `#${id}: ${e.credits === null ? "?" : formatCredits(e.credits)} (${e.basis})`);
-  if (over) lines.unshift(problems.length ? problems.join(" ") : `This run is ${reasons.join(" and ")}: it will stop before sending anything.`);
+  const over = answer.verdict ? !answer.verdict.go : false;
+  const lines = Object.entries(answer.nodes).map(([id, e]) => `#${id}: ${e.credits === null ? "?" : amount(e.credits, answer.providers?.[e.provider]?.unit)} (${e.basis})`);
+  if (caps.applies_to && (caps.per_run != null || caps.per_day != null)) lines.unshift(`Caps apply to ${caps.applies_to}.`);
+  if (over) lines.unshift(answer.verdict.reason);
   return { text: over ? `⚠ ${text}` : text, title: lines.join("\n"), over };
 }
 
@@ -143,7 +155,9 @@ export async function refreshEstimates(force = false) {
 }
 
 export function badgeFor(nodeId) {
-  return badgeText(state.answer?.nodes?.[String(nodeId)], state.spent[String(nodeId)]);
+  const estimate = state.answer?.nodes?.[String(nodeId)];
+  const unit = state.answer?.providers?.[estimate?.provider]?.unit;
+  return badgeText(estimate && { ...estimate, unit }, state.spent[String(nodeId)]);
 }
 
 function drawBadge(node, ctx) {
@@ -184,7 +198,7 @@ app.registerExtension({
       showTotal();
     });
     api.addEventListener("sdbridge.spent", ({ detail }) => {
-      state.spent[String(detail.node)] = { credits: detail.credits ?? null, basis: detail.basis };
+      state.spent[String(detail.node)] = { credits: detail.credits ?? null, basis: detail.basis, unit: detail.unit };
       showTotal();
       app.graph?.setDirtyCanvas?.(true, false);
     });

@@ -15,13 +15,12 @@ from typing import Any, ClassVar
 
 from .. import images as imaging
 from .. import runtime
-from ..errors import SDBridgeError
+from ..errors import MaybeCharged, SDBridgeError
 from ..param_node import HIDDEN, ImageNode
 from .http.policy import Policies
 from .keys import redaction
 from .keys.redaction import redact
 from .money import budget
-from .money import ledger as spending
 from .money import prices as costs
 from .provider_table import Provider
 from .store import result_cache
@@ -149,15 +148,18 @@ class HostedNode(ImageNode):
         if result is None:
             # 4. Reserve within the caps (past them nothing is sent), 5. call, 6. account for
             #    what it spent, 7. settle the reservation, whatever happened.
-            own = costs.estimate(plan.cost)
+            #    A request that may have been billed counts even when its answer was lost.
             run = budget.run_for(sdbridge_prompt)
-            reserved = self.reserve(run, sdbridge_prompt, own, unique_id)
+            hold = await self.reserve(run, sdbridge_prompt, plan.cost, unique_id)
             spent = None
             try:
                 result = await self.call(plan, unique_id)
-                spent = self.account(plan.cost, own, result.info, unique_id)
+                spent = self.account(plan.cost, hold, result.info, unique_id)
+            except MaybeCharged:
+                spent = self.count_maybe_charged(plan.cost, hold)
+                raise
             finally:
-                self.settle(run, reserved, spent)
+                self.settle(run, hold, spent)
             # A failure raised above, so only what was paid for is kept.
             result.info["seconds"] = round(time.monotonic() - started, 2)
             if key and result.raw:
@@ -167,37 +169,50 @@ class HostedNode(ImageNode):
         # The info text may carry what a server echoed back: scrub keys like any other output.
         return (result.images, redact(json.dumps(result.info, indent=1)))
 
-    def reserve(self, run: budget.Run, prompt: dict | None, own: costs.Estimate, node_id: str | None) -> float:
-        """The spending caps (past them nothing is sent): reserve this run's estimate."""
-        reserved = budget.check_before_request(run, prompt, own, hosted_classes(), result_cache.cached_inputs)
+    async def reserve(self, run: budget.Run, prompt: dict | None, shape: costs.CostShape,
+                      node_id: str | None) -> budget.Hold:
+        """The spending caps (past them nothing is sent): hold this run's estimate."""
+        hold = await budget.reserve(run, prompt, shape, hosted_classes(), result_cache.cached_inputs)
         # Replaces the last run's line (credits, waits) so nothing stale stays under the node.
         runtime.show_text(node_id, f"{self.PROVIDER.name}: sending the request", log_line=False)
-        return reserved
+        return hold
 
-    def settle(self, run: budget.Run, reserved: float, spent: float | None) -> None:
-        """The reservation gives way to what was spent (None: nothing known, or it failed)."""
-        budget.settle(run, reserved, spent)
+    def count_maybe_charged(self, shape: costs.CostShape, hold: budget.Hold) -> float | None:
+        """A request that may have been billed (its answer was lost) counts toward the caps."""
+        spent = costs.counted(shape).credits
+        budget.count(shape, hold, spent, measured=False)
+        return spent
 
-    def account(self, shape: costs.CostShape, own: costs.Estimate, info: dict, node_id: str | None) -> float | None:
-        """Record what the run spent (measured when the provider told, else the estimate), put
-        it in `info`, show it on the node and tell the web extension."""
+    def settle(self, run: budget.Run, hold: budget.Hold, spent: float | None) -> None:
+        """The hold gives way to what was spent (None: nothing known, or it failed)."""
+        budget.settle(run, hold, spent)
+
+    def account(self, shape: costs.CostShape, hold: budget.Hold, info: dict, node_id: str | None) -> float | None:
+        """Record what the run spent (measured when the provider told, else the estimate, else a
+        cautious figure that only the caps count), put it in `info`, show it on the node and tell
+        the web extension. Returns what the caps count."""
         measured = info.pop("credits_measured", None)
+        own = hold.estimate
+        counted = None
         if measured is not None:
-            costs.record_measured(shape, measured)
+            budget.count(shape, hold, measured, measured=True)
             spent, basis = measured, "measured"
         elif own.credits is not None:
-            spending.record(self.PROVIDER.id, own.credits)
+            budget.count(shape, hold, own.credits, measured=False)
             spent, basis = own.credits, "estimated"
         else:
+            counted = costs.counted(shape).credits
+            budget.count(shape, hold, counted, measured=False)
             spent, basis = None, "unknown"
+            info["credits_counted"] = counted  # toward the caps, until a run of this kind is measured
         info["credits_spent"] = spent
         info["credits_basis"] = basis
         if spent is not None:
             shown = f"{costs.rounded(spent):g}"
-            runtime.show_text(node_id, f"{self.PROVIDER.name}: spent {shown} credits ({basis})")
+            runtime.show_text(node_id, f"{self.PROVIDER.name}: spent {shown} {self.PROVIDER.credit_unit} ({basis})")
         runtime.send_event("sdbridge.spent", {"node": node_id, "provider": self.PROVIDER.id, "credits": spent,
-                                              "basis": basis})
-        return spent
+                                              "basis": basis, "unit": self.PROVIDER.credit_unit})
+        return spent if spent is not None else counted
 
     async def from_cache(self, key: str | None, node_id: str | None) -> Result | None:
         """A cache hit: the stored bytes decoded as the first run decoded them, and its info,

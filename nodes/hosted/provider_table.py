@@ -25,6 +25,7 @@ class Provider:
     rate_limits: str = ""   # the documented limits, quoted when a provider answers 429
     rate_env: str = ""      # env var setting the pace of generation requests, "5/60"
     rate_plan: tuple[int, float] | None = None  # the default pace: (requests, per seconds)
+    credit_unit: str = "credits"  # what its balance and prices count in; caps and totals never mix two
 
     def for_web(self) -> dict:
         """What the web extension may know: everything here (no key is ever part of it)."""
@@ -34,7 +35,8 @@ SEGMIND = Provider(
     default_base="https://api.segmind.com", key_page="https://cloud.segmind.com/console/api-keys",
     billing_page="https://cloud.segmind.com/console/billing",
     rate_limits="free Segmind accounts allow 5 requests a minute, pro accounts 50",
-    rate_env="SDBRIDGE_SEGMIND_RATE", rate_plan=(50, 60.0))  # pro; a free account's 429s teach 5/60
+    rate_env="SDBRIDGE_SEGMIND_RATE", rate_plan=(50, 60.0),  # pro; a free account's 429s teach 5/60
+    credit_unit="credits (US$)")  # docs.segmind.com, "Pricing and Billing": in dollars
 SINKIN = Provider(
     "sinkin", "SinkIn", key_env="SINKIN_API_KEY", base_env="SINKIN_API_BASE", default_base="https://sinkin.ai",
     key_page="https://sinkin.ai/api", billing_page="https://sinkin.ai/api", key_label="access token",

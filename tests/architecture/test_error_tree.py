@@ -23,6 +23,7 @@ INTERNAL = {
     "nodes.hosted.http.exchange.Cancelled": ("nodes/hosted/http/client.py", "becomes ComfyUI's interrupt"),
     "nodes.hosted.http.addresses.RefusedURL": ("nodes/hosted/http/client.py", "becomes a ProviderError"),
     "nodes.hosted.money.budget.LinkedInput": ("nodes/hosted/money/budget.py", "an input the estimate cannot read"),
+    "nodes.hosted.money.ledger.LedgerUnavailable": ("nodes/hosted/money/budget.py", "becomes a BudgetExceeded"),
     "nodes.images.ImageDecodeError": (("nodes/hosted/node.py", "nodes/hosted/providers/segmind/api.py",
                                        "nodes/hosted/providers/sinkin/api.py"), "becomes a ProviderError or a miss"),
 }

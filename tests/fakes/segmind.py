@@ -3,7 +3,8 @@
 v1 (sync, the documents):
 - POST /v1/<slug> with the `x-api-key` header; a wrong key gets 401, an unknown slug 404, GET 405.
 - `base64: false` answers the raw image (image/jpeg); `base64: true` answers JSON
-  {"image": <b64 string or list>}; every answer carries `x-remaining-credits`.
+  {"image": <b64 string or list>}; every answer carries `x-remaining-credits` (on v2: the answers
+  `balance_on` names; with "submit" the job is billed at submit).
 
 v2 (the queue, as segmind-python's v2.py and tests describe it):
 - POST /v2/<slug> with the same body: the v1 errors, else {"request_id", "status": "QUEUED",
@@ -55,6 +56,8 @@ class FakeSegmind(Loopback):
         self.v2_slugs = set(SLUGS)
         self.v2_output = "url"
         self.queued_polls, self.processing_polls = 1, 1
+        # Which v2 answers carry x-remaining-credits (undocumented): "submit" also bills at submit.
+        self.balance_on: set[str] = {"result"}
         self.job_host: str | None = None
         self.jobs: dict[str, dict] = {}
         self._ids = itertools.count(1)
@@ -138,12 +141,16 @@ class FakeSegmind(Loopback):
 
     def _v2_submit(self, body: dict) -> Answer:
         request_id = f"req-{next(self._ids)}"
-        self.jobs[request_id] = {"body": body, "polls": 0, "output": None}
+        self.jobs[request_id] = job = {"body": body, "polls": 0, "output": None}
         host = self.job_host or self.url
+        balance = {}
+        if "submit" in self.balance_on:
+            job["output"], balance = self._v2_output(body)
+            job["headers"] = balance if "result" in self.balance_on else {}
         return json_answer(200, {"request_id": request_id, "status": "QUEUED",
                                  "status_url": f"{host}/v2/requests/{request_id}/status",
                                  "response_url": f"{host}/v2/requests/{request_id}",
-                                 "poll_url": f"{host}/v2/requests/{request_id}/status"})
+                                 "poll_url": f"{host}/v2/requests/{request_id}/status"}, balance)
 
     def _v2_request(self, rest: str) -> Answer:
         request_id, _, part = rest.partition("/")

@@ -54,7 +54,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
                           node_id: str | None = None, label: str = "", json_body: Any = None,
                           poll: PollPolicy | None = None, state_statuses: Collection[int] = (422,),
                           keep_for: float | None = None, store: JobStore | None = None,
-                          limiter: RateLimiter | None = None) -> Reply:
+                          limiter: RateLimiter | None = None, seen: Callable[[Reply], None] | None = None) -> Reply:
     """POST a job to a queue API once, ask its status URL until it completes, and return the
     result URL's answer. `read_job` reads the submit's answer, `read_state` a status answer
     (`state_statuses` are statuses a status answer may carry and still be read, such as a
@@ -64,7 +64,9 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     seconds) the job is kept there: the same request run again while the provider holds it asks
     for that job instead of submitting (and paying for) a new one. A failure at submit carries
     `stage == "submit"`; every failure after it carries the job's id as `request_id`, and the
-    result's answer carries it too (for the errors its reading raises)."""
+    result's answer carries it too (for the errors its reading raises). `seen` is handed every
+    answer of the exchange as it comes (a provider may tell the balance on any of them)."""
+    seen = seen or (lambda reply: None)
     poll = poll or PollPolicy()
     label = label or urlsplit(url).path
     digest = store.canonical_request(client.provider.id, url, json_body) if store is not None and keep_for else None
@@ -73,21 +75,25 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
         job = Job(*found)
         runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
         try:
-            return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+            return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll,
+                                          state_statuses, store, digest, seen)
         except ProviderError as exc:
             if exc.status not in (404, 410):
                 raise
             store.forget(digest)  # the provider no longer holds it: submit anew
     submitted = await client.request("POST", url, node_id=node_id, label=label, headers=headers,
                                      json_body=json_body, resend=GENERATION, limiter=limiter, stage=SUBMIT)
+    seen(submitted)
     job = read_job(submitted)
     if digest:
         store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
-    return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest)
+    return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store,
+                                  digest, seen)
 
 
 async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label,
-                           poll: PollPolicy, state_statuses, store: JobStore | None, digest: str | None) -> Reply:
+                           poll: PollPolicy, state_statuses, store: JobStore | None, digest: str | None,
+                           seen) -> Reply:
     """Ask about a submitted job until it ends; its result's answer. The job may run (and be
     billed) whatever happens here, so a failure that leaves it unknown is a MaybeCharged."""
     for where in (job.status_url, job.result_url):
@@ -101,6 +107,7 @@ async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, h
     while True:
         answer = await client.request("GET", job.status_url, node_id=node_id, label=f"{label} status",
                                       headers=headers, accept=state_statuses, stage=STATUS, request_id=job.id)
+        seen(answer)
         state = read_state(answer)
         waited = poll.clock() - started
         if state.state == COMPLETED:
@@ -119,6 +126,7 @@ async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, h
         interval = min(interval * poll.growth, poll.max_interval)
     result = await client.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers,
                                   stage=RESULT, request_id=job.id)
+    seen(result)
     if digest:
         store.forget(digest)
     return result

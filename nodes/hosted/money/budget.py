@@ -1,20 +1,22 @@
-"""Spending caps, and the estimate of a whole prompt.
+"""The whole prompt's estimate, and the spending caps kept while requests run.
 
-`estimate_prompt` prices an API-format prompt (what /prompt takes) node by node; the estimate
-route and the caps both use it. The caps (SDBRIDGE_MAX_CREDITS_PER_RUN, ..._PER_DAY, or
-Settings > SD Bridge; the environment wins) are checked by every hosted node before its first
-request:
+`estimate_prompt` prices an API-format prompt (what /prompt takes) node by node, with a total per
+provider in its own unit; the estimate route and the caps both use it. The caps
+(SDBRIDGE_MAX_CREDITS_PER_RUN, ..._PER_DAY, or Settings > SD Bridge; the environment wins) apply
+to each provider separately, and `rule.decide` says whether something may go:
 
-- the first hosted node of a run refuses when the run's known estimate is above the run cap, or
-  would take today's spend past the day cap, so a refused prompt sends nothing;
-- every node refuses once what the run (or the day) actually spent, plus its own known
-  estimate, would pass a cap: nodes with unknown estimates run only while the spend stays under.
+- the first hosted node of a run asks it for the whole prompt, so a refused prompt sends nothing;
+- every node asks it for its own request (`reserve`), then holds its estimate (in this run, and
+  for the day cap in the ledger every process shares) until `settle` replaces it with the spend;
+- a request of unknown cost waits while another of its provider (in this process) is under way,
+  then is priced again: the first one's measured cost often prices it.
 
-No cap set means no check at all.
+No cap set means no check, no hold and no wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -24,8 +26,10 @@ from typing import Any
 from ... import runtime
 from ...errors import BudgetExceeded
 from ...params import ValidationError, normalize_all
+from ..provider_table import PROVIDERS
 from . import ledger as spending
 from . import prices as costs
+from . import rule
 from .caps import DAY_CAP, RUN_CAP, cap
 
 SKIPPED_MODES = {2: "muted", 4: "bypassed"}  # the workflow format's node modes that never run
@@ -81,11 +85,13 @@ def estimate_node(cls, inputs: Mapping[str, Any], ledger: dict, cached=None) -> 
 
 
 def estimate_prompt(prompt: Mapping[str, Any], classes: Mapping[str, type], cached=None) -> dict:
-    """{"total", "nodes": {id: {"provider", "credits", "basis"}}, "unknown": [ids]} for an
+    """{"total", "nodes": {id: {"provider", "credits", "basis"}}, "unknown": [ids],
+    "providers": {provider: {"name", "unit", "total" (None: none known), "unknown": [ids]}}} for an
     API-format prompt, whose hosted node classes are `classes` (by id). Only hosted nodes are priced; muted and bypassed ones (a "mode" of 2 or 4,
     as the workflow format spells it) cost nothing."""
     ledger = spending.read()
     nodes: dict[str, dict] = {}
+    skipped_ids: set[str] = set()
     for node_id, node in prompt.items():
         if not isinstance(node, Mapping) or node.get("class_type") not in classes:
             continue
@@ -96,17 +102,34 @@ def estimate_prompt(prompt: Mapping[str, Any], classes: Mapping[str, type], cach
         found = (costs.Estimate(0.0, f"{skipped}: does not run") if skipped
                  else estimate_node(cls, inputs, ledger, cached))
         nodes[str(node_id)] = found.as_dict(cls.PROVIDER.id)
+        if skipped:
+            skipped_ids.add(str(node_id))
     unknown = [node_id for node_id, entry in nodes.items() if entry["credits"] is None]
+    by_provider: dict[str, dict] = {}
+    for node_id, entry in nodes.items():
+        if node_id in skipped_ids:
+            continue  # it does not run: no provider total of its own
+        provider = entry["provider"]
+        name = PROVIDERS[provider].name if provider in PROVIDERS else provider
+        mine = by_provider.setdefault(provider, {"name": name, "unit": _unit(provider), "total": None, "unknown": []})
+        if entry["credits"] is None:
+            mine["unknown"].append(node_id)
+        else:
+            mine["total"] = costs.rounded((mine["total"] or 0.0) + entry["credits"])
+    for mine in by_provider.values():
+        if mine["total"] is None and not mine["unknown"]:
+            mine["total"] = 0.0
+    # "total" adds figures of one unit only: with two providers it is None (see "providers").
     known = [entry["credits"] for entry in nodes.values() if entry["credits"] is not None]
-    total = costs.rounded(sum(known)) if known or not unknown else None
-    return {"total": total, "nodes": nodes, "unknown": unknown}
+    total = costs.rounded(sum(known)) if (known or not unknown) and len(by_provider) <= 1 else None
+    return {"total": total, "nodes": nodes, "unknown": unknown, "providers": by_provider}
 
 
 @dataclass
 class Run:
     estimate: dict | None = None       # estimate_prompt of the run's prompt, made once
-    spent: float = 0.0                 # what the run's nodes spent (measured, else estimated)
-    reserved: float = 0.0              # estimates of requests under way, not yet settled
+    spent: dict[str, float] = field(default_factory=dict)     # per provider: what the run's nodes spent
+    reserved: dict[str, float] = field(default_factory=dict)  # per provider: estimates of requests under way
     lock: threading.Lock = field(default_factory=threading.Lock)
 _runs: OrderedDict[str, Run] = OrderedDict()
 _runs_lock = threading.Lock()
@@ -127,57 +150,147 @@ def run_for(prompt: Mapping | None) -> Run:
         return run
 
 
-def _fmt(credits: float) -> str:
-    return f"{costs.rounded(credits):g}"
+def prompt_figures(estimate: Mapping, counted_today: Mapping[str, float], damaged: str | None) -> list[rule.Figures]:
+    """Each provider's figures for a whole prompt's estimate (as `estimate_prompt` made it)."""
+    return [rule.Figures(entry["name"], entry["unit"], entry["total"] or 0.0, len(entry["unknown"]),
+                         today=counted_today.get(p, 0.0), damaged=damaged)
+            for p, entry in estimate["providers"].items()]
 
 
-def _fix(name: str) -> str:
-    return (f"raise or clear {name} in Settings > SD Bridge (or in the environment, which wins), "
-            "or ask for fewer or smaller images")
+def prompt_verdict(estimate: Mapping) -> rule.Verdict:
+    """Whether the prompt of `estimate` may run now, as the first node will decide it (the
+    estimate route's answer; an unreadable cap is a refusal that names the fix)."""
+    try:
+        run_cap, day_cap = cap(RUN_CAP), cap(DAY_CAP)
+    except BudgetExceeded as exc:
+        return rule.Verdict(False, str(exc), None, None)
+    if run_cap is None and day_cap is None:
+        return rule.GO
+    figures = prompt_figures(estimate, spending.counted_today(), spending.damaged_today())
+    return rule.decide(figures, run_cap, day_cap, rule.PROMPT)
 
 
-def check_before_request(run: Run, prompt: Mapping | None, own: costs.Estimate, classes: Mapping[str, type],
-                         cached=None) -> float:
-    """Raise BudgetExceeded when this node's request would pass a cap; else reserve its known
-    estimate (nodes of one run may send at the same time) and return it, for `settle`."""
+def _unit(provider_id: str) -> str:
+    provider = PROVIDERS.get(provider_id)
+    return provider.credit_unit if provider is not None else "credits"
+
+
+@dataclass
+class Hold:
+    """What a request about to be sent holds toward the caps, until `settle`."""
+    provider: str
+    estimate: costs.Estimate   # its own estimate, made when it was allowed to go
+    credits: float = 0.0       # held in the run (its known estimate)
+    token: str | None = None   # its hold in the ledger (the day cap), until recorded or released
+    slot: bool = False         # it is its provider's one request of unknown cost under way
+
+
+_unknown_busy: set[str] = set()  # providers with a request of unknown cost under way (this process)
+_unknown_lock = threading.Lock()
+UNKNOWN_WAIT = 0.05  # seconds between two looks while another request of unknown cost runs
+
+
+def _take_slot(provider_id: str) -> bool:
+    with _unknown_lock:
+        if provider_id in _unknown_busy:
+            return False
+        _unknown_busy.add(provider_id)
+        return True
+
+
+def _free_slot(provider_id: str) -> None:
+    with _unknown_lock:
+        _unknown_busy.discard(provider_id)
+
+
+async def reserve(run: Run, prompt: Mapping | None, shape: costs.CostShape, classes: Mapping[str, type],
+                  cached=None) -> Hold:
+    """Raise BudgetExceeded when this request would pass a cap; else hold its estimate (nodes of
+    one run, and other processes, may send at the same time) and return the Hold for `settle`."""
     run_cap, day_cap = cap(RUN_CAP), cap(DAY_CAP)
     if run_cap is None and day_cap is None:
-        return 0.0
+        return Hold(shape.provider, costs.estimate(shape))
+    own = costs.estimate(shape)
+    slot = False
+    while own.credits is None and not (slot := _take_slot(shape.provider)):
+        # Another request of unknown cost of this provider is under way: its measured cost may
+        # price this one, and two unknowns sent at once could both pass the cap.
+        runtime.raise_if_interrupted()
+        await asyncio.sleep(UNKNOWN_WAIT)
+        own = costs.estimate(shape)
+    if slot and own.credits is not None:
+        _free_slot(shape.provider)
+        slot = False
+    hold = Hold(shape.provider, own, own.credits or 0.0, None, slot)
+    try:
+        _check_run(run, prompt, hold, classes, cached, run_cap, day_cap)
+        if day_cap is not None:
+            hold.token = await asyncio.to_thread(_hold_today, hold, run_cap, day_cap)
+    except BaseException:
+        settle(run, hold, None)
+        raise
+    return hold
+
+
+def _figures(provider_id: str, hold: Hold, run: Run, today: float = 0.0, damaged: str | None = None) -> rule.Figures:
+    name = PROVIDERS[provider_id].name if provider_id in PROVIDERS else provider_id
+    return rule.Figures(name, _unit(provider_id), hold.credits, 0 if hold.estimate.credits is not None else 1,
+                        run=run.spent.get(provider_id, 0.0) + run.reserved.get(provider_id, 0.0),
+                        today=today, damaged=damaged)
+
+
+def _check_run(run: Run, prompt, hold: Hold, classes, cached, run_cap, day_cap) -> None:
+    """The whole prompt (first node of the run) and this request against the run cap; on GO the
+    request's estimate is held in the run."""
     with run.lock:
         if run.estimate is None:
             run.estimate = estimate_prompt(prompt or {}, classes, cached)
-            total = run.estimate["total"] or 0.0
-            unknown = len(run.estimate["unknown"])
-            more = f", plus {unknown} node{'s' if unknown != 1 else ''} with no estimate" if unknown else ""
-            if run_cap is not None and total > run_cap:
-                raise BudgetExceeded(
-                    f"SD Bridge: this prompt is estimated at {_fmt(total)} credits{more}, above the cap of "
-                    f"{_fmt(run_cap)} per run ({RUN_CAP}). Nothing was sent. To run it, {_fix(RUN_CAP)}.")
-            today = spending.spent_on()
-            if day_cap is not None and today + total > day_cap:
-                raise BudgetExceeded(
-                    f"SD Bridge: this prompt is estimated at {_fmt(total)} credits{more}; with the {_fmt(today)} "
-                    f"spent today that passes the cap of {_fmt(day_cap)} per day ({DAY_CAP}). Nothing was sent. "
-                    f"To run it, {_fix(DAY_CAP)}.")
-        next_cost = own.credits or 0.0
-        spent = run.spent + run.reserved
-        if run_cap is not None and (spent >= run_cap or spent + next_cost > run_cap):
-            raise BudgetExceeded(
-                f"SD Bridge: this run has spent {_fmt(spent)} credits; this node "
-                f"({_fmt(next_cost) if own.credits is not None else 'cost unknown'}) would pass the cap of "
-                f"{_fmt(run_cap)} per run ({RUN_CAP}). Its request was not sent. To go on, {_fix(RUN_CAP)}.")
-        today = spending.spent_on() + run.reserved
-        if day_cap is not None and (today >= day_cap or today + next_cost > day_cap):
-            raise BudgetExceeded(
-                f"SD Bridge: {_fmt(today)} credits were spent today; this node "
-                f"({_fmt(next_cost) if own.credits is not None else 'cost unknown'}) would pass the cap of "
-                f"{_fmt(day_cap)} per day ({DAY_CAP}). Its request was not sent. To go on, {_fix(DAY_CAP)}.")
-        run.reserved += next_cost
-        return next_cost
+            figures = prompt_figures(run.estimate, spending.counted_today(), spending.damaged_today())
+            verdict = rule.decide(figures, run_cap, day_cap, rule.PROMPT)
+            if not verdict.go:
+                raise BudgetExceeded(verdict.reason)
+        verdict = rule.decide([_figures(hold.provider, hold, run)], run_cap, None, rule.REQUEST)
+        if not verdict.go:
+            raise BudgetExceeded(verdict.reason)
+        run.reserved[hold.provider] = run.reserved.get(hold.provider, 0.0) + hold.credits
 
 
-def settle(run: Run, reserved: float, credits: float | None) -> None:
-    """The request ended: its reservation gives way to what it spent (None: nothing known)."""
+def _hold_today(hold: Hold, run_cap, day_cap) -> str:
+    """This request against the day cap, under the lock every process shares; on GO its
+    estimate is held in the ledger."""
+    def check(today: float, damaged: str | None) -> None:
+        verdict = rule.decide([_figures(hold.provider, hold, Run(), today, damaged)], None, day_cap, rule.REQUEST)
+        if not verdict.go:
+            raise BudgetExceeded(verdict.reason)
+
+    try:
+        return spending.hold(hold.provider, hold.credits, check)
+    except spending.LedgerUnavailable as exc:
+        raise BudgetExceeded(
+            f"SD Bridge: the spending ledger {exc} could not be locked within {spending.LOCK_TIMEOUT:g} s (another "
+            f"ComfyUI process holds it), so {DAY_CAP} cannot be kept. Its request was not sent. Run it again in a "
+            f"moment, or clear {DAY_CAP} in Settings > SD Bridge.") from None
+
+
+def settle(run: Run, hold: Hold, counted: float | None) -> None:
+    """The request ended: its hold in the run gives way to what it counted (None: nothing), its
+    slot is freed, and a ledger hold not yet replaced by a record is released."""
     with run.lock:
-        run.reserved = max(0.0, run.reserved - reserved)
-        run.spent += credits or 0.0
+        run.reserved[hold.provider] = max(0.0, run.reserved.get(hold.provider, 0.0) - hold.credits)
+        run.spent[hold.provider] = run.spent.get(hold.provider, 0.0) + (counted or 0.0)
+    if hold.token is not None:
+        spending.release_hold(hold.token)
+        hold.token = None
+    if hold.slot:
+        _free_slot(hold.provider)
+        hold.slot = False
+
+
+def count(shape: costs.CostShape, hold: Hold, credits: float, *, measured: bool) -> None:
+    """Record what a request spent (measured: also remember it for estimates), replacing its
+    ledger hold in the same write."""
+    if measured:
+        costs.record_measured(shape, credits, release=hold.token)
+    else:
+        spending.record(shape.provider, credits, release=hold.token)
+    hold.token = None

@@ -1,5 +1,6 @@
 """The spending caps: their settings (SDBRIDGE_MAX_CREDITS_PER_RUN, ..._PER_DAY, or Settings > SD
-Bridge; the environment wins) and what a cap's text must be."""
+Bridge; the environment wins) and what a cap's text must be. Each cap applies to each provider
+separately, in that provider's unit (rule.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 from ... import pack_settings
 from ...errors import BudgetExceeded
+from ..provider_table import PROVIDERS
 
 RUN_CAP = "SDBRIDGE_MAX_CREDITS_PER_RUN"
 DAY_CAP = "SDBRIDGE_MAX_CREDITS_PER_DAY"
@@ -41,11 +43,20 @@ def cap(name: str) -> float | None:
 SETTINGS = (
     pack_settings.Setting(
         RUN_CAP, "Most credits per run",
-        "A prompt whose hosted nodes are estimated above this stops before any request; a node that "
-        "would pass it sends nothing.",
+        "Per provider, in its own unit (Segmind: US dollars, SinkIn: credits). A prompt whose nodes "
+        "of one provider are estimated above this stops before any request; a node that would pass it "
+        "sends nothing.",
         cap_problem, "no cap", ("Spending", "Per run"), "25"),
     pack_settings.Setting(
         DAY_CAP, "Most credits per day",
-        "Hosted nodes stop before asking once what was spent today, plus their estimate, would pass this.",
+        "Per provider, in its own unit (Segmind: US dollars, SinkIn: credits). Hosted nodes stop before "
+        "asking once what was spent today on their provider, plus their estimate, would pass this.",
         cap_problem, "no cap", ("Spending", "Per day"), "200"),
 )
+
+
+def per_provider() -> dict[str, dict]:
+    """{provider: {"unit", "per_run", "per_day"}}: each cap as it applies to each provider, in
+    that provider's unit (raises BudgetExceeded, with the fix, for a cap that is not a number)."""
+    run_cap, day_cap = cap(RUN_CAP), cap(DAY_CAP)
+    return {p.id: {"unit": p.credit_unit, "per_run": run_cap, "per_day": day_cap} for p in PROVIDERS.values()}

@@ -113,7 +113,31 @@ def estimate(shape: CostShape, ledger: dict | None = None) -> Estimate:
     return Estimate(None, "unknown: no run of this kind measured yet, and no published price")
 
 
-def record_measured(shape: CostShape, credits: float) -> None:
-    """Remember what a run of `shape` cost (and add it to today's spend)."""
+def record_measured(shape: CostShape, credits: float, release: str | None = None) -> None:
+    """Remember what a run of `shape` cost (and add it to today's spend, replacing its hold)."""
     spending.record(shape.provider, credits, kind=shape.kind, signature=shape.signature, units=shape.units,
-                    described=shape.describe())
+                    described=shape.describe(), release=release)
+
+
+# What a request of unknown cost is counted as toward the caps when nothing of its provider was
+# ever measured: deliberately high per unit (a 512x512 image, one step), so a cap errs towards
+# stopping. Segmind: about ten times its published SDXL price (0.008 for 98 units); SinkIn
+# publishes nothing: about 2 credits for a 512x768 image of 30 steps.
+CAUTIOUS_PER_UNIT = {"segmind": 0.001, "sinkin": 0.05}
+
+
+def counted(shape: CostShape, ledger: dict | None = None) -> Estimate:
+    """What a request that may have cost money counts toward the caps: its estimate, else the
+    highest per-unit cost measured for its provider, else CAUTIOUS_PER_UNIT; scaled by its units."""
+    ledger = spending.read() if ledger is None else ledger
+    found = estimate(shape, ledger)
+    if found.credits is not None:
+        return found
+    measured = [kind.get("per_unit") for name, kind in ledger.get("kinds", {}).items()
+                if name.startswith(f"{shape.provider}|") and isinstance(kind, dict)]
+    measured = [v for v in measured if isinstance(v, (int, float)) and v >= 0]
+    if measured:
+        return Estimate(rounded(max(measured) * shape.units), "counted: the highest cost per image measured for "
+                        "this provider, scaled")
+    per_unit = CAUTIOUS_PER_UNIT.get(shape.provider, 0.0)
+    return Estimate(rounded(per_unit * shape.units), "counted: a cautious default, nothing of this provider measured yet")

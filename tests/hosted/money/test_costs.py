@@ -177,10 +177,12 @@ def test_bad_estimate_requests_get_a_clear_answer(body, content_type, status):
                            "mode": st.sampled_from([0, 2, 4, "x", [4], None])})), max_size=5))
 def test_any_prompt_gets_an_estimate_never_a_server_error(prompt):
     answer = budget.estimate_prompt(prompt, HOSTED)
-    assert set(answer) == {"total", "nodes", "unknown"}
+    assert set(answer) == {"total", "nodes", "unknown", "providers"}
     for entry in answer["nodes"].values():
         assert entry["credits"] is None or entry["credits"] >= 0
         assert entry["basis"]
+    if len(answer["providers"]) > 1:
+        assert answer["total"] is None  # two units are never added
 
 
 # ---------------------------------------------------------------- measured spend
@@ -207,25 +209,26 @@ def test_segmind_tells_a_cost_only_from_one_answer_to_the_next_with_nothing_in_b
     assert watch.finish("not a number") is None
 
 
-def test_segmind_img2img_batches_are_not_measured_but_counted_by_their_estimate(fake_segmind):
+def test_segmind_img2img_batches_are_measured_as_a_whole(fake_segmind):
     values = {"prompt": "a lake", "seed": 3}
     run(segmind_nodes.SDBridgeSegmindRealVisXL, "1", **values)
     run(segmind_nodes.SDBridgeSegmindRealVisXL, "1", **values)
     assert prices.estimate(segmind_nodes.SDBridgeSegmindRealVisXL.plan(
         {**_defaults(segmind_nodes.SDBridgeSegmindRealVisXL), **values}, images=False).cost).credits == 1.0
-    # Two images at once: the balance drops by 2, but which request cost what cannot be told.
+    # Two images at once: the balance drops by 2, which the batch cost as a whole.
     _, info = run(segmind_nodes.SDBridgeSegmindSD15Img2Img, "2", image=torch.rand(2, 64, 64, 3), prompt="a lake", seed=4)
     info = json.loads(info)
-    assert info["credits_basis"] == "unknown" and info["credits_spent"] is None
+    assert info["credits_basis"] == "measured" and info["credits_spent"] == 2
 
 
 def test_what_a_run_spent_is_added_to_the_day():
-    assert ledger.spent_on() == 0.0
+    assert ledger.spent_today() == {}
     ledger.record("sinkin", 1.25)
     ledger.record("segmind", 0.5)
     ledger.record("segmind", float("nan"))   # never counted
-    assert ledger.spent_on() == 1.75
-    assert ledger.spent_on("1999-01-01") == 0.0
+    assert ledger.spent_today() == {"sinkin": 1.25, "segmind": 0.5}  # each in its own unit
+    assert ledger.spent_on("sinkin") == 1.25
+    assert ledger.spent_on("sinkin", "1999-01-01") == 0.0
 
 
 # ---------------------------------------------------------------- caps
@@ -313,7 +316,7 @@ def test_no_cap_set_is_todays_behaviour(fake_sinkin):
     for seed in range(3):
         run(sinkin_nodes.SDBridgeSinkInTxt2Img, "1", sdbridge_prompt=_prompt_of(SINKIN_RUN), **{**SINKIN_RUN, "seed": seed})
     assert len(fake_sinkin.forms()) == 3
-    assert ledger.spent_on() == 6.0
+    assert ledger.spent_on("sinkin") == 6.0
 
 
 def _defaults(cls) -> dict:

@@ -9,7 +9,7 @@ from .... import images as imaging
 from .... import runtime
 from ....errors import ProviderError
 from ...http import jobs, rate_limit
-from ...http.client import HttpClient
+from ...http.client import HttpClient, all_or_nothing
 from ...http.policy import GENERATION, Policies, PollPolicy
 from ...http.replies import Reply, describe_body
 from ...keys import credentials
@@ -42,34 +42,70 @@ async def post(slug: str, body: dict, node_id: str | None, policies: Policies = 
     """One generation: the answer that holds its images, and its cost when the drop in remaining
     credits tells it. On the v2 queue unless v1 is asked for, or v2 does not serve the slug
     (404/405 at submit), when the documents' v1 runs it."""
+    replies, cost = await post_all(slug, [body], node_id, policies)
+    return replies[0], cost
+
+
+async def post_all(slug: str, bodies: list[dict], node_id: str | None, policies: Policies = POLICIES
+                   ) -> tuple[list[Reply], float | None]:
+    """Generations sent together (an img2img batch: all or nothing), measured as a whole: their
+    answers, and what they cost together when the drop in remaining credits tells it. The balance
+    is read from whichever answer of the exchanges carries it (submit, status or result), the
+    latest one winning."""
     key = credentials.api_key(SEGMIND)
     watch = spending.balance_watch(SEGMIND.id, key)
+    seen: list[list[str]] = [[] for _ in bodies]  # each exchange's x-remaining-credits, in the order they came
     watch.start()
-    reply = None
+    replies = None
     try:
-        reply = await _post(slug, body, node_id, key, policies)
+        if len(bodies) == 1:
+            replies = [await _post(slug, bodies[0], node_id, key, policies, seen[0])]
+        else:
+            replies = await all_or_nothing(_post(slug, body, node_id, key, policies, mine)
+                                           for body, mine in zip(bodies, seen, strict=True))
     finally:
-        cost = watch.finish(reply.headers.get("x-remaining-credits") if reply is not None else None)
-    return reply, cost
+        cost = watch.finish(_balance_after(seen) if replies is not None else None)
+    return replies, cost
 
 
-async def _post(slug: str, body: dict, node_id: str | None, key: str, policies: Policies) -> Reply:
+def _balance_after(seen: list[list[str]]) -> float | None:
+    """The balance after exchanges that ran together: each one's latest figure, and of those
+    the lowest (their answers may come back in any order); None when one never told it."""
+    latest = []
+    for balances in seen:
+        try:
+            latest.append(float(balances[-1]))
+        except (IndexError, ValueError):
+            return None
+    return min(latest) if latest else None
+
+
+async def _post(slug: str, body: dict, node_id: str | None, key: str, policies: Policies,
+                balances: list[str]) -> Reply:
     base, http = credentials.base_url(SEGMIND), client(policies)
     headers, limiter = {"x-api-key": key}, rate_limit.for_key(SEGMIND, key, policies.rate_plan)
+
+    def seen(reply: Reply) -> None:
+        remaining = reply.headers.get("x-remaining-credits")
+        if remaining not in (None, ""):
+            balances.append(remaining)
+
     if api_version() == "v2":
         try:
             reply = await jobs.submit_and_poll(
                 http, f"{base}/v2/{slug}", json_body=body, headers=headers, read_job=_read_job, read_state=_read_state,
-                node_id=node_id, label=slug, poll=policies.poll, keep_for=RESULT_WINDOW, store=journal, limiter=limiter)
+                node_id=node_id, label=slug, poll=policies.poll, keep_for=RESULT_WINDOW, store=journal, limiter=limiter,
+                seen=seen)
         except ProviderError as exc:
             if exc.stage != jobs.SUBMIT or exc.status not in (404, 405):
                 raise
             runtime.log.info("Segmind: the v2 queue does not serve %s (%s); using v1", slug, exc.status)
         else:
-            report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
+            report_credits(SEGMIND, balances[-1] if balances else None, node_id)
             return reply
     reply = await http.request("POST", f"{base}/v1/{slug}", node_id=node_id, label=slug,
                                  headers=headers, json_body=body, resend=GENERATION, limiter=limiter)
+    seen(reply)
     report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
     return reply
 

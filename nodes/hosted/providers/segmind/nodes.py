@@ -8,12 +8,11 @@ from typing import Any
 
 from .... import images as imaging
 from ....params import Param, ValidationError, parse_json_object, resolve_seed
-from ...http.client import all_or_nothing
 from ...keys import redaction
 from ...money.prices import CostShape
 from ...node import HostedNode, Plan, Result, encode_uploads, fixed_seed
 from ...provider_table import SEGMIND
-from .api import POLICIES, post, read_images
+from .api import POLICIES, post, post_all, read_images
 from .endpoints import REALISTIC_VISION, REALVIS, SD15_IMG2IMG, SDXL, Endpoint
 from .wire import info, request_body
 
@@ -49,15 +48,14 @@ class SegmindNode(HostedNode):
             reply, cost = await post(endpoint.slug, body, node_id, self.policies)
             pictures, _ = await read_images(reply, node_id, policies=self.policies)
             return Result.of(pictures, info(endpoint.slug, reply, seed, len(pictures), [cost]))
-        # img2img: one request per input image, sent together.
-        answers = await all_or_nothing(
-            post(endpoint.slug, {**body, "image": imaging.base64_text(png)}, node_id, self.policies)
-            for png in plan.sent("image"))
+        # img2img: one request per input image, sent together and measured as a whole.
+        replies, cost = await post_all(
+            endpoint.slug, [{**body, "image": imaging.base64_text(png)} for png in plan.sent("image")], node_id,
+            self.policies)
         pictures = []
-        for reply, _ in answers:
+        for reply in replies:
             pictures += (await read_images(reply, node_id, policies=self.policies))[0]
-        return Result.of(pictures, info(endpoint.slug, answers[-1][0], seed, len(pictures),
-                                        [cost for _, cost in answers]))
+        return Result.of(pictures, info(endpoint.slug, replies[-1], seed, len(pictures), [cost]))
 
 
 class SDBridgeSegmindRealisticVision(SegmindNode):
