@@ -1,4 +1,4 @@
-"""Benchmark of the batch runner (example_workflows/api/submit.py): 20 jobs of 1 s each on one
+"""Benchmark of the batch runner (runner/, as submit.py runs it): 20 jobs of 1 s each on one
 fake ComfyUI server, then spread over four, on the loopback (tests/fakes/comfyui.py).
 
 Run: .venv/bin/python benchmarks/bench_runner.py   (not part of the pytest run)
@@ -13,8 +13,8 @@ fake's own few milliseconds a job.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -22,8 +22,10 @@ from contextlib import ExitStack
 import harness  # noqa: F401  (first: the tests' helpers and the pack, as the tests load them)
 from fakes.comfyui import FakeComfyUI
 
-sys.path.insert(0, str(harness.ROOT / "example_workflows" / "api"))
-import submit  # noqa: E402
+# submit.py as users run it: by its path (it finds runner/ at the repository root itself).
+_spec = importlib.util.spec_from_file_location("submit", harness.ROOT / "example_workflows" / "api" / "submit.py")
+submit = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(submit)
 
 JOBS, SECONDS = 20, 1.0
 

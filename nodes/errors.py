@@ -5,6 +5,10 @@ sees on the node: what happened, and what to do about it.
     ├── InputError (ValueError)     an input value the node cannot use; names the input and the fix
     ├── MissingKeyError             no API key for a provider; says both ways to set one
     ├── BudgetExceeded (ValueError) a spending cap would be passed; nothing was sent
+    ├── UnsafePath (OSError)        a path under the pack's folder leads out of it; nothing was
+    │                               written or deleted
+    ├── MaybeSent                   the request journal was damaged: this request may already have
+    │                               been sent (and paid for), so it was not sent again
     └── ProviderError               a provider call failed; carries provider, status, stage, request id
         └── MaybeCharged            ...after the request may have reached the provider: it may have
                                     made (and billed) the image, so it was not sent again
@@ -58,6 +62,17 @@ class MissingKeyError(SDBridgeError, RuntimeError):
 
 class BudgetExceeded(SDBridgeError, ValueError):
     """A spending cap would be passed: nothing was sent."""
+
+
+class UnsafePath(SDBridgeError, OSError):
+    """A path the pack was about to write or delete leads out of its user folder (a link, `..`,
+    an absolute name read from a file): refused. An OSError, so the pack's bookkeeping skips it
+    the way it skips a file it cannot write."""
+
+
+class MaybeSent(SDBridgeError, RuntimeError):
+    """The request journal could not be read (it was kept aside): the same request may already
+    have been sent and paid for, so it was not sent again."""
 
 
 class ProviderError(SDBridgeError, RuntimeError):

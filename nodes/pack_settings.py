@@ -66,10 +66,13 @@ def is_off(name: str) -> bool:
 
 
 def store(name: str, text: str | None) -> None:
-    """Save (or, with None/"", remove) a setting."""
-    stored = _stored()
-    if text and text.strip():
-        stored[name] = text.strip()
-    else:
-        stored.pop(name, None)
-    userdata.write_json(settings_file(), stored)
+    """Save (or, with None/"", remove) a setting; read and written under the file's lock, so a
+    setting saved at the same time by another process stays."""
+
+    def change(stored: dict[str, str]) -> None:
+        if text and text.strip():
+            stored[name] = text.strip()
+        else:
+            stored.pop(name, None)
+
+    userdata.update_strings(settings_file(), change)

@@ -118,7 +118,8 @@ async def store_key(request):
     if problem:
         return _json({"error": problem}, 400)
     try:
-        credentials.store_key(provider, key or None)
+        # Off the event loop: the save may wait for another process's save (the file lock).
+        await asyncio.to_thread(credentials.store_key, provider, key or None)
     except OSError as exc:  # a full disk, or a file another program keeps open (Windows)
         return _json({"error": redact(str(exc))}, 503)
     status = _key_status()[provider.id]
@@ -147,7 +148,7 @@ async def store_setting(request):
     if problem:
         return _json({"error": f"{setting.label}: {problem}"}, 400)
     try:
-        pack_settings.store(setting.name, text or None)
+        await asyncio.to_thread(pack_settings.store, setting.name, text or None)  # may wait for the lock
     except OSError as exc:
         return _json({"error": str(exc)}, 503)
     entry = setting.for_web()

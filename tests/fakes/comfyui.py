@@ -11,6 +11,10 @@
   "execution_error" for a prompt whose text contains "explode"; "execution_interrupted".
 - One prompt runs at a time for `duration` seconds; each job makes `samples` images coloured by
   seed + i (`fakes.queue.picture`).
+- What a runner may meet: `history_shape(entry)` changes each /history entry as served (a
+  malformed one); `image_name(seed, number)` names the images (any name: "", ".", 251
+  characters); `queue_shape(answer)` changes /queue's answer; `endless_views` serves /view as
+  an answer that never ends (until the client hangs up, at most 1 GiB).
 - `websocket=False` answers /ws with 404 (the runner must poll); `die_at=N` makes the server die
   when its Nth prompt has run half its time: it stops accepting connections, drops every open
   one and forgets its queue and history (a crashed machine); `die()` does that at any moment;
@@ -74,6 +78,11 @@ class FakeComfyUI(Loopback):
         self.cut_views = 0                 # this many /view answers are cut short
         self.away_until = 0.0              # connections are dropped until then (blackout)
         self.started = 0                   # prompts that began running
+        self.history_shape = None          # entry -> what /history serves instead
+        self.queue_shape = None            # answer -> what /queue serves instead
+        self.image_name = lambda seed, number: f"seed_{seed}_{number:05d}_.png"
+        self.endless_views = False
+        self.outputs: dict[str, bytes] = {}  # file name -> bytes, what /view serves
         self._forget: str | None = None
         self._number = itertools.count()
         self._images = itertools.count(1)
@@ -82,6 +91,30 @@ class FakeComfyUI(Loopback):
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, daemon=True)
         super().__init__(self.answer)
+        self._serve_endless_views()
+
+    def _serve_endless_views(self) -> None:
+        """/view as an answer without a length that never ends, when `endless_views` is set."""
+        fake, base = self, self.server.RequestHandlerClass
+
+        class Handler(base):
+            def do_GET(self):
+                if not (fake.endless_views and self.path.startswith("/view")):
+                    return base.do_GET(self)
+                with fake._lock:
+                    fake.requests.append(Request("GET", self.path, {}, b""))
+                self.send_response(200)
+                self.send_header("content-type", "image/png")
+                self.end_headers()
+                self.close_connection = True
+                chunk = b"\0" * (1 << 16)
+                try:
+                    for _ in range(1 << 14):  # 1 GiB at most: the client hangs up long before
+                        self.wfile.write(chunk)
+                except OSError:
+                    pass
+
+        self.server.RequestHandlerClass = Handler
 
     def __enter__(self) -> FakeComfyUI:
         super().__enter__()
@@ -167,11 +200,17 @@ class FakeComfyUI(Loopback):
             with self._cond:
                 running = [self._row(self.running)] if self.running else []
                 pending = [self._row(p) for p in self.pending]
-            return json_answer(200, {"queue_running": running, "queue_pending": pending})
+            answer = {"queue_running": running, "queue_pending": pending}
+            return json_answer(200, self.queue_shape(answer) if self.queue_shape else answer)
         if path.startswith("/history/"):
             prompt_id = path.removeprefix("/history/")
             with self._cond:
                 entry = self.history.get(prompt_id)
+            if entry and self.history_shape:
+                shaped = self.history_shape(entry)
+                if isinstance(shaped, bytes):  # not even JSON
+                    return Answer(200, shaped, {"content-type": "application/json"})
+                return json_answer(200, {prompt_id: shaped})
             return json_answer(200, {prompt_id: entry} if entry else {})
         if path == "/object_info":
             return json_answer(200, self.object_info)
@@ -179,13 +218,14 @@ class FakeComfyUI(Loopback):
             name = path.removeprefix("/object_info/")
             return json_answer(200, {name: self.object_info[name]} if name in self.object_info else {})
         if path == "/view":
-            name = query.get("filename", [""])[0]
-            seed = name.split("_")[1] if name.startswith("seed_") else ""
-            if not seed.isdigit() or query.get("type") != ["output"]:
-                return json_answer(404, {})
+            name = query.get("filename", [""])[0] if "filename" in query else ""
             with self._cond:
-                cut, self.cut_views = self.cut_views > 0, max(self.cut_views - 1, 0)
-            return Answer(200, picture(int(seed)), {"content-type": "image/png"}, truncate=cut)
+                body = self.outputs.get(name)
+                cut = body is not None and self.cut_views > 0
+                self.cut_views -= cut
+            if body is None or query.get("type") != ["output"]:
+                return json_answer(404, {})
+            return Answer(200, body, {"content-type": "image/png"}, truncate=cut)
         return Answer(404, b"")
 
     def queue_for_another_client(self, prompt: dict) -> str:
@@ -349,8 +389,10 @@ class FakeComfyUI(Loopback):
                                                 "exception_type": "RuntimeError", "traceback": []})
             return
         seed, samples = int(inputs.get("seed", 0)), int(inputs.get("samples", 1))
-        images = [{"filename": f"seed_{seed + i}_{next(self._images):05d}_.png", "subfolder": "sdbridge",
+        images = [{"filename": self.image_name(seed + i, next(self._images)), "subfolder": "sdbridge",
                    "type": "output"} for i in range(samples)]
+        with self._cond:
+            self.outputs.update({image["filename"]: picture(seed + i) for i, image in enumerate(images)})
         save = next((i for i, n in item["prompt"].items() if n.get("class_type") == "SaveImage"), node)
         with self._cond:
             self.history[prompt_id] = {"prompt": [item["number"], prompt_id, item["prompt"], {}, [save]],

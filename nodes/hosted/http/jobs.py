@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ... import runtime
 from ...errors import MaybeCharged, ProviderError
@@ -72,7 +72,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     digest = store.canonical_request(client.provider.id, url, json_body) if store is not None and keep_for else None
     found = store.find(digest) if digest else None
     if found is not None:
-        job = Job(*found)
+        job = Job(found[0], *(_credentials_of(url, where) for where in found[1:]))
         runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
         try:
             return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll,
@@ -89,6 +89,16 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
         store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
     return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store,
                                   digest, seen)
+
+
+def _credentials_of(url: str, where: str) -> str:
+    """A job URL kept without credentials (the journal keeps none), given the `user:password@`
+    of the configured `url` again when it is on that same origin."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    parts = urlsplit(where)
+    if not at or "@" in parts.netloc or not same_origin(where, url):
+        return where
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
 
 async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label,

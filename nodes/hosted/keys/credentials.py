@@ -64,16 +64,20 @@ def check_key_shape(value: str) -> str | None:
 
 
 def store_key(provider: Provider, value: str | None) -> None:
-    """Write (or, with None/"", remove) a key in the key file, owner-only, atomically."""
-    keys = _read_key_file()
+    """Write (or, with None/"", remove) a key in the key file, owner-only, atomically; read and
+    written under the file's lock, so a key saved at the same time by another process stays."""
     if value:
         problem = check_key_shape(value)
         if problem:
             raise ValueError(problem)
-        keys[provider.id] = value
-    else:
-        keys.pop(provider.id, None)
-    userdata.write_json(key_file(), keys)
+
+    def change(keys: dict[str, str]) -> None:
+        if value:
+            keys[provider.id] = value
+        else:
+            keys.pop(provider.id, None)
+
+    userdata.update_strings(key_file(), change)
 
 
 def base_url(provider: Provider) -> str:

@@ -12,21 +12,31 @@ returns. `index.json` records each entry's size and when it was last used; it is
 under a file lock (with a timeout: a cache that cannot be locked, read or written is skipped
 with a log line, never fails a run), so two ComfyUI processes can share one user directory.
 The cache is bounded by SDBRIDGE_RESULT_CACHE_MB (default 2048): the entries used longest ago
-are removed first.
+are removed first. The bound counts what the disk holds, not only the images: each file and
+folder of an entry takes whole blocks (its allocated blocks where the system tells, st_blocks,
+and at least its size rounded up to 4 KiB, a common cluster size, where it does not), and
+index.json, the cache's folders and its lock file count too. Sizes are measured on disk at
+every store, so an index that says otherwise (a negative or shrunken size) changes nothing.
+
+Nothing a file says is trusted with a path: an entry name must be a sha256 digest, and every
+folder written or removed goes through `userdata.inside` (no link followed out of the pack's
+folder, `entries/` itself included).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from ... import pack_settings, runtime, userdata
+from ... import errors, pack_settings, runtime, userdata
 from ...params import ValidationError, normalize_all
 from ..keys import credentials, redaction
 
@@ -40,6 +50,8 @@ LOCK_TIMEOUT = 10.0    # seconds; never waited on forever
 STALE_TEMP = 3600.0    # seconds after which a temporary folder left by a crash is removed
 MB = 1024 * 1024
 KEY_VERSION = 1        # part of every key: a change to what a key holds starts a new cache
+BLOCK = 4096           # bytes: the least a file or folder is counted for where st_blocks is unknown
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # the only entry name there is (see key_for)
 
 
 def folder() -> Path:
@@ -47,7 +59,42 @@ def folder() -> Path:
 
 
 def _entries() -> Path:
-    return folder() / "entries"
+    return userdata.inside(folder() / "entries")
+
+
+def _entry_folder(name: str) -> Path:
+    if not _DIGEST.fullmatch(name):
+        raise errors.UnsafePath(f"SD Bridge refused a result cache entry named {name[:80]!r}: not a sha256 digest.")
+    return userdata.inside(_entries() / name)
+
+
+def _disk_bytes(path: Path) -> int:
+    """What one file or folder takes on disk (not following links)."""
+    info = os.lstat(path)
+    rounded = max(1, math.ceil(info.st_size / BLOCK)) * BLOCK  # an empty file still takes a block's entry
+    return max(rounded, getattr(info, "st_blocks", 0) * 512)  # st_blocks is missing on Windows
+
+
+def _folder_bytes(path: Path) -> int:
+    """What an entry's folder and its files take on disk."""
+    return _disk_bytes(path) + sum(_disk_bytes(item) for item in path.iterdir())
+
+
+def _overhead() -> int:
+    """What the cache's own folders and lock file take (a folder that once held many entries
+    keeps its grown size on most file systems)."""
+    total = 0
+    for path in (folder(), folder() / "entries", folder() / "index.lock"):
+        try:
+            total += _disk_bytes(path)
+        except OSError:
+            total += BLOCK  # not made yet: it will be
+    return total
+
+
+def _index_bytes(entries: dict[str, dict]) -> int:
+    """What index.json will take on disk with these entries."""
+    return max(1, math.ceil(len(json.dumps({"entries": entries})) / BLOCK)) * BLOCK
 
 
 def enabled() -> bool:
@@ -120,8 +167,17 @@ def _read_index() -> dict[str, dict]:
     entries = data.get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, dict):
         return {}
-    return {k: v for k, v in entries.items() if isinstance(v, dict) and isinstance(v.get("bytes"), int)
-            and isinstance(v.get("used"), (int, float))}
+    return {k: v for k, v in entries.items() if isinstance(k, str) and _DIGEST.fullmatch(k) and _sane(v)}
+
+
+def _sane(entry: Any) -> bool:
+    """An index row with a size and a time that are numbers in range (the size is measured again
+    at every store; this keeps a hostile file from breaking the arithmetic)."""
+    if not isinstance(entry, dict):
+        return False
+    size, used = entry.get("bytes"), entry.get("used")
+    return (type(size) is int and 0 <= size < 2**53 and isinstance(used, (int, float))
+            and not isinstance(used, bool) and math.isfinite(used))
 
 
 def _write_index(entries: dict[str, dict]) -> None:
@@ -136,12 +192,18 @@ def _locked(what: str, change, fallback=None):
 
 
 def _remove_folder(path: Path) -> tuple[int, int]:
-    """Delete an entry's folder; (files, bytes) removed."""
+    """Delete an entry's folder (proven inside the pack's folder first); (files, bytes on disk)
+    removed, counted as the bound counts them."""
+    path = userdata.inside(path)
     files = size = 0
     if path.is_dir():
+        try:
+            size = _disk_bytes(path)
+        except OSError:
+            pass
         for item in path.iterdir():
             try:
-                size += item.stat().st_size
+                size += _disk_bytes(item)
                 files += 1
             except OSError:
                 pass
@@ -174,10 +236,10 @@ def lookup(key: str | None) -> tuple[list[bytes], dict] | None:
         entries = _read_index()
         if key not in entries:
             return None
-        found = _read_entry(_entries() / key)
+        found = _read_entry(_entry_folder(key))
         if found is None:
             runtime.log.warning("SD Bridge: a damaged result cache entry was removed")
-            _remove_folder(_entries() / key)
+            _remove_folder(_entry_folder(key))
             entries.pop(key)
         else:
             entries[key]["used"] = time.time()
@@ -189,11 +251,11 @@ def lookup(key: str | None) -> tuple[list[bytes], dict] | None:
 
 def _read_entry(path: Path) -> tuple[list[bytes], dict] | None:
     try:
-        entry = json.loads((path / ENTRY_FILE).read_text(encoding="utf-8"))
+        entry = json.loads(userdata.inside(path / ENTRY_FILE).read_text(encoding="utf-8"))
         info, images = entry["info"], entry["images"]
         pictures = []
         for index, meta in enumerate(images):
-            data = (path / str(index)).read_bytes()
+            data = userdata.inside(path / str(index)).read_bytes()  # a link is a damaged entry
             if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
                 return None
             pictures.append(data)
@@ -223,34 +285,38 @@ def store(key: str | None, images: list[bytes], info: dict) -> bool:
     if _holds_a_key(images, info_text):
         runtime.log.warning("SD Bridge: a result holds an API key; it is not written to the result cache")
         return False
-    size = sum(len(data) for data in images) + len(info_text)
-    limit = limit_bytes()
-    if size > limit:
+    if not _DIGEST.fullmatch(key):
         return False
+    limit = limit_bytes()
     temp = None
     try:
-        _entries().mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(dir=_entries(), prefix=".tmp-"))
+        entries_folder = _entries()
+        entries_folder.mkdir(parents=True, exist_ok=True)
+        temp = userdata.inside(Path(tempfile.mkdtemp(dir=userdata.inside(entries_folder), prefix=".tmp-")))
         for index, data in enumerate(images):
             (temp / str(index)).write_bytes(data)
         entry = {"info": info, "images": [{"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for d in images]}
         (temp / ENTRY_FILE).write_text(json.dumps(entry), encoding="utf-8")
+        size = _folder_bytes(temp)
     except OSError as exc:
         runtime.log.warning("SD Bridge: the result cache could not be written (%s)", exc)
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
         return False
+    if size + _overhead() + _index_bytes({key: {"bytes": size, "used": 0.0, "stored": 0.0}}) > limit:
+        shutil.rmtree(temp, ignore_errors=True)
+        return False
 
     def place():
         entries = _read_index()
-        target = _entries() / key
+        target = _entry_folder(key)
         if key in entries or target.exists():
             _remove_folder(target)  # stored again (a damaged or unindexed copy): this one wins
         os.replace(temp, target)
         now = time.time()
         entries[key] = {"bytes": size, "used": now, "stored": now}
-        _evict(entries, limit, keep=key)
         _sweep(entries)
+        _evict(entries, limit, keep=key)
         _write_index(entries)
         return True
 
@@ -261,28 +327,41 @@ def store(key: str | None, images: list[bytes], info: dict) -> bool:
 
 
 def _evict(entries: dict[str, dict], limit: int, keep: str) -> None:
-    total = sum(entry["bytes"] for entry in entries.values())
+    """Remove the entries used longest ago until the entries, the index and the folders fit."""
+    total = sum(entry["bytes"] for entry in entries.values()) + _overhead()
+    index_text = len(json.dumps({"entries": entries}))
     for name in sorted(entries, key=lambda k: entries[k]["used"]):
-        if total <= limit:
+        if total + max(1, math.ceil(index_text / BLOCK)) * BLOCK <= limit:
             break
         if name == keep:
             continue
-        _remove_folder(_entries() / name)
+        _remove_folder(_entry_folder(name))
+        index_text -= len(json.dumps({name: entries[name]})) + 1  # its row and a separator
         total -= entries.pop(name)["bytes"]
 
 
 def _sweep(entries: dict[str, dict]) -> None:
-    """Remove what a crash left: entry folders the index does not know, old temporary folders."""
+    """Measure every entry on disk (the index's sizes are not trusted) and remove what a crash
+    left: entry folders the index does not know, index rows without a folder, old temporary
+    folders. Anything else found there (a link, a stray file) is removed as a name, never followed."""
     now = time.time()
-    for path in _entries().iterdir():
+    seen = set()
+    for path in _entries().iterdir():  # proven inside; each child is checked for a link below
         try:
-            if path.name.startswith(".tmp-"):
+            if userdata.is_link(path) or not path.is_dir():
+                path.unlink()  # a link or a file: the name goes, what a link points at stays
+            elif path.name.startswith(".tmp-"):
                 if now - path.stat().st_mtime > STALE_TEMP:
-                    shutil.rmtree(path, ignore_errors=True)
-            elif path.name not in entries:
+                    _remove_folder(path)
+            elif path.name in entries:
+                entries[path.name]["bytes"] = _folder_bytes(path)
+                seen.add(path.name)
+            else:
                 _remove_folder(path)
         except OSError:
             continue
+    for name in set(entries) - seen:
+        entries.pop(name)
 
 
 def clear() -> tuple[int, int]:
@@ -292,6 +371,9 @@ def clear() -> tuple[int, int]:
         files = size = 0
         if _entries().is_dir():
             for path in _entries().iterdir():
+                if userdata.is_link(path) or not path.is_dir():
+                    path.unlink()  # the link itself, never what it points at
+                    continue
                 removed = _remove_folder(path)
                 files, size = files + removed[0], size + removed[1]
         _write_index({})

@@ -1,8 +1,10 @@
 """One ComfyUI server as the runner sees it: its queue-API routes, with timeouts.
 
 Every call raises `Unreachable` when the server cannot be reached or answers 5xx (the batch then
-moves the server's jobs elsewhere) and `Refused` when it answers 4xx with a reason (a refused
-workflow: ComfyUI's own words, which `reasons.refusal` turns into lines).
+moves the server's jobs elsewhere), `Garbled` (a kind of Unreachable) when it answers 200 with
+something that is not ComfyUI's shape, `Refused` when it answers 4xx with a reason (a refused
+workflow: ComfyUI's own words, which `reasons.refusal` turns into lines), and `TooLarge` when an
+image is larger than the runner downloads.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ from pathlib import Path
 
 class Unreachable(ConnectionError):
     """The server did not answer (refused, reset, timed out) or answered 5xx."""
+
+
+class Garbled(Unreachable):
+    """The server answered, but not with what ComfyUI answers there."""
+
+
+class TooLarge(Exception):
+    """An image larger than the download limit (files.MAX_IMAGE_BYTES)."""
 
 
 class Refused(Exception):
@@ -71,36 +81,60 @@ class Server:
         try:
             return json.loads(text) if text.strip() else {}
         except ValueError:
-            raise Unreachable(f"{self.url}{path} answered something that is not JSON") from None
+            raise Garbled(f"{self.url}{path} answered something that is not JSON") from None
 
     # The routes the runner uses
 
     def queue(self, timeout: float | None = None) -> tuple[list[str], list[str]]:
         """The prompt ids running and waiting."""
         answer = self.json("/queue", timeout=timeout)
-        return ([item[1] for item in answer.get("queue_running", [])],
-                [item[1] for item in answer.get("queue_pending", [])])
+        if not isinstance(answer, dict):
+            raise Garbled(f"{self.url}/queue answered {type(answer).__name__}, not ComfyUI's queue")
+        return self._ids(answer, "queue_running"), self._ids(answer, "queue_pending")
+
+    def _ids(self, answer: dict, name: str) -> list[str]:
+        rows = answer.get(name, [])
+        if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) > 1 and isinstance(r[1], str)
+                                                  for r in rows):
+            raise Garbled(f"{self.url}/queue: its {name} rows are not ComfyUI's [number, prompt_id, ...] lists")
+        return [row[1] for row in rows]
 
     def submit(self, prompt: dict, client_id: str, prompt_id: str) -> str:
         """Queue `prompt` under `prompt_id` (ComfyUI 0.3.40+ keeps it; older ones choose their own)."""
-        answer = self.json("/prompt", {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id})
-        return str(answer.get("prompt_id") or prompt_id)
+        try:
+            answer = self.json("/prompt", {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id})
+        except Garbled:  # answered 200: queued, under the id we chose (what else it said is unreadable)
+            return prompt_id
+        chosen = answer.get("prompt_id") if isinstance(answer, dict) else None
+        return str(chosen or prompt_id)
 
-    def history(self, prompt_id: str) -> dict | None:
-        return self.json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+    def history(self, prompt_id: str) -> object:
+        """The prompt's /history entry (as answered: the caller reads it), None when there is none."""
+        answer = self.json(f"/history/{urllib.parse.quote(prompt_id)}")
+        if not isinstance(answer, dict):
+            raise Garbled(f"{self.url}/history answered {type(answer).__name__}, not an object")
+        return answer.get(prompt_id)
 
-    def save_image(self, image: dict, target: Path) -> None:
-        """One output image (an entry of /history's outputs) into `target`, read 1 MiB at a time."""
+    def save_image(self, image: dict, target: Path, limit: int) -> None:
+        """One output image (an entry of /history's outputs) into `target`, read 1 MiB at a time,
+        at most `limit` bytes (TooLarge beyond)."""
         query = urllib.parse.urlencode({k: image.get(k, "") for k in ("filename", "subfolder", "type")})
+        too_large = TooLarge(f"{image.get('filename')} on {self.url} is larger than the {limit >> 20} MiB the runner "
+                             "downloads; fetch it from that server's output folder")
         written = 0
-        with self._open(f"/view?{query}", timeout=max(self.timeout, 120)) as response, target.open("wb") as file:
-            for _ in range(1 << 16):  # at most 64 GiB
-                chunk = self._read(response, 1 << 20)
-                if not chunk:
-                    break
-                file.write(chunk)
-                written += len(chunk)
+        with self._open(f"/view?{query}", timeout=max(self.timeout, 120)) as response:
             promised = response.headers.get("Content-Length")
+            if promised and promised.isdigit() and int(promised) > limit:
+                raise too_large
+            with target.open("wb") as file:
+                for _ in range(limit + 2):  # each read brings a byte at least: the limit ends it, or the end
+                    chunk = self._read(response, 1 << 20)
+                    if not chunk:
+                        break
+                    written += len(chunk)
+                    if written > limit:
+                        raise too_large
+                    file.write(chunk)
         if promised and promised.isdigit() and written != int(promised):  # read(n) does not say it broke off
             raise Unreachable(f"{self.url}: an image broke off after {written} of {promised} bytes")
 
@@ -112,7 +146,7 @@ class Server:
                 info = self.json(f"/object_info/{urllib.parse.quote(class_type)}")
             except Refused:
                 return self._missing_from_full_list(class_types)
-            if class_type not in info:
+            if not isinstance(info, dict) or class_type not in info:
                 missing.add(class_type)
         return missing
 
@@ -121,7 +155,7 @@ class Server:
             info = self.json("/object_info", timeout=max(self.timeout, 60))
         except Refused:
             return None
-        return {name for name in class_types if name not in info}
+        return {name for name in class_types if not isinstance(info, dict) or name not in info}
 
     def delete(self, prompt_ids: list[str]) -> None:
         self.call("/queue", {"delete": prompt_ids}, timeout=5)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 
-from .server import Refused, Server, Unreachable
+from .server import Garbled, Refused, Server, Unreachable
 
 
 def check(server: Server, node_types: set[str]) -> str | None:
     """None when `server` can run the workflow, else why not."""
     try:
         server.queue(timeout=10)
+    except Garbled as exc:
+        return f"does not answer as ComfyUI does ({exc})"
     except Unreachable as exc:
         return f"not reachable ({exc})"
     except Refused:

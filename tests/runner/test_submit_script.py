@@ -1,8 +1,9 @@
-"""example_workflows/api/submit.py against a loopback server that speaks ComfyUI's queue API.
+"""example_workflows/api/submit.py (the thin script users call) against a loopback server that
+speaks ComfyUI's queue API.
 
 This one is a bare server (no websocket, no /object_info), as an old ComfyUI or a proxy may be:
-the runner polls and skips the node-type check. tests/test_batch_runner.py runs batches against
-the full fake in tests/fakes/comfyui.py."""
+the runner polls and skips the node-type check. test_batch_runner.py runs batches against the
+full fake in tests/fakes/comfyui.py."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import load_runner  # noqa: F401  (first: runner/ as `runner`)
 import pytest
-from conftest import ROOT
 from support.loopback import Answer, Loopback, json_answer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = ROOT / "example_workflows" / "api" / "submit.py"
 spec = importlib.util.spec_from_file_location("submit", SCRIPT)

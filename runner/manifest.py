@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from .files import part
+
 
 class Manifest:
     def __init__(self, path: Path):
@@ -34,7 +36,7 @@ class Manifest:
         """Rewrite the file in job order (atomically: a reader sees the old or the new one)."""
         if not self.entries:
             return
-        partial = self.path.with_name(self.path.name + ".part")
+        partial = part(self.path)
         partial.write_text("".join(json.dumps(self.entries[i], ensure_ascii=False) + "\n"
                                    for i in sorted(self.entries)), encoding="utf-8")
         os.replace(partial, self.path)

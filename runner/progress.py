@@ -1,14 +1,22 @@
 """What the runner says: lines on stdout, and a one-line progress bar on stderr.
 
-The bar is plain text redrawn with a carriage return (a Windows console shows it too); it is
-drawn only when stderr is a terminal and --quiet is not given, at most ten times a second, and
-cleared before each line is printed so the two never mix (the next update draws it again).
+The bar is tqdm's when tqdm is installed, else plain text redrawn with a carriage return (a
+Windows console shows either); it is drawn only when stderr is a terminal and --quiet is not
+given, at most ten times a second, and cleared before each line is printed so the two never mix.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+
+
+def _tqdm():
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
 
 def clock(seconds: float) -> str:
@@ -27,6 +35,16 @@ class Progress:
         self._shown = 0
         self._last = 0.0
         self.state: dict = {"finished": 0, "failed": 0, "running": 0, "queued": 0, "servers": 0, "steps": ()}
+        tqdm = _tqdm() if self.bar else None
+        self.tqdm = tqdm(total=total, file=self.stream, unit="job", mininterval=0.1, dynamic_ncols=True,
+                         ascii=not _unicode(self.stream)) if tqdm else None
+
+    def postfix(self, failed: int, running: int, queued: int, servers: int, steps=()) -> str:
+        """What the tqdm bar shows after its count."""
+        text = f"{failed} failed, " if failed else ""
+        text += f"{running} running, {queued} queued on {servers} server{'s' if servers != 1 else ''}"
+        shown = [f"{value}/{total}" for value, total in list(steps)[:4] if total]
+        return text + (f", step{'s' if len(shown) > 1 else ''} {' '.join(shown)}" if shown else "")
 
     def line(self, finished: int, failed: int, running: int, queued: int, servers: int, steps=(),
              width: int = 24) -> str:
@@ -50,6 +68,15 @@ class Progress:
         if not self.bar or (not force and time.monotonic() - self._last < 0.1):
             return
         self._last = time.monotonic()
+        if self.tqdm is not None:
+            finished = self.state["finished"]
+            self.tqdm.set_postfix_str(self.postfix(**{k: v for k, v in self.state.items() if k != "finished"}),
+                                      refresh=False)
+            if finished != self.tqdm.n:
+                self.tqdm.update(finished - self.tqdm.n)
+            else:
+                self.tqdm.refresh()
+            return
         self._draw(self.line(**self.state))
 
     def _draw(self, text: str) -> None:
@@ -67,15 +94,32 @@ class Progress:
         """A line on stdout (`always`: even with --quiet, e.g. errors and the summary)."""
         if self.quiet and not always:
             return
+        if self.tqdm is not None:
+            self.tqdm.write(text, file=self.out)
+            self.out.flush()
+            return
         self._clear()
         print(text, file=self.out, flush=True)
         self._last = 0.0  # the bar comes back at the next update, with the counts this line changed
 
     def close(self) -> None:
         """The bar's last state stays on its line; lines after this one go below it."""
+        if self.tqdm is not None:
+            self.update(force=True)
+            self.tqdm.close()
+            self.tqdm, self.bar = None, False
         if self.bar:
             self.update(force=True)
             self.stream.write("\n")
             self.stream.flush()
             self._shown = 0
             self.bar = False
+
+
+def _unicode(stream) -> bool:
+    """Whether `stream` can show tqdm's block characters (an old Windows code page cannot)."""
+    try:
+        "\u2588".encode(getattr(stream, "encoding", None) or "ascii")
+    except (LookupError, UnicodeEncodeError):
+        return False
+    return True

@@ -1,11 +1,14 @@
-"""submit.py as a batch runner (example_workflows/api/batch_runner/) against fake ComfyUI servers
-on the loopback (tests/fakes/comfyui.py): spreading jobs, websocket and polling, a server dying
-mid-batch, Ctrl-C, ComfyUI's reasons, the manifest."""
+"""The batch runner (runner/, through submit.py) against fake ComfyUI servers on the loopback
+(tests/fakes/comfyui.py): spreading jobs, websocket and polling, a server dying mid-batch,
+Ctrl-C, ComfyUI's reasons, the manifest. The same rules without sockets: test_state_machine.py."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
+import queue
 import signal
 import socket
 import struct
@@ -13,24 +16,23 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
+import load_runner  # noqa: F401  (first: runner/ as `runner`)
 import pytest
-from conftest import ROOT
 from fakes.comfyui import FakeComfyUI, pack_object_info
 from fakes.queue import picture
 
+from runner import cli as submit
+from runner import jobs, listen, reasons, schedule
+from runner.batch import Batch, Settings
+from runner.manifest import Manifest
+from runner.progress import Progress
+from runner.server import Server
+
+ROOT = Path(__file__).resolve().parents[2]
 API = ROOT / "example_workflows" / "api"
 SCRIPT = API / "submit.py"
-if str(API) not in sys.path:
-    sys.path.insert(0, str(API))
-
-import submit  # noqa: E402
-from batch_runner import jobs, reasons  # noqa: E402
-from batch_runner.batch import Batch, Settings  # noqa: E402
-from batch_runner.manifest import Manifest  # noqa: E402
-from batch_runner.progress import Progress  # noqa: E402
-from batch_runner.server import Server  # noqa: E402
-from batch_runner.websocket import WebSocket, WebSocketClosed, accept_key  # noqa: E402
 
 WORKFLOW = "segmind_sdxl_panda.json"
 
@@ -308,9 +310,11 @@ def test_why_a_run_failed_in_comfyuis_words():
     assert reasons.failure({"status": {"status_str": "error", "messages": []}}) == "the workflow failed"
 
 
-def test_the_progress_bar_is_one_plain_line_cleared_before_each_message():
+def test_the_plain_bar_is_one_line_cleared_before_each_message_when_tqdm_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm fails
     stream, out = io.StringIO(), io.StringIO()
     progress = Progress(20, stream=stream, out=out, bar=True)
+    assert progress.tqdm is None
     progress.update(force=True, finished=5, failed=1, running=2, queued=3, servers=4, steps=[(3, 25), (20, 25)])
     assert stream.getvalue().startswith("\r[######------------------] 5/20 (1 failed) | 2 running, 3 queued on 4 "
                                         "servers | steps 3/25 20/25 | 0:00")
@@ -324,9 +328,24 @@ def test_the_progress_bar_is_one_plain_line_cleared_before_each_message():
     assert quiet.stream.getvalue() == "" and quiet.out.getvalue() == "an error\n"
 
 
-def test_the_websocket_client_reads_fragments_pings_and_long_messages():
+def test_the_tqdm_bar_shows_the_counts_and_lines_go_above_it():
+    stream, out = io.StringIO(), io.StringIO()
+    progress = Progress(20, stream=stream, out=out, bar=True)
+    assert progress.tqdm is not None
+    progress.update(force=True, finished=5, failed=1, running=2, queued=3, servers=4, steps=[(3, 25), (20, 25)])
+    progress.say("a line")
+    progress.close()
+    assert "5/20" in stream.getvalue() and "1 failed, 2 running, 3 queued on 4 servers, steps 3/25 20/25" in \
+        stream.getvalue()
+    assert out.getvalue() == "a line\n"
+
+
+def test_the_listener_reads_fragments_pings_previews_and_long_messages():
     listener = socket.create_server(("127.0.0.1", 0))
     got: dict = {}
+    long = json.dumps({"type": "execution_start", "data": {"prompt_id": "p1", "pad": "x" * 70000}}).encode()
+    progress = json.dumps({"type": "progress", "data": {"value": 3, "max": 8, "prompt_id": "p1"}}).encode()
+    done = json.dumps({"type": "executing", "data": {"node": None, "prompt_id": "p1"}}).encode()
 
     def serve():
         connection, _ = listener.accept()
@@ -334,14 +353,15 @@ def test_the_websocket_client_reads_fragments_pings_and_long_messages():
         while b"\r\n\r\n" not in request:
             request += connection.recv(4096)
         key = next(line.split(b": ")[1] for line in request.split(b"\r\n") if line.lower().startswith(b"sec-websocket-key"))
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
         connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n")
-        long = b"x" * 70000
-        connection.sendall(b"\x89\x02hi"                       # ping
-                           + b"\x01\x03abc" + b"\x80\x03def"    # a text message in two fragments
-                           + b"\x82\x01\x00"                    # binary (a preview)
+                           b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        connection.sendall(b"\x89\x02hi"                                              # ping
+                           + b"\x01" + bytes([20]) + progress[:20]                      # a text message in two
+                           + b"\x80" + bytes([len(progress) - 20]) + progress[20:]      # fragments
+                           + b"\x82\x01\x00"                                           # binary (a preview)
                            + b"\x81\x7f" + struct.pack("!Q", len(long)) + long
-                           + b"\x81\x7e" + struct.pack("!H", 300) + b"y" * 300)
+                           + b"\x81\x7e" + struct.pack("!H", len(done)) + done)
         pong = connection.recv(2 + 4 + 2)
         got["pong"] = (pong[0], pong[1] & 0x80, bytes(b ^ pong[2 + i % 4] for i, b in enumerate(pong[6:])))
         connection.sendall(b"\x88\x02\x03\xe8")  # close
@@ -350,13 +370,15 @@ def test_the_websocket_client_reads_fragments_pings_and_long_messages():
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    ws = WebSocket.connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/ws?clientId=x", timeout=5)
-    assert ws.receive(timeout=5) == (1, b"abcdef")
-    assert ws.receive(timeout=5) == (2, b"\x00")
-    assert ws.receive(timeout=5) == (1, b"x" * 70000)
-    assert ws.receive(timeout=5) == (1, b"y" * 300)
-    with pytest.raises(WebSocketClosed):
-        ws.receive(timeout=5)
+    events: queue.Queue = queue.Queue()
+    follower = listen.Listener(f"http://127.0.0.1:{listener.getsockname()[1]}", "x", events, reopen_every=30)
+    follower.start()
+    heard = [events.get(timeout=5) for _ in range(5)]
+    follower.stop()
+    follower.join(5)
     thread.join(5)
     listener.close()
+    server = follower.server
+    assert heard == [schedule.Socket(server, True), schedule.Progress(server, "p1", 3, 8),
+                     schedule.Started(server, "p1"), schedule.Ended(server, "p1"), schedule.Socket(server, False)]
     assert got["pong"] == (0x8A, 0x80, b"hi")  # answered, masked as a client must
