@@ -9,6 +9,10 @@ one 2 s window), and the wall time against the ideal: the last slot opens after
 (as the pro default is for a free account), which the slow start and the 429s must correct; the
 same plan set by the user (trusted, so its first window bursts); and no pacing at all (the nodes
 retrying 429s on their own, as before the limiter), the baseline.
+
+Then the recovery, on a simulated clock (no real minutes): Segmind's pro plan (50/60) meets two
+429s, and a prompt of 5 requests comes 1, 3, 5 and 10 minutes later; it prints the pace kept and
+how long the last of the 5 waits (before the pace recovered: ~58 s each time, until restart).
 """
 
 from __future__ import annotations
@@ -71,12 +75,42 @@ def run(setting: str, limited: bool = True) -> None:
               f"{failed} nodes failed, {elapsed:.1f} s = {elapsed / IDEAL:.2f}x the ideal {IDEAL:.0f} s")
 
 
+def recovery() -> None:
+    class Clock:
+        now = 0.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    limiter = rate_limit.RateLimiter(rate_limit.Plan(50, 60.0), clock, trusted=True)
+    limiter.try_acquire()
+    limiter.observe(200, {}, None)
+    limiter.try_acquire()
+    limiter.observe(429, {}, 1.0)
+    clock.now = 1.0
+    limiter.observe(429, {}, 1.0)
+    for minutes in (1, 3, 5, 10):
+        clock.now = minutes * 60.0 + 2.0
+        waits = []
+        for _ in range(5):  # each request waits its turn, as the nodes do
+            wait = limiter.try_acquire()
+            while wait > 0:
+                clock.now += wait
+                waits.append(wait)
+                wait = limiter.try_acquire()
+        clock.now = minutes * 60.0 + 2.0
+        print(f"{minutes:>2} min after two 429s: pace {limiter.plan.requests}/{limiter.plan.window:g} s, "
+              f"5 requests wait {sum(waits):.0f} s in all")
+
+
 def main() -> None:
     os.environ["SDBRIDGE_USER_DIR"] = tempfile.mkdtemp(prefix="sdbridge-bench-")
     run("5/2")
     run("default 20/2")
     run("20/2")
     run("5/2", limited=False)
+    recovery()
 
 
 if __name__ == "__main__":

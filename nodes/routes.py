@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 from . import declared_settings, pack_settings, runtime
@@ -24,6 +25,7 @@ from .hosted.store import result_cache
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
 MAX_PROMPT_BODY = 8 * 1024 * 1024  # bytes; a prompt to price (prompts with long texts stay far below)
+PARSE_ON_LOOP = 64 * 1024  # bytes; a larger body is parsed on a worker thread
 REFRESH_INTERVAL = 10.0  # seconds between two reads of SinkIn's catalog on request
 _last_refresh = float("-inf")
 
@@ -50,18 +52,27 @@ async def _text_field(request, field: str, example: str, what: str):
 async def _json_body(request, limit: int, what: str):
     """(the JSON body, None) or (None, an error response that says what to send).
 
-    The body is read only up to `limit` bytes, whatever Content-Length says (a chunked body has
-    none), and must be sent as application/json: a browser page on another site cannot send that
-    without the server's consent, so these routes do not rely on ComfyUI's origin check alone."""
+    The whole body is read (until the client ends it), but never more than `limit` bytes,
+    whatever Content-Length says (a chunked body has none), and must be sent as
+    application/json: a browser page on another site cannot send that without the server's
+    consent, so these routes do not rely on ComfyUI's origin check alone. A large body is
+    parsed on a worker thread, so other routes keep answering meanwhile."""
     if request.content_type != "application/json":
         return None, _json({"error": "send the body as application/json"}, 415)
     if (request.content_length or 0) > limit:
         return None, _json({"error": f"the request is too large for {what}"}, 413)
-    raw = await request.content.read(limit + 1)
+    raw = bytearray()
+    while len(raw) <= limit:  # read() answers what has arrived: a large body comes in pieces
+        piece = await request.content.read(limit + 1 - len(raw))
+        if not piece:
+            break
+        raw += piece
     if len(raw) > limit:
         return None, _json({"error": f"the request is too large for {what}"}, 413)
     try:
-        return json.loads(raw), None
+        if len(raw) > PARSE_ON_LOOP:
+            return await asyncio.to_thread(json.loads, bytes(raw)), None
+        return json.loads(bytes(raw)), None
     except (ValueError, RecursionError):
         return None, _json({"error": f"the body is not JSON; send {what}"}, 400)
 
@@ -192,7 +203,40 @@ async def estimate(request):
     prompt = body.get("prompt") if isinstance(body, dict) else None
     if not isinstance(prompt, dict):
         return _json({"error": 'send {"prompt": {...}}: an API-format prompt, what /prompt takes'}, 400)
-    return _json(estimate_answer(prompt))
+    problem = _prompt_problem(prompt)
+    if problem:
+        return _json({"error": problem}, 400)
+    # Pricing reads the ledger and the result cache's index for each hosted node: seconds for a
+    # large graph, so it runs off the event loop (the server keeps answering meanwhile), on one
+    # thread of its own: the page asks again at each edit, and those estimates wait their turn
+    # rather than fill the worker threads every other route and ComfyUI itself share.
+    answer = await asyncio.get_running_loop().run_in_executor(_pricing_thread(), estimate_answer, prompt)
+    return _json(answer)
+
+
+_pricer: list = []  # the estimate's executor, made on first use (importing starts no thread)
+_pricer_lock = threading.Lock()
+
+
+def _pricing_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _pricer_lock:
+        if not _pricer:
+            _pricer.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbridge-estimate"))
+        return _pricer[0]
+
+
+def _prompt_problem(prompt: dict) -> str | None:
+    """Why an API-format prompt cannot be priced, or None: each node an object whose
+    class_type is a node's name, as /prompt requires."""
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict):
+            return f'node {str(node_id)[:40]!r} is not an object; send {{"class_type": "...", "inputs": {{...}}}}'
+        if not isinstance(node.get("class_type"), str):
+            return (f"node {str(node_id)[:40]!r} has no class_type string (the node's name, such as "
+                    '"SDBridgeSinkInTxt2Img"); send the prompt as /prompt takes it')
+    return None
 
 
 async def cache_stats(request):

@@ -341,10 +341,11 @@ def on_memory_needed(callback) -> bool:
             result = original(memory_required, device, *args, **kwargs)
             if not getattr(_making_room, "active", False):
                 needs = [(memory_required, device)]
-                if kwargs.get("ram_required", 0) > 0:  # RAM for ComfyUI's weights (its RAM-pressure cache too)
+                ram = kwargs.get("ram_required")  # RAM for ComfyUI's weights (its RAM-pressure cache too)
+                if isinstance(ram, (int, float)) and not isinstance(ram, bool) and ram > 0:  # ComfyUI passes None too
                     import torch
 
-                    needs.append((kwargs["ram_required"], torch.device("cpu")))
+                    needs.append((ram, torch.device("cpu")))
                 for registered in list(_memory_callbacks):
                     for need in needs:
                         try:

@@ -22,15 +22,15 @@ def _loaded_adapters(pipe) -> set[str]:
     return {name for names in pipe.get_list_adapters().values() for name in names}
 
 
-def load_lora(local: LocalPipeline, path: str) -> str:
-    """Load a LoRA file into the shared pipeline under its own adapter name, switched off until
-    a run that asks for it (other branches of the graph keep the plain weights). A LoRA made
-    for another family is an error that names it."""
+def load_lora(local: LocalPipeline, path: str, pipe=None) -> str:
+    """Load a LoRA file into the shared pipeline (`pipe`: the one a run holds, else the cache's)
+    under its own adapter name, switched off until a run that asks for it (other branches of
+    the graph keep the plain weights). A LoRA made for another family is an error that names it."""
     name = os.path.basename(path)
     if not name.lower().endswith(SINGLE_FILE_SUFFIXES):
         raise CheckpointError(f"LoRA '{name}' is not a .safetensors file; SD Bridge opens LoRAs as .safetensors only "
                               "(other formats can run code when loaded).")
-    pipe = local.pipe
+    pipe = local.pipe if pipe is None else pipe
     adapter = lora_adapter_name(path)
     if adapter in _loaded_adapters(pipe):
         return adapter
@@ -53,16 +53,17 @@ def _forget_adapter(pipe, adapter: str) -> None:
         pipe.delete_adapters(adapter)
 
 
-def activate_loras(local: LocalPipeline) -> None:
-    """Switch on exactly the LoRAs (and scales) of this branch, loading any the cache lost."""
-    pipe = local.pipe
+def activate_loras(local: LocalPipeline, pipe) -> None:
+    """Switch on exactly the LoRAs (and scales) of this branch on `pipe`, the pipeline the run
+    holds (never looked up again: after an unload that would be another copy), loading any the
+    cache lost."""
     if not local.loras:
         if hasattr(pipe, "get_list_adapters") and _loaded_adapters(pipe):
             pipe.disable_lora()
         return
     weights: dict[str, float] = {}
     for path, scale in local.loras:
-        adapter = load_lora(local, path)
+        adapter = load_lora(local, path, pipe)
         weights[adapter] = weights.get(adapter, 0.0) + scale
     pipe.enable_lora()
     pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))

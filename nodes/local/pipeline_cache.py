@@ -9,10 +9,17 @@ The cache gives way to ComfyUI's own models: when ComfyUI's model management nee
 a device and has unloaded what it could of its own, the least recently used pipelines there are
 dropped until it has enough ("Unload models" and POST /free drop them all); before a pipeline
 loads, ComfyUI is asked to make room for it.
+
+A running generation keeps what it holds (`holding`): a pipeline in use is never dropped in the
+middle of a run (dropping it would free nothing, since the run still refers to it, and the run's
+next step would load a second copy, or switch LoRAs on the copy and not on the pipeline it runs).
+"Unload models" arriving meanwhile drops everything else at once, and what the run holds as soon
+as the run ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
@@ -153,6 +160,8 @@ def _load(source: str, device, dtype) -> Loaded:
 
 _cache: OrderedDict[tuple, Loaded] = OrderedDict()
 _lock = threading.RLock()  # re-entrant: ComfyUI may unload models while a load holds it
+_held: dict[tuple, int] = {}  # cache key -> runs using that pipeline now
+_release_after: set[tuple] = set()  # held pipelines an unload asked for: dropped when their runs end
 
 
 def _cache_key(source: str, device, dtype) -> tuple:
@@ -172,9 +181,14 @@ def load_cached(source: str) -> LocalPipeline:
 
 
 def _loaded(source: str) -> Loaded:
-    """The cached pipeline for `source` when the same file (same modification time) was loaded
-    on the same device and dtype; otherwise loaded now, dropping the least recently used beyond
-    MAX_PIPELINES. When loading runs out of memory, the cache is emptied and it tries once more."""
+    return _entry(source)[1]
+
+
+def _entry(source: str) -> tuple[tuple, Loaded]:
+    """(its cache key, the cached pipeline for `source`) when the same file (same modification
+    time) was loaded on the same device and dtype; otherwise loaded now, dropping the least
+    recently used beyond MAX_PIPELINES (never one a run holds). When loading runs out of memory,
+    the cache is emptied (but for what runs hold) and it tries once more."""
     import torch
 
     device = runtime.torch_device()
@@ -183,10 +197,11 @@ def _loaded(source: str) -> Loaded:
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
-            return _cache[key]
-        if len(_cache) >= max(MAX_PIPELINES, 1):
-            while len(_cache) >= max(MAX_PIPELINES, 1):
-                _cache.popitem(last=False)
+            return key, _cache[key]
+        idle = [k for k in _cache if k not in _held]
+        if len(_cache) >= max(MAX_PIPELINES, 1) and idle:
+            for old in idle[:len(_cache) - max(MAX_PIPELINES, 1) + 1]:
+                del _cache[old]
             _return_memory()  # before the next one loads into the same room
         install_hooks()
         try:
@@ -197,7 +212,46 @@ def _loaded(source: str) -> Loaded:
             _release_locked()
             loaded = _load(source, device, dtype)
         _cache[key] = loaded
-        return loaded
+        return key, loaded
+
+
+@contextlib.contextmanager
+def holding(*handles: LocalPipeline | None):
+    """The loaded pipelines of `handles` (None stays None), kept for the whole run: neither
+    "Unload models" nor ComfyUI's need for memory drops them until the block ends; an unload
+    that came meanwhile is applied then."""
+    keys, found = [], []
+    with _lock:
+        try:
+            for handle in handles:
+                if handle is None:
+                    found.append(None)
+                    continue
+                key, loaded = _entry(handle.source)
+                _held[key] = _held.get(key, 0) + 1
+                keys.append(key)
+                found.append(loaded)
+        except BaseException:
+            _let_go(keys)
+            raise
+    try:
+        yield tuple(found)
+    finally:
+        _let_go(keys)
+
+
+def _let_go(keys: list[tuple]) -> None:
+    with _lock:
+        dropped = 0
+        for key in keys:
+            _held[key] -= 1
+            if _held[key] == 0:
+                del _held[key]
+                if key in _release_after:
+                    _release_after.discard(key)
+                    dropped += _cache.pop(key, None) is not None
+        if dropped:
+            _return_memory()
 
 
 def release_pipelines() -> int:
@@ -208,21 +262,27 @@ def release_pipelines() -> int:
 
 
 def _release_locked() -> int:
-    count = len(_cache)
-    _cache.clear()
-    if count:
+    """Drop every pipeline no run holds now, and those it holds when their runs end."""
+    _release_after.update(key for key in _cache if key in _held)
+    idle = [key for key in _cache if key not in _held]
+    for key in idle:
+        del _cache[key]
+    if idle:
         _return_memory()
-    return count
+    return len(idle)
 
 
 def give_way(memory_required: float, device) -> int:
     """ComfyUI's model management needs `memory_required` bytes on `device` and has unloaded
     what it could of its own models: drop ours there, least recently used first, while it is
-    still short (all of them for "Unload models"). Returns how many were dropped."""
+    still short (all of them for "Unload models"), but never one a run holds (dropping it frees
+    nothing while the run lasts). Returns how many were dropped."""
     dropped = 0
     with _lock:
+        if memory_required >= runtime.UNLOAD_EVERYTHING:  # "Unload models": what runs hold goes after them
+            _release_after.update(key for key in _cache if key in _held and (device is None or key[2] == str(device)))
         while True:
-            here = [key for key in _cache if device is None or key[2] == str(device)]
+            here = [key for key in _cache if (device is None or key[2] == str(device)) and key not in _held]
             if not here or (memory_required < runtime.UNLOAD_EVERYTHING
                             and runtime.free_bytes(device) >= memory_required):
                 break

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import runtime
 from .loras import activate_loras
-from .pipeline_cache import LocalPipeline
+from .pipeline_cache import Loaded, LocalPipeline, holding
 
 IMG2IMG_CLASSES = {"sd15": "StableDiffusionImg2ImgPipeline", "sdxl_base": "StableDiffusionXLImg2ImgPipeline",
                    "sdxl_refiner": "StableDiffusionXLImg2ImgPipeline"}
@@ -49,8 +49,9 @@ class RunSettings:
 def txt2img(local: LocalPipeline, settings: RunSettings, node_id: str | None = None):
     """Images [samples,H,W,3] and the info dict."""
     started = time.monotonic()
-    images = _run(local, local.pipe, settings, _Progress(node_id, local.family),
-                  width=settings.width, height=settings.height)
+    with holding(local) as (loaded,):
+        images = _run(local, loaded, loaded.pipe, settings, _Progress(node_id, local.family),
+                      width=settings.width, height=settings.height)
     return _to_image(images), _info("txt2img", local, settings, started)
 
 
@@ -59,10 +60,11 @@ def img2img(local: LocalPipeline, settings: RunSettings, image, strength: float,
     import torch
 
     started = time.monotonic()
-    pipe = local.variant(IMG2IMG_CLASSES[local.family])
     progress = _Progress(node_id, local.family)
-    outputs = [_run(local, pipe, settings, progress, image=_to_pipeline_image(one, settings), strength=strength)
-               for one in image.split(1)]
+    with holding(local) as (loaded,):  # every image on the same pipeline, whatever is unloaded meanwhile
+        pipe = loaded.variant(IMG2IMG_CLASSES[local.family])
+        outputs = [_run(local, loaded, pipe, settings, progress, image=_to_pipeline_image(one, settings),
+                        strength=strength) for one in image.split(1)]
     info = _info("img2img", local, settings, started, strength=strength)
     return _to_image(torch.cat(outputs)), info
 
@@ -74,22 +76,30 @@ def base_and_refiner(base: LocalPipeline, refiner: LocalPipeline | None, setting
     high_noise_fraction of the schedule and the refiner the rest, on latents. At 0 or 1 the
     split leaves one model nothing to do, so the base runs all steps and the refiner then
     refines its result as img2img with `strength`."""
+    with holding(base, refiner) as (base_loaded, refiner_loaded):
+        return _base_and_refiner(base, base_loaded, refiner, refiner_loaded, settings, high_noise_fraction, strength,
+                                 node_id)
+
+
+def _base_and_refiner(base: LocalPipeline, base_loaded: Loaded, refiner: LocalPipeline | None,
+                      refiner_loaded: Loaded | None, settings: RunSettings, high_noise_fraction: float,
+                      strength: float, node_id: str | None):
     started = time.monotonic()
     progress = _Progress(node_id, base.family)
     size = {"width": settings.width, "height": settings.height}
     if refiner is None:
-        images = _run(base, base.pipe, settings, progress, **size)
+        images = _run(base, base_loaded, base_loaded.pipe, settings, progress, **size)
         return _to_image(images), _info("sdxl base", base, settings, started)
     split = 0 < high_noise_fraction < 1
     if split:
-        latents = _run(base, base.pipe, settings, progress, denoising_end=high_noise_fraction,
+        latents = _run(base, base_loaded, base_loaded.pipe, settings, progress, denoising_end=high_noise_fraction,
                        output_type="latent", **size)
-        images = _run(refiner, refiner.pipe, settings, progress,
+        images = _run(refiner, refiner_loaded, refiner_loaded.pipe, settings, progress,
                       image=latents, denoising_start=high_noise_fraction)
         extra = {"high_noise_fraction": high_noise_fraction}
     else:
-        latents = _run(base, base.pipe, settings, progress, output_type="latent", **size)
-        images = _run(refiner, refiner.pipe, settings, progress,
+        latents = _run(base, base_loaded, base_loaded.pipe, settings, progress, output_type="latent", **size)
+        images = _run(refiner, refiner_loaded, refiner_loaded.pipe, settings, progress,
                       image=latents, strength=strength)
         extra = {"refiner_strength": strength}
     info = _info("sdxl base + refiner", base, settings, started, refiner=_name(refiner), **extra)
@@ -98,7 +108,7 @@ def base_and_refiner(base: LocalPipeline, refiner: LocalPipeline | None, setting
 
 # ---------------------------------------------------------------- one pipeline call
 
-def _run(local: LocalPipeline, pipe, settings: RunSettings, progress: _Progress, **call_kwargs):
+def _run(local: LocalPipeline, loaded: Loaded, pipe, settings: RunSettings, progress: _Progress, **call_kwargs):
     """One denoising run of `settings.samples` images: a tensor [samples,...] (pixels 0..1 or latents).
 
     Sample i is seeded with seed+i by its own generator, so it equals a single run with that
@@ -109,15 +119,15 @@ def _run(local: LocalPipeline, pipe, settings: RunSettings, progress: _Progress,
     from .schedulers import make_scheduler
 
     runtime.raise_if_interrupted()
-    activate_loras(local)
-    scheduler = make_scheduler(settings.scheduler, local.scheduler_config, seed=settings.seed)
+    activate_loras(local, loaded.pipe)  # the pipeline this run holds (its variants share the UNet)
+    scheduler = make_scheduler(settings.scheduler, loaded.scheduler_config, seed=settings.seed)
     if getattr(scheduler, "noise_sampler_seed", None) is None or settings.samples == 1:
         return _call(pipe, scheduler, settings, settings.seed, settings.samples, progress, call_kwargs)
     parts = []
     for i in range(settings.samples):
         one = {k: v[i:i + 1] if torch.is_tensor(v) and v.shape[0] == settings.samples else v
                for k, v in call_kwargs.items()}
-        scheduler = make_scheduler(settings.scheduler, local.scheduler_config, seed=settings.seed + i)
+        scheduler = make_scheduler(settings.scheduler, loaded.scheduler_config, seed=settings.seed + i)
         parts.append(_call(pipe, scheduler, settings, settings.seed + i, 1, progress, one))
     return torch.cat(parts)
 

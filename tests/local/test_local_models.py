@@ -234,7 +234,7 @@ def test_lora_loads_once_and_stays_off_until_asked_for(local_models):
     assert name in loras._loaded_adapters(sd15.pipe)
     with_lora = sd15.with_loras([(path, 0.5)])
     assert sd15.loras == () and with_lora.pipe is sd15.pipe
-    loras.activate_loras(with_lora)
+    loras.activate_loras(with_lora, with_lora.pipe)
     assert sd15.pipe.get_active_adapters() == [name]
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import weakref
 
 import pytest
 import torch
 
 from sdbridge.nodes import runtime
-from sdbridge.nodes.local import local_nodes, model_files, pipeline_cache
+from sdbridge.nodes.local import local_nodes, model_files, pipeline_cache, runs
 
 pytestmark = pytest.mark.slow
 
@@ -148,3 +149,70 @@ def test_a_retry_after_out_of_memory_starts_without_the_failed_attempt(local_mod
     monkeypatch.setattr(pipeline_cache, "_load_to_cpu", fails_once)
     local_nodes.SDBridgeLoadCheckpoint().load("checkpoints/tiny-sdxl_base.safetensors")
     assert attempts[1] is True and pipeline_cache.cached_count() == 1
+
+
+# ---------------------------------------------------------------- an unload during a run
+
+def _unload_from_another_thread(mm) -> None:
+    """What the "Unload models" button does while a prompt runs: ComfyUI's unload, on the server's
+    thread (bounded: the run must not make it wait for long)."""
+    worker = threading.Thread(target=mm.unload_all_models)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+
+
+def test_unload_models_during_an_img2img_run_waits_for_the_run_and_no_second_model_loads(
+        local_models, comfy_model_management, monkeypatch):
+    """A 2-image img2img run: "Unload models" arrives between the images. The run keeps the
+    pipeline it holds (before: the second image loaded the model again, two UNets alive at
+    once); the unload applies when the run ends."""
+    handle = local_nodes.SDBridgeLoadCheckpoint().load("checkpoints/tiny-sd15.safetensors")[0]
+    image = torch.rand((2, 64, 64, 3))
+    expected = local_nodes.SDBridgeLocalImg2Img().generate(pipeline=handle, image=image, strength=0.5, **COMMON)[0]
+    loads, unets, same, real_load, real_run = [], [], [], pipeline_cache._load, runs._run
+    monkeypatch.setattr(pipeline_cache, "_load", lambda *args: loads.append(args) or real_load(*args))
+
+    def run_then_unload(*args, **kwargs):
+        pipe = next(arg for arg in args if hasattr(arg, "unet"))  # the diffusers pipeline this call runs
+        if unets:
+            same.append(unets[0]() is pipe.unet)
+        unets.append(weakref.ref(pipe.unet))
+        result = real_run(*args, **kwargs)
+        if len(unets) == 1:
+            _unload_from_another_thread(comfy_model_management)
+            assert pipeline_cache.cached_count() == 1  # held by the run: not dropped yet
+        return result
+
+    monkeypatch.setattr(runs, "_run", run_then_unload)
+    images = local_nodes.SDBridgeLocalImg2Img().generate(pipeline=handle, image=image, strength=0.5, **COMMON)[0]
+    assert loads == [] and same == [True]  # one UNet for both images, none loaded again
+    assert torch.equal(images, expected)
+    assert pipeline_cache.cached_count() == 0  # the unload applied once the run ended
+    gc.collect()
+    assert all(ref() is None for ref in unets)
+
+
+def test_an_unload_between_taking_a_pipeline_and_switching_loras_keeps_each_branch_its_own(
+        local_models, comfy_model_management, monkeypatch):
+    """Two branches on one model, one with a LoRA. An unload arrives after a run took its
+    pipeline and before it switched LoRAs: the switch must act on the pipeline that runs (before:
+    it loaded a fresh copy and switched that one, so the plain branch ran with the other's LoRA)."""
+    handle = local_nodes.SDBridgeLoadCheckpoint().load("checkpoints/tiny-sd15.safetensors")[0]
+    lora = local_nodes.SDBridgeLoadLoRA().apply(handle, lora_1="tiny-sd15-lora.safetensors", scale_1=1.0,
+                                                lora_2="None", scale_2=1.0, lora_3="None", scale_3=1.0)[0]
+    plain = local_nodes.SDBridgeLocalTxt2Img().generate(pipeline=handle, **COMMON)[0]
+    with_lora = local_nodes.SDBridgeLocalTxt2Img().generate(pipeline=lora, **COMMON)[0]  # the LoRA is on now
+    assert not torch.equal(plain, with_lora)
+    real_activate, unloads = runs.activate_loras, []
+
+    def unload_then_activate(*args, **kwargs):
+        if not unloads:
+            unloads.append(1)
+            _unload_from_another_thread(comfy_model_management)
+        return real_activate(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "activate_loras", unload_then_activate)
+    again = local_nodes.SDBridgeLocalTxt2Img().generate(pipeline=handle, **COMMON)[0]
+    assert unloads and torch.equal(again, plain)
+    assert pipeline_cache.cached_count() == 0

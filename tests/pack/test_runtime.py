@@ -59,6 +59,17 @@ def test_comfyui_freeing_memory_asks_ours_after_its_own(comfy_model_management):
     assert heard == [(5000, "cpu", ["comfy unet"]), (1e30, "cpu", []), (0, "None", []), (7000, "cpu", [])]
 
 
+@pytest.mark.parametrize("ram", [None, 0, -1, True, "7000"])
+def test_a_ram_required_comfyui_passes_as_none_or_nothing_is_not_an_error(comfy_model_management, ram):
+    """ComfyUI's free_memory takes ram_required=None (and callers pass 0): the wrapper neither
+    raises into ComfyUI nor asks the pack for RAM then; only a positive number is a need."""
+    module = comfy_model_management
+    heard = []
+    runtime.on_memory_needed(lambda required, device: heard.append((required, str(device))))
+    module.free_memory(5000, torch.device("cpu"), ram_required=ram)
+    assert heard == [(5000, "cpu")] and ("free_memory", 5000, "cpu") in module.calls
+
+
 def test_the_pack_making_room_unloads_comfyuis_models_not_its_own(comfy_model_management):
     module = comfy_model_management
     heard = []

@@ -62,7 +62,7 @@ from .policy import (
     retry_after_seconds,
     retry_delay,
 )
-from .rate_limit import RateLimiter
+from .rate_limit import LONGEST_WAIT, RateLimiter
 from .replies import Reply, describe_body, error_for_status, size_text, what_happened
 
 
@@ -116,6 +116,10 @@ class HttpClient:
                 retry_after = retry_after_seconds(reply.headers.get("retry-after"))
                 if limiter is not None:
                     limiter.observe(reply.status, reply.headers, retry_after)
+                    if reply.status == RATE_LIMITED and retry_after is not None and retry_after > LONGEST_WAIT:
+                        runtime.show_text(node_id, f"{self.provider.name} {label}: {_too_long(retry_after)}; SD Bridge "
+                                          f"holds this key's requests for at most {LONGEST_WAIT / 3600:g} hour, then "
+                                          "tries again")
                 if reply.status in REDIRECTS and follow_redirects and reply.status not in accept:
                     method, url = self._redirect(method, url, reply, hops, kwargs, about)
                     hops += 1
@@ -173,6 +177,10 @@ class HttpClient:
                 f"{why} at {urlsplit(url).netloc} (after {tries} tries). Check the network, or "
                 f"{self.provider.base_env} if you set it; then run again.", **about)
         if retry_after is not None and retry_after > policy.max_retry_after:
+            if retry_after > LONGEST_WAIT:
+                return ProviderError(self.provider, f"is rate limiting requests (429) and {_too_long(retry_after)}. "
+                                     f"Run again in an hour at most (SD Bridge holds this key's requests no longer), "
+                                     "or sooner if your plan's window is shorter.", RATE_LIMITED, **about)
             return ProviderError(self.provider, f"is rate limiting requests (429) and asks to wait {retry_after:.0f} s. "
                                  "Run again then.", RATE_LIMITED, **about)
         return error_for_status(self.provider, reply, tries, **about)
@@ -271,9 +279,15 @@ class HttpClient:
         waited = 0.0
         while (wait := limiter.try_acquire()) > 0:
             step = min(wait, 0.25)
-            why = f"waiting for a free request slot ({self.provider.name}'s rate limit), {wait:.0f} s"
+            why = f"waiting for a free request slot ({self.provider.name}: {limiter.explain()}), {wait:.0f} s"
             await self.pause(step, why, node_id, label, log_line=waited == 0.0)
             waited += step
+
+
+def _too_long(retry_after: float) -> str:
+    """A Retry-After past LONGEST_WAIT in words: one typo of a header can ask for centuries."""
+    asked = f"{retry_after / 3600:.0f} hours" if retry_after < 1e6 else "longer than it can mean"
+    return f"asks to wait {asked} (Retry-After)"
 
 
 def _retrieve(future: asyncio.Future) -> None:

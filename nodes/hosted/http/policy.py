@@ -110,18 +110,17 @@ def retry_delay(policy: RetryPolicy, budget: str, tries: int, retry_after: float
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (a number or an HTTP date), or None when absent or unreadable."""
+    """Retry-After as seconds (a number or an HTTP date), or None when absent or unreadable.
+    Not capped here: the caller sees what was asked (rate_limit caps what it honours)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)  # may be inf: the rate limiter caps what it honours
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, AttributeError):
+            return None
+    return None if seconds != seconds else max(0.0, seconds)  # NaN says nothing
