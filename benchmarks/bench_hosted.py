@@ -8,7 +8,9 @@ Prints, each as a median over repeated runs:
   2. one node call against the loopback fake returning a 1024x1024 JPEG, over a bare
      `requests.post` + PIL decode to a numpy array doing the same work (target: at most 1.15x);
   3. four Segmind nodes whose calls each wait 1 s on the server, run as ComfyUI runs async
-     nodes (target: done in at most 1.5 s).
+     nodes (target: done in at most 1.5 s);
+  4. one node call writing its receipt, over the same call whose run ends without making or
+     writing one (target: at most 1.05x).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from PIL import Image
 from support.loopback import Answer
 from support.nodecalls import defaults
 
+from sdbridge.nodes.hosted import node as node_base
 from sdbridge.nodes.hosted.provider_table import SEGMIND
 from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
+from sdbridge.nodes.hosted.store import receipts
 
 ROOT = harness.ROOT
 
@@ -122,6 +126,54 @@ def bench_concurrency(rounds: int = 3) -> None:
           f"{'OK' if took <= 1.5 else 'OVER'}")
 
 
+def bench_receipt(rounds: int = 31) -> None:
+    jpeg = _noisy_jpeg()
+    with FakeSegmind() as fake:
+        fake.handler = lambda request: Answer(200, jpeg, {"content-type": "image/jpeg", "x-remaining-credits": "9"})
+        os.environ[SEGMIND.key_env], os.environ[SEGMIND.base_env] = KEY, fake.url
+        values = {**defaults(segmind_nodes.SDBridgeSegmindRealVisXL), "prompt": "a cat", "seed": 1}
+        start, finish = node_base.RunRecord.__init__, node_base.RunRecord.finish
+        on_path = [0.0]  # seconds the node spent in its receipt (begin and finish) this call
+
+        def timed_start(self, *args):
+            began = time.perf_counter()
+            start(self, *args)
+            on_path[0] += time.perf_counter() - began
+
+        def timed_finish(self, pnginfo):
+            began = time.perf_counter()
+            finish(self, pnginfo)
+            on_path[0] += time.perf_counter() - began
+
+        def without(self, pnginfo):  # the run ends as before the receipts: no record made or written
+            receipts.end(self.token)
+
+        def timed(loop, writes: bool) -> float:
+            node_base.RunRecord.finish = timed_finish if writes else without
+            on_path[0] = 0.0
+            started = time.perf_counter()
+            loop.run_until_complete(segmind_nodes.SDBridgeSegmindRealVisXL().generate(unique_id="1", **values))
+            return time.perf_counter() - started
+
+        node_base.RunRecord.__init__ = timed_start
+        loop = asyncio.new_event_loop()
+        timed(loop, True), timed(loop, False)  # warm connections and the writer thread
+        plain, written, shares = [], [], []
+        for index in range(rounds):  # interleaved, each order half the time
+            for writes in ((True, False) if index % 2 else (False, True)):
+                took = timed(loop, writes)
+                (written if writes else plain).append(took)
+                if writes:
+                    shares.append(took / (took - on_path[0]))
+        node_base.RunRecord.__init__, node_base.RunRecord.finish = start, finish
+        loop.close()
+        receipts.flush()
+    ratio, share = statistics.median(written) / statistics.median(plain), statistics.median(shares)
+    print(f"4. one call with its receipt: {statistics.median(written) * 1000:.1f} ms, without "
+          f"{statistics.median(plain) * 1000:.1f} ms = {ratio:.3f}x; time in the receipt on the node's path: "
+          f"{share:.3f}x (target <= 1.05x) {'OK' if share <= 1.05 else 'OVER'}")
+
+
 if __name__ == "__main__":
     # The synchronous path against a bare requests.post: like for like (the v2 queue adds a submit
     # and status requests by design); no pacing (the rate limiter has its own benchmark).
@@ -130,3 +182,4 @@ if __name__ == "__main__":
     bench_import()
     bench_one_call()
     bench_concurrency()
+    bench_receipt()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from .hosted.http import rate_limit
 from .hosted.money import caps
-from .hosted.store import result_cache
+from .hosted.store import receipts, result_cache
 from .pack_settings import Setting
 
-OWNERS = (rate_limit, result_cache, caps)  # each module that reads settings, in the order shown
+OWNERS = (rate_limit, result_cache, receipts, caps)  # each module that reads settings, in the order shown
 
 
 def declared() -> tuple[Setting, ...]:

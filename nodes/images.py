@@ -83,6 +83,16 @@ def decode_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> Picture:
     return Picture(data, decode_image(data, max_pixels))
 
 
+_SUFFIXES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"))
+
+
+def suffix_of(data: bytes) -> str:
+    """The file suffix of encoded image bytes (by their signature), "png" when not told."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((suffix for magic, suffix in _SUFFIXES if data.startswith(magic)), "png")
+
+
 def pil_to_tensor(images: list[Image.Image]) -> torch.Tensor:
     """PIL images -> IMAGE [B,H,W,3] float32. Images of other sizes are resized to the first's
     size (a batch must share one size)."""

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
+from datetime import datetime
 
 from . import declared_settings, pack_settings, runtime
-from .errors import BudgetExceeded
+from . import images as imaging
+from .errors import BudgetExceeded, ProviderError
 from .hosted.keys import credentials
 from .hosted.keys.redaction import redact
 from .hosted.money import budget, caps
 from .hosted.money import ledger as spending
 from .hosted.node import hosted_classes
 from .hosted.provider_table import PROVIDERS
+from .hosted.providers.segmind import api as segmind_api
 from .hosted.providers.sinkin import catalog as sinkin_catalog
 from .hosted.providers.sinkin import nodes as sinkin
-from .hosted.store import result_cache
+from .hosted.store import receipts, result_cache
 
 MAX_KEY_BODY = 4096  # bytes; a key route takes a short JSON object and nothing more
 MAX_PROMPT_BODY = 8 * 1024 * 1024  # bytes; a prompt to price (prompts with long texts stay far below)
@@ -255,6 +259,89 @@ async def clear_cache(request):
     return _json({"files": files, "bytes": size})
 
 
+RECEIPTS_DEFAULT = 50  # receipts one GET answers unless `limit` says otherwise
+_PROMPT_ID = 200         # characters a prompt id may have (ComfyUI's are UUIDs)
+
+
+async def list_receipts(request):
+    """GET /sdbridge/receipts[?limit=N][&prompt_id=ID]: the newest receipts first (at most
+    `limit`, 1 to receipts.MAX_LIMIT, default RECEIPTS_DEFAULT), only the prompt's when asked,
+    and the hosted runs of this process still going (`in_flight`)."""
+    unknown = sorted(set(request.query) - {"limit", "prompt_id"})
+    if unknown:
+        return _json({"error": f"unknown parameter {unknown[0][:40]!r}; use limit and prompt_id"}, 400)
+    text = request.query.get("limit", str(RECEIPTS_DEFAULT)).strip()
+    if not text.isdigit() or not 1 <= int(text) <= receipts.MAX_LIMIT:
+        return _json({"error": f"limit must be a whole number from 1 to {receipts.MAX_LIMIT}, such as "
+                               f"limit={RECEIPTS_DEFAULT}"}, 400)
+    prompt_id = request.query.get("prompt_id")
+    if prompt_id is not None and not (0 < len(prompt_id) <= _PROMPT_ID and prompt_id.isprintable()):
+        return _json({"error": f"prompt_id must be a prompt's id (1 to {_PROMPT_ID} printable characters), "
+                               "as /prompt answered it"}, 400)
+    found = await asyncio.to_thread(receipts.read, int(text), prompt_id)
+    running = [run for run in receipts.in_flight() if prompt_id is None or run.get("prompt_id") == prompt_id]
+    return _json({"receipts": found, "in_flight": running})
+
+
+async def spending_today(request):
+    """GET /sdbridge/spending: for the SD Bridge panel, each provider's day in its own unit (what it
+    spent, and what the day cap compares: spent plus what requests under way hold; two units are
+    never added), its last known balance (from the receipts), its usage page, and the caps."""
+    spent, counted = await asyncio.to_thread(lambda: (spending.spent_today(), spending.counted_today()))
+    balances = receipts.last_balances(await asyncio.to_thread(receipts.read, receipts.MAX_LIMIT))
+    rows = [{"id": p.id, "name": p.name, "unit": p.credit_unit, "spent_today": spent.get(p.id, 0.0),
+             "counted_today": counted.get(p.id, 0.0), "balance": balances.get(p.id), "usage_page": p.billing_page}
+            for p in PROVIDERS.values()]
+    return _json({"day": spending.today(), "providers": rows, "caps": _caps()})
+
+
+def _age(receipt: dict) -> float:
+    """Seconds since the receipt was written (infinite when its time does not read)."""
+    try:
+        return time.time() - datetime.fromisoformat(str(receipt.get("time"))).timestamp()
+    except ValueError:
+        return float("inf")
+
+
+def _save_fetched(request_id: str, pictures) -> list[str]:
+    """The provider's bytes of each image, as received, in output/sdbridge/; their names."""
+    folder = runtime.output_directory() / "sdbridge"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", request_id)  # a file name on every system
+    names = []
+    for index, picture in enumerate(pictures):
+        name = f"{stem}_{index}.{imaging.suffix_of(picture.raw)}"
+        (folder / name).write_bytes(picture.raw)
+        names.append(f"sdbridge/{name}")
+    return names
+
+
+async def fetch_again(request):
+    """POST /sdbridge/receipts/fetch-again with {"request_id": "..."}: the images of a Segmind
+    v2 request a receipt names, asked again from Segmind while it holds them (its status and
+    result URLs: no generation request, no new charge), saved in ComfyUI's output folder."""
+    request_id = await _text_field(request, "request_id", "req-1", "a request id")
+    if not isinstance(request_id, str):
+        return request_id
+    found = await asyncio.to_thread(receipts.read, receipts.MAX_LIMIT)
+    receipt = next((r for r in found if r.get("provider") == "segmind" and request_id in r.get("request_ids", [])), None)
+    if receipt is None:
+        return _json({"error": f"no recent receipt names Segmind request {request_id[:60]!r}; only a request a "
+                               "receipt shows can be fetched again"}, 404)
+    if _age(receipt) > segmind_api.RESULT_WINDOW:
+        return _json({"error": f"request {request_id[:60]} is older than the {segmind_api.RESULT_WINDOW // 60} "
+                               "minutes Segmind keeps results; it cannot be fetched again"}, 410)
+    try:
+        pictures = await segmind_api.fetch_again(request_id)
+        saved = await asyncio.to_thread(_save_fetched, request_id, pictures)
+    except ProviderError as exc:
+        return _json({"error": str(exc)}, 502 if exc.status is None or exc.status >= 500 else 409)
+    except OSError as exc:
+        return _json({"error": redact(str(exc))}, 503)
+    return _json({"saved": saved, "note": f"No new generation request was sent: Segmind's result of request "
+                                          f"{request_id} was asked again, at no new charge."})
+
+
 def register(routes) -> None:
     """Add every route to an aiohttp RouteTableDef."""
     routes.get("/sdbridge/providers")(providers)
@@ -266,6 +353,9 @@ def register(routes) -> None:
     routes.post("/sdbridge/estimate")(estimate)
     routes.get("/sdbridge/result-cache")(cache_stats)
     routes.post("/sdbridge/result-cache/clear")(clear_cache)
+    routes.get("/sdbridge/receipts")(list_receipts)
+    routes.get("/sdbridge/spending")(spending_today)
+    routes.post("/sdbridge/receipts/fetch-again")(fetch_again)
 
 
 def install() -> bool:

@@ -126,6 +126,14 @@ def user_directory() -> Path:
     return Path.home() / ".config" / "sdbridge"
 
 
+def output_directory() -> Path:
+    """ComfyUI's output folder (where Save Image writes), or the user directory's output/ outside it."""
+    fp = _comfy("folder_paths")
+    if fp is not None and not os.environ.get("SDBRIDGE_USER_DIR"):
+        return Path(fp.get_output_directory())
+    return user_directory() / "output"
+
+
 def model_filenames(kind: str) -> list[str]:
     """Files ComfyUI lists for a model folder kind ("checkpoints", "loras", "diffusers")."""
     fp = _comfy("folder_paths")

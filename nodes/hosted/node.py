@@ -6,6 +6,7 @@ declarations (PARAMS, PROVIDER, DISPLAY_NAME, ABOUT, POLICIES), `plan` and `call
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -15,15 +16,16 @@ from typing import Any, ClassVar
 
 from .. import images as imaging
 from .. import runtime
-from ..errors import MaybeCharged, SDBridgeError
+from ..errors import MaybeCharged, ProviderError, SDBridgeError
 from ..param_node import HIDDEN, ImageNode
+from .http.jobs import collect_request_ids
 from .http.policy import Policies
 from .keys import redaction
 from .keys.redaction import redact
 from .money import budget
 from .money import prices as costs
 from .provider_table import Provider
-from .store import result_cache
+from .store import receipts, result_cache
 
 
 @dataclass
@@ -107,7 +109,9 @@ class HostedNode(ImageNode):
     POLICIES: ClassVar[Policies] = Policies()
     ABOUT: ClassVar[str] = ""  # what the node does; DESCRIPTION adds which key it needs
     # The whole prompt, for the spending caps (named so no widget can clash with it).
-    HIDDEN_INPUTS = {**HIDDEN, "sdbridge_prompt": "PROMPT"}
+    HIDDEN_INPUTS = {**HIDDEN, "sdbridge_prompt": "PROMPT",
+                     # ComfyUI's extra PNG info (the workflow): the run's receipt is added to it.
+                     "sdbridge_pnginfo": "EXTRA_PNGINFO"}
 
     def __init__(self, policies: Policies | None = None):
         # ComfyUI makes nodes with no arguments: the provider's pace. Tests pass faster ones.
@@ -124,24 +128,34 @@ class HostedNode(ImageNode):
             cls.DESCRIPTION = (f"{cls.ABOUT} Needs a {provider.name} {provider.key_label} ({provider.key_env} or "
                                "Settings > SD Bridge).")
 
-    async def generate(self, unique_id: str | None = None, sdbridge_prompt: dict | None = None, **values):
+    async def generate(self, unique_id: str | None = None, sdbridge_prompt: dict | None = None,
+                       sdbridge_pnginfo: dict | None = None, **values):
+        # Every run leaves a receipt, whatever its end (store/receipts.py); ComfyUI's Save Image
+        # writes every key of EXTRA_PNGINFO into the PNG, so the receipt travels with the image.
+        receipt = RunRecord(self, unique_id, sdbridge_prompt, values)
         try:
-            return await self._generate(unique_id, sdbridge_prompt, values)
-        except Exception as error:
-            # ComfyUI logs the whole chain of what a node raised: no key in any part of it.
-            redaction.scrub_chain(error)
+            return await self._generate(unique_id, sdbridge_prompt, values, receipt)
+        except BaseException as error:
+            if isinstance(error, Exception):
+                # ComfyUI logs the whole chain of what a node raised: no key in any part of it.
+                redaction.scrub_chain(error)
             if isinstance(error, SDBridgeError):
                 report_failure(error, unique_id)
+            receipt.ended_by(error)
             raise
+        finally:
+            receipt.finish(sdbridge_pnginfo)
 
-    async def _generate(self, unique_id: str | None, sdbridge_prompt: dict | None, values: dict):
+    async def _generate(self, unique_id: str | None, sdbridge_prompt: dict | None, values: dict,
+                        receipt: RunRecord):
         # 1. Check every input; mark the run, so an interrupt seen by any request of the prompt
         #    stops all of this run's.
-        values = self.normalized(values)
+        values = receipt.values = self.normalized(values)
         runtime.begin_run()
         started = time.monotonic()
         # 2. Plan what the run sends, costs and is cached as (the input images encoded once).
         plan = self.plan(values)
+        receipt.planned(plan)
         # 3. A request already paid for is answered from the result cache: no request, no cap.
         key = result_cache.key_for(type(self), values, result_cache.image_digests(plan.uploads or {}))
         result = await self.from_cache(key, unique_id)
@@ -156,7 +170,7 @@ class HostedNode(ImageNode):
                 result = await self.call(plan, unique_id)
                 spent = self.account(plan.cost, hold, result.info, unique_id)
             except MaybeCharged:
-                spent = self.count_maybe_charged(plan.cost, hold)
+                spent = receipt.estimate = self.count_maybe_charged(plan.cost, hold)
                 raise
             finally:
                 self.settle(run, hold, spent)
@@ -166,6 +180,7 @@ class HostedNode(ImageNode):
                 await asyncio.to_thread(result_cache.store, key, result.raw, result.info)
         else:
             result.info["seconds"] = round(time.monotonic() - started, 2)
+        receipt.result = result
         # The info text may carry what a server echoed back: scrub keys like any other output.
         return (result.images, redact(json.dumps(result.info, indent=1)))
 
@@ -253,6 +268,85 @@ def report_failure(error: SDBridgeError, node_id: str | None) -> None:
     charged, the provider, the request id, the usage page), so its toast acts on a type, not on
     the message's words. ComfyUI shows the message itself on its error card."""
     runtime.send_event("sdbridge.failed", {"node": node_id, **error.fields()})
+
+
+PNGINFO_KEY = "sdbridge_receipts"  # the PNG text chunk holding the prompt's receipts
+
+
+class RunRecord:
+    """What one run's receipt says, filled in by the run's steps: the node, its inputs, what
+    it returned or how it ended. `finish` writes it (off the node's path), adds it to the PNG
+    info and tells the web extension."""
+
+    def __init__(self, node: HostedNode, node_id: str | None, prompt: dict | None, values: dict):
+        self.node, self.node_id, self.prompt = node, node_id, prompt
+        self.values: dict = values
+        self.endpoint = type(node).__name__  # until the run is planned
+        self.digests: list[str] = []
+        self.result: Result | None = None
+        self.estimate: float | None = None
+        self.status, self.message = "done", ""
+        self.request_ids = collect_request_ids()
+        self.prompt_id = runtime.current_prompt_id()
+        self.started = time.monotonic()
+        self.token = receipts.begin(self._identity())
+
+    def _identity(self) -> dict:
+        cls = type(self.node)
+        meta = self.prompt.get(self.node_id, {}).get("_meta") if isinstance(self.prompt, dict) else None
+        title = meta.get("title") if isinstance(meta, dict) else None
+        return {"provider": cls.PROVIDER.id, "endpoint": self.endpoint, "node_id": self.node_id,
+                "title": title if isinstance(title, str) else cls.DISPLAY_NAME, "prompt_id": self.prompt_id}
+
+    def planned(self, plan: Plan) -> None:
+        self.endpoint = plan.endpoint
+        self.digests = result_cache.image_digests(plan.uploads or {})
+
+    def ended_by(self, exc: BaseException) -> None:
+        if isinstance(exc, MaybeCharged):
+            self.status = "maybe_charged"
+        elif isinstance(exc, (runtime.Interrupted, asyncio.CancelledError)) or runtime.interrupted():
+            self.status = "cancelled"
+        else:
+            self.status = "failed"
+        if isinstance(exc, ProviderError) and exc.request_id:
+            self.request_ids.append(exc.request_id)
+        self.message = str(exc) or type(exc).__name__
+
+    def record(self) -> dict:
+        info = self.result.info if self.result is not None else {}
+        params = {p.name for p in self.node.PARAMS if p.kind == "IMAGE"}
+        inputs = {k: v for k, v in self.values.items() if k not in params}
+        if self.status == "done":
+            credits, basis = info.get("credits_spent"), info.get("credits_basis", "unknown")
+            self.status = "cached" if basis == "cached" else "done"
+            spent = f"{costs.rounded(credits):g} credits ({basis})" if credits is not None else "cost unknown"
+            self.message = "from the result cache" if basis == "cached" else f"done: {spent}"
+        elif self.status == "maybe_charged":
+            credits, basis = self.estimate, "estimated" if self.estimate is not None else "unknown"
+        else:
+            credits, basis = None, "unknown"
+        found = info.get("inf_id")  # SinkIn's id of each request
+        ids = self.request_ids + ([str(i) for i in found] if isinstance(found, list) else [str(found)] if found else [])
+        raw = self.result.raw if self.result is not None else []
+        return receipts.make(
+            **self._identity(), inputs=inputs, image_digests=self.digests,
+            seed=info.get("seed", inputs.get("seed")), request_ids=ids, status=self.status, message=self.message,
+            credits=credits, basis=basis, returned=[hashlib.sha256(data).hexdigest() for data in raw],
+            seconds=round(time.monotonic() - self.started, 2), remaining=info.get("remaining_credits"))
+
+    def finish(self, pnginfo: dict | None) -> None:
+        receipts.end(self.token)
+        try:
+            record = self.record()
+        except Exception as exc:  # a receipt never fails the run
+            runtime.log.warning("SD Bridge: no receipt for this run (%s)", redact(str(exc)))
+            return
+        receipts.write(record)
+        if isinstance(pnginfo, dict):
+            shown = pnginfo.get(PNGINFO_KEY)
+            pnginfo[PNGINFO_KEY] = [*shown, record] if isinstance(shown, list) else [record]
+        runtime.send_event("sdbridge.receipt", record)
 
 
 def report_credits(provider: Provider, remaining: Any, node_id: str | None) -> None:

@@ -9,6 +9,7 @@ a new one."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -38,6 +39,24 @@ SUBMIT, STATUS, RESULT = "submit", "status", "result"   # the stages a queue API
 class JobState:
     state: str          # QUEUED, PROCESSING, COMPLETED or FAILED
     error: str = ""     # the provider's reason, when FAILED
+
+
+# The request ids of the jobs the current run submitted or resumed, for its receipt: the node base
+# hands in a list (`collect_request_ids`) and every job of the run, in any task it starts, adds to it.
+_request_ids: ContextVar[list[str] | None] = ContextVar("sdbridge_request_ids", default=None)
+
+
+def collect_request_ids() -> list[str]:
+    """A list that every job submitted or resumed from now on in this context is added to."""
+    seen: list[str] = []
+    _request_ids.set(seen)
+    return seen
+
+
+def _note(job_id: str) -> None:
+    seen = _request_ids.get()
+    if seen is not None:
+        seen.append(job_id)
 
 
 class JobStore(Protocol):
@@ -73,6 +92,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     found = store.find(digest) if digest else None
     if found is not None:
         job = Job(found[0], *(_credentials_of(url, where) for where in found[1:]))
+        _note(job.id)
         runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
         try:
             return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll,
@@ -85,6 +105,7 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
                                      json_body=json_body, resend=GENERATION, limiter=limiter, stage=SUBMIT)
     seen(submitted)
     job = read_job(submitted)
+    _note(job.id)
     if digest:
         store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
     return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store,

@@ -17,7 +17,7 @@ from ...money import ledger as spending
 from ...node import report_credits
 from ...provider_table import SEGMIND
 from ...store import journal
-from .wire import _image_items, _read_job, _read_state
+from .wire import _REQUEST_ID, _image_items, _read_job, _read_state
 
 API_ENV = "SDBRIDGE_SEGMIND_API"  # "v1" asks for the synchronous API the documents describe
 
@@ -108,6 +108,27 @@ async def _post(slug: str, body: dict, node_id: str | None, key: str, policies: 
     seen(reply)
     report_credits(SEGMIND, reply.headers.get("x-remaining-credits"), node_id)
     return reply
+
+
+async def fetch_again(request_id: str, policies: Policies = POLICIES) -> list[imaging.Picture]:
+    """The images of a v2 request Segmind still holds (about RESULT_WINDOW seconds): its status,
+    then its result, both reads. No generation request is ever sent, so nothing is charged."""
+    if not _REQUEST_ID.fullmatch(request_id):
+        raise ProviderError(SEGMIND, f"{request_id[:60]!r} is not a Segmind request id; use one a receipt shows.")
+    base, headers, http = credentials.base_url(SEGMIND), {"x-api-key": credentials.api_key(SEGMIND)}, client(policies)
+    where = f"{base}/v2/requests/{request_id}"
+    answer = await http.request("GET", f"{where}/status", label="fetch again", headers=headers,
+                                accept=(404, 410, 422))
+    if answer.status in (404, 410):
+        raise ProviderError(SEGMIND, f"no longer holds request {request_id} (results are kept about "
+                            f"{RESULT_WINDOW // 60} minutes); it cannot be fetched again.", answer.status)
+    state = _read_state(answer)
+    if state.state != jobs.COMPLETED:
+        said = f': "{state.error}"' if state.error else ""
+        raise ProviderError(SEGMIND, f"request {request_id} is {state.state}{said}; nothing to fetch"
+                            f"{' yet: try again in a moment' if state.state != jobs.FAILED else ''}.")
+    reply = await http.request("GET", where, label="fetch again", headers=headers)
+    return (await read_images(reply, None, policies=policies))[0]
 
 
 async def read_images(reply: Reply, node_id: str | None, *, required: bool = True, policies: Policies = POLICIES):
