@@ -28,7 +28,7 @@ class Stop(Exception):
 
 
 @dataclass
-class Settings:
+class BatchOptions:
     out: Path
     depth: int = 2
     timeout: float = 900.0
@@ -73,7 +73,7 @@ class Lane(threading.Thread):
 
 class Batch:
     def __init__(self, servers: list[Server], jobs: list[Job], manifest: Manifest, progress: Progress,
-                 settings: Settings):
+                 settings: BatchOptions):
         self.servers = {server.url: server for server in servers}
         self.jobs = {job.index: job for job in jobs}
         self.manifest, self.progress, self.settings = manifest, progress, settings

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import jobs, preflight
-from .batch import Batch, Settings, Stop
+from .batch import Batch, BatchOptions, Stop
 from .jobs import BadInput
 from .manifest import Manifest
 from .progress import Progress
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if not single:
         progress.say(f"{len(batch_jobs)} jobs of {path.name} on {len(usable)} server(s); images and "
                      f"{manifest.path.name} in {args.out}")
-    settings = Settings(out=args.out, depth=args.depth, timeout=args.timeout, use_websocket=not args.poll,
+    settings = BatchOptions(out=args.out, depth=args.depth, timeout=args.timeout, use_websocket=not args.poll,
                         wait=args.wait, name=path.name, single=single)
     try:
         code = Batch(usable, batch_jobs, manifest, progress, settings).run()

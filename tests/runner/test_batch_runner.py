@@ -25,7 +25,7 @@ from fakes.queue import picture
 
 from runner import cli as submit
 from runner import jobs, listen, reasons, schedule
-from runner.batch import Batch, Settings
+from runner.batch import Batch, BatchOptions
 from runner.manifest import Manifest
 from runner.progress import Progress
 from runner.server import Server
@@ -130,7 +130,7 @@ def test_a_server_back_from_an_outage_rejoins_and_what_it_held_of_ours_is_withdr
         threading.Timer(0.3, a.blackout, args=(1.2,)).start()  # a holds a running and a waiting job of ours
         batch = Batch([Server(a.url), Server(b.url)], jobs.build(workflow, [], seeds="1-6"),
                       Manifest(tmp_path / "out" / "manifest.jsonl"), Progress(6, quiet=True, out=io.StringIO()),
-                      Settings(out=tmp_path / "out", revive_every=0.5))
+                      BatchOptions(out=tmp_path / "out", revive_every=0.5))
         assert batch.run() == 0
         entries = manifest(tmp_path)
         moved = {r["prompt_id"] for e in entries for r in e["resent"]}

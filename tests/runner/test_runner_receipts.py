@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from runner import cli as submit
 from runner import hosted, jobs
-from runner.batch import Batch, Settings
+from runner.batch import Batch, BatchOptions
 from runner.manifest import Manifest
 from runner.progress import Progress
 from runner.server import Server
@@ -88,7 +88,7 @@ def test_receipts_that_do_not_come_in_time_end_the_job_all_the_same(tmp_path):
         out = io.StringIO()
         batch = Batch([Server(a.url)], jobs.build(workflow, [], seeds="1-2"),
                       Manifest(tmp_path / "out" / "manifest.jsonl"), Progress(2, quiet=True, out=out),
-                      Settings(out=tmp_path / "out", receipts_timeout=0.3, receipts_wait=5.0))
+                      BatchOptions(out=tmp_path / "out", receipts_timeout=0.3, receipts_wait=5.0))
         began = time.monotonic()
         assert batch.run() == 0
         took = time.monotonic() - began
