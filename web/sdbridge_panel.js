@@ -14,6 +14,8 @@ const STATUS_TEXT = { done: "done", cached: "from cache", failed: "failed", mayb
                       cancelled: "cancelled", running: "running" };
 
 const FETCHABLE = ["maybe_charged", "cancelled"];  // runs whose result the provider may still hold
+// Long words (endpoints, request ids) wrap: a narrow sidebar (frontend 1.27) clipped them.
+const FIT = "overflow-wrap:anywhere;font-size:12px";
 
 const state = { spending: null, receipts: [], inFlight: [], roots: new Set(), problem: "", fetched: {} };
 
@@ -187,7 +189,7 @@ export function onCredits(detail) {
 
 function floatingPanel() {
   const panel = element("div", "", "position:fixed;left:16px;bottom:56px;width:340px;max-height:60vh;overflow:auto;"
-    + "z-index:1300;padding:8px;background:#222;color:#ddd;font:12px sans-serif;border-radius:6px;display:none");
+    + `z-index:1300;padding:8px;background:#222;color:#ddd;font:12px sans-serif;border-radius:6px;display:none;${FIT}`);
   panel.id = "sdbridge-panel";
   const open = element("button", "SD Bridge", "position:fixed;left:16px;bottom:16px;z-index:1300;font:12px sans-serif");
   open.id = "sdbridge-panel-button";
@@ -206,7 +208,10 @@ app.registerExtension({
     if (typeof manager?.registerSidebarTab === "function") {
       manager.registerSidebarTab({ id: "sdbridge", icon: "pi pi-receipt", title: "SD Bridge",
                                    tooltip: "SD Bridge: spending and recent hosted runs", type: "custom",
-                                   render: (root) => mount(root) });
+                                   render: (root) => {
+                                     root.style.cssText += `;${FIT};padding:0 8px`;
+                                     mount(root);
+                                   } });
     } else if (typeof document !== "undefined") {
       mount(floatingPanel());  // older frontends: no sidebar tabs
     }

@@ -271,6 +271,8 @@ def report_failure(error: SDBridgeError, node_id: str | None) -> None:
 
 
 PNGINFO_KEY = "sdbridge_receipts"  # the PNG text chunk holding the prompt's receipts
+CANCELLED_TEXT = ("Cancelled in ComfyUI before the result came back; a request already sent may still be "
+                  "finished and charged by the provider.")
 
 
 class RunRecord:
@@ -311,7 +313,8 @@ class RunRecord:
             self.status = "failed"
         if isinstance(exc, ProviderError) and exc.request_id:
             self.request_ids.append(exc.request_id)
-        self.message = str(exc) or type(exc).__name__
+        # ComfyUI's interrupt carries no message: its class name would be the only reason shown.
+        self.message = CANCELLED_TEXT if self.status == "cancelled" else str(exc) or type(exc).__name__
 
     def record(self) -> dict:
         info = self.result.info if self.result is not None else {}

@@ -47,3 +47,27 @@ def install(patch, module) -> None:
     package.model_management = module
     patch.setitem(sys.modules, "comfy", package)
     patch.setitem(sys.modules, "comfy.model_management", module)
+
+
+def with_interrupts(module):
+    """Give the stand-in ComfyUI's interrupt, as comfy.model_management has it: a flag set by
+    `interrupt_current_processing`, and `throw_exception_if_processing_interrupted` clearing it
+    and raising `InterruptProcessingException` with no message (str() of it is empty)."""
+    class InterruptProcessingException(Exception):
+        pass
+
+    flag = {"up": False}
+
+    def interrupt_current_processing(value=True):
+        flag["up"] = value
+
+    def throw_exception_if_processing_interrupted():
+        if flag["up"]:
+            flag["up"] = False
+            raise InterruptProcessingException()
+
+    module.InterruptProcessingException = InterruptProcessingException
+    module.interrupt_current_processing = interrupt_current_processing
+    module.processing_interrupted = lambda: flag["up"]
+    module.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+    return module

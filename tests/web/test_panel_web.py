@@ -46,6 +46,7 @@ const out = { tab: tabs.map((t) => [t.id, t.title, t.type]), floating: body.chil
               innerHTML: JSON.stringify(root).includes('"innerHTML":"<') };
 const labels = buttons(root).map((b) => b.textContent);
 out.labels = labels;
+out.rootStyle = root.style.cssText;
 buttons(root).find((b) => b.textContent.startsWith("Use seed")).onclick();
 out.seed = [seedWidget.value, control.value];
 buttons(root).find((b) => b.textContent === "Open usage page").onclick();
@@ -105,6 +106,7 @@ def test_the_panel_shows_spend_balances_and_runs_and_acts_on_them(tmp_path, monk
         assert out["tab"] == [] and out["floating"] == ["sdbridge-panel", "sdbridge-panel-button"]
     assert "Segmind: 1.5 credits (US$) today of 20 a day · 97 left" in out["texts"]
     assert "SinkIn: 0.25 credits today of 20 a day" in out["texts"]  # each provider's own figure
+    assert "overflow-wrap:anywhere" in out["rootStyle"]  # long request ids wrap in a narrow sidebar
     assert out["statuses"] == ["done", "maybe_charged"]  # newest first
     assert "done · RealVis" in out["texts"] and "may have been charged · RealVis" in out["texts"]
     assert "sdxl1.0-realvis · seed 12 · 0.4 cr (estimated)" in out["texts"]

@@ -18,11 +18,13 @@ from conftest import ROOT
 from fakes.segmind import picture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import standin_comfy
 from support.nodecalls import defaults, fast, run
 from support.processes import run_two_at_once
 
 from sdbridge.nodes import runtime
 from sdbridge.nodes.errors import InputError, ProviderError
+from sdbridge.nodes.hosted import node
 from sdbridge.nodes.hosted.http.policy import Limits
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
@@ -111,6 +113,25 @@ def test_a_cancelled_run_leaves_a_cancelled_receipt_and_nothing_more_leaves(fake
     [receipt] = receipts.read()
     assert receipt["status"] == "cancelled" and receipt["request_ids"] == ["req-1"]
     assert len(fake_segmind_v2.submits()) == 1 and len(fake_segmind_v2.requests) == asked
+
+
+def test_a_run_cancelled_in_comfyui_says_so_in_words(fake_segmind_v2, comfy_model_management):
+    # ComfyUI's interrupt is an exception with no message: the receipt (and the panel) must not
+    # show its class name ("InterruptProcessingException") as the reason.
+    standin_comfy.with_interrupts(comfy_model_management)
+    fake_segmind_v2.processing_polls = 10_000
+    timer = threading.Timer(0.3, runtime.request_interrupt)
+    timer.start()
+    try:
+        with pytest.raises(comfy_model_management.InterruptProcessingException):
+            run(RV, prompt="a cat", seed=6, **SMALL)
+    finally:
+        timer.cancel()
+        runtime.request_interrupt(False)
+    [receipt] = receipts.read()
+    assert receipt["status"] == "cancelled" and receipt["request_ids"] == ["req-1"]
+    assert "Exception" not in receipt["message"] and receipt["message"] == node.CANCELLED_TEXT
+    assert len(fake_segmind_v2.submits()) == 1
 
 
 def test_sinkin_receipts_carry_its_inference_id_and_measured_cost(fake_sinkin):
