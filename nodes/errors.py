@@ -13,6 +13,10 @@ sees on the node: what happened, and what to do about it.
         └── MaybeCharged            ...after the request may have reached the provider: it may have
                                     made (and billed) the image, so it was not sent again
 
+Subclasses elsewhere narrow a branch (params.ValidationError, local CheckpointError and
+PromptTooComplex are InputErrors). Callers act on a type or a field, never on message words:
+`fields()` is what the node tells the web extension when it fails ("sdbridge.failed").
+
 ComfyUI titles its error card with the exception's module path and class name; every class here
 shows as `sdbridge.<Name>` (set once, below), as the cards always have.
 """
@@ -33,6 +37,10 @@ class SDBridgeError(Exception):
         super().__init_subclass__(**kwargs)
         cls.__module__ = CARD_MODULE
 
+    def fields(self) -> dict[str, Any]:
+        """What a caller may act on, as data (the web extension's toast reads it)."""
+        return {"error": type(self).__name__, "maybe_charged": False}
+
 
 SDBridgeError.__module__ = CARD_MODULE
 
@@ -42,7 +50,14 @@ class InputError(SDBridgeError, ValueError):
 
 
 class MissingKeyError(SDBridgeError, RuntimeError):
-    """No key for a provider; the message says both ways to set one."""
+    """No key for a provider (`provider`, its table entry); the message says both ways to set one."""
+
+    def __init__(self, provider: Any, message: str):
+        self.provider = provider
+        super().__init__(message)
+
+    def fields(self) -> dict[str, Any]:
+        return {**super().fields(), "provider": self.provider.id}
 
 
 class BudgetExceeded(SDBridgeError, ValueError):
@@ -62,17 +77,24 @@ class MaybeSent(SDBridgeError, RuntimeError):
 
 class ProviderError(SDBridgeError, RuntimeError):
     """A failed provider call. `provider` is the provider table's entry, `status` the HTTP status
-    (None when no answer came), `stage` "submit" when a queue API refused the job itself, and
-    `request_id` the provider's id of the request when it gave one. Keys are scrubbed from the
-    message (whatever a server echoed into it)."""
+    (None when no answer came), `stage` the step that failed ("submit" when a queue API refused
+    the job itself; "status", "result", "download"; "" for a single call), and `request_id` the
+    provider's id of the request when it gave one (Segmind's job id, SinkIn's inf_id). All are
+    set here, at construction. Keys are scrubbed from the message and the id (whatever a server
+    echoed into them)."""
 
     def __init__(self, provider: Any, message: str, status: int | None = None, *, stage: str = "",
                  request_id: str | None = None):
         self.provider = provider
         self.status = status
         self.stage = stage
-        self.request_id = request_id
+        self.request_id = None if request_id is None else runtime.scrub(str(request_id))[:128]
         super().__init__(runtime.scrub(f"{provider.name}: {message}"))
+
+    def fields(self) -> dict[str, Any]:
+        return {**super().fields(), "maybe_charged": isinstance(self, MaybeCharged), "provider": self.provider.id,
+                "status": self.status, "stage": self.stage, "request_id": self.request_id,
+                "billing_page": self.provider.billing_page}
 
 
 class MaybeCharged(ProviderError):

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import InputError
+
 MAX_PIXELS = 8192 * 8192  # per decoded image; larger is refused before decoding
 
 
@@ -117,9 +119,9 @@ def as_image_tensor(images) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return images
     if not isinstance(images, np.ndarray):
-        raise ValueError(f"expected an IMAGE (a tensor), got {type(images).__name__}; connect an image output")
+        raise InputError(f"expected an IMAGE (a tensor), got {type(images).__name__}; connect an image output")
     if images.dtype.kind != "f":
-        raise ValueError(f"got a numpy array of {images.dtype} values, but an IMAGE holds floats from 0 to 1; "
+        raise InputError(f"got a numpy array of {images.dtype} values, but an IMAGE holds floats from 0 to 1; "
                          "convert it first (for 0..255 pixels: divide by 255 as float32)")
     return torch.from_numpy(np.array(images, dtype=np.float32))  # a copy: the other node keeps its array
 
@@ -130,7 +132,7 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4:
-        raise ValueError(f"expected an IMAGE of shape [B,H,W,C], got {tuple(images.shape)}")
+        raise InputError(f"expected an IMAGE of shape [B,H,W,C], got {tuple(images.shape)}")
     arrays = (images.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     result = []
     for array in arrays:
@@ -142,7 +144,7 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
         elif channels == 4:
             result.append(Image.fromarray(array[..., :3], "RGB"))
         else:
-            raise ValueError(f"an IMAGE needs 1, 3 or 4 channels, got {channels}")
+            raise InputError(f"an IMAGE needs 1, 3 or 4 channels, got {channels}")
     return result
 
 

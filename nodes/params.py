@@ -319,11 +319,14 @@ def validation_result(params: Iterable[Param], values: Mapping[str, Any], extra=
 
 # ---------------------------------------------------------------- seeds
 
-def resolve_seed(seed: int, maximum: int) -> int:
-    """The documented meaning of -1: a random seed, drawn here so the seed used can be reported
-    and the image reproduced."""
+def resolve_seed(params: Iterable[Param], values: Mapping[str, Any]) -> int:
+    """The seed a run uses: the seed input of `params` (the one with `seed=True`) as given, or
+    for its documented -1 a random seed up to that Param's own max, drawn here so the seed used
+    can be reported and the image reproduced."""
+    param = next(p for p in params if p.seed)
+    seed = values[param.name]
     if seed == -1:
         import secrets
 
-        return secrets.randbelow(maximum + 1)
+        return secrets.randbelow(int(param.max) + 1)
     return seed

@@ -20,12 +20,14 @@ NEGATIVE_PROMPT = Param("negative_prompt", "STRING",
 STRENGTH_IMG2IMG = Param("strength", "FLOAT", "How much to transform the input image: 0.1 keeps it nearly as "
                          "is, 1 replaces it.", default=1.0, min=0.1, max=1.0, step=0.01)
 
-# The largest whole number the editor's number widgets hold exactly (JavaScript doubles); each
-# provider narrows it to what its documents allow.
-SEED_MAX = 2**53 - 1
+# Seed ranges, each declared once: the seed widget's max, and the range `params.resolve_seed`
+# draws a random seed from (it reads the Param's own max). Saved workflows hold these maxima.
+EDITOR_SEED_MAX = 2**53 - 1      # the largest whole number the editor's number widgets hold exactly
+SEGMIND_SEED_MAX = 999_999_999_999_999   # the seed range Segmind documents
+SEED_MAX_32_BIT = 2**32 - 1      # SD 1.5's 32-bit seeds: for a provider that documents no range (SinkIn)
 
 
-def seed(maximum: int = SEED_MAX) -> Param:
+def seed(maximum: int = EDITOR_SEED_MAX) -> Param:
     """The seed input, -1 meaning "pick one" (the seed used is reported in 'info')."""
     return Param("seed", "INT", "Seed for image generation. -1 picks a random seed; the seed used is in 'info'.",
                  default=-1, min=-1, max=maximum, seed=True)

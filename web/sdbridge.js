@@ -1,6 +1,6 @@
 // SD Bridge web extension: API keys and the server-side settings in the Settings dialog, the
 // result cache's clear button, remaining credits, and toasts that name the fix when a hosted
-// call fails for a key or for credits.
+// call fails for a key or for credits, or may have been charged.
 // A key typed here goes to the pack's route and is never stored as a ComfyUI setting, never
 // put in the graph, and never sent back: the dialog shows only whether a key is set and where
 // it comes from.
@@ -24,9 +24,9 @@ async function loadProviders() {
 const PROVIDERS = await loadProviders();
 const credits = {};
 
-function toast(severity, summary, detail) {
+function toast(severity, summary, detail, life = 5000) {
   const toaster = app.extensionManager?.toast;
-  if (toaster) toaster.add({ severity, summary, detail, life: 5000 });
+  if (toaster) toaster.add({ severity, summary, detail, life });
   else console.warn(`[SD Bridge] ${summary}: ${detail}`);
 }
 
@@ -165,20 +165,25 @@ function cacheClearer() {
   return row;
 }
 
-// What a failed hosted call says, mapped to a short toast that names the fix. The messages
-// start with the provider's name ("Segmind: ..."), which finds its row in the provider table.
-const FIXES = [
-  [/no API key is set/, "no API key", (p) => `Set ${p.key_env} before starting ComfyUI, or paste the key in Settings → SD Bridge.`],
-  [/did not accept the API key \(401\)/, "key refused", () => "Paste a valid key in Settings → SD Bridge."],
-  [/not enough credits \(406\)|payment is required \(402\)/, "out of credits", (p) => `Top up at ${p.billing_page}, then run again.`],
-];
+// What a failed hosted node tells the page ("sdbridge.failed": the error's type and fields, as
+// nodes/errors.py makes them), mapped to a short toast that names the fix: [title, text, life].
+// It reads the type and fields, never the message's words; ComfyUI's error card shows those.
+const OUT_OF_CREDITS = new Set([402, 406]);
 
-function explain(message) {
-  const provider = PROVIDERS.find((p) => message.startsWith(`${p.name}:`));
+function explain(failure) {
+  const provider = PROVIDERS.find((p) => p.id === failure?.provider);
   if (!provider) return null;
-  for (const [pattern, title, fix] of FIXES) {
-    if (pattern.test(message)) return [`${provider.name}: ${title}`, fix(provider)];
+  const title = (what) => `${provider.name}: ${what}`;
+  if (failure.error === "MissingKeyError") {
+    return [title("no API key"), `Set ${provider.key_env} before starting ComfyUI, or paste the key in Settings → SD Bridge.`];
   }
+  if (failure.maybe_charged) {
+    const request = failure.request_id ? ` (request ${failure.request_id})` : "";
+    return [title("may have been charged"), `The request${request} may have run and been billed, so it was not sent ` +
+      `again. Check your usage at ${failure.billing_page || provider.billing_page} before running again.`, 15000];
+  }
+  if (failure.status === 401) return [title("key refused"), "Paste a valid key in Settings → SD Bridge."];
+  if (OUT_OF_CREDITS.has(failure.status)) return [title("out of credits"), `Top up at ${provider.billing_page}, then run again.`];
   return null;
 }
 
@@ -214,9 +219,8 @@ app.registerExtension({
     api.addEventListener("sdbridge.credits", ({ detail }) => {
       credits[detail.provider] = detail.remaining;
     });
-    api.addEventListener("execution_error", ({ detail }) => {
-      if (!String(detail?.node_type || "").startsWith("SDBridge")) return;
-      const found = explain(String(detail.exception_message || ""));
+    api.addEventListener("sdbridge.failed", ({ detail }) => {
+      const found = explain(detail);
       if (found) toast("warn", ...found);
     });
   },

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from .. import images as imaging
 from .. import runtime
-from ..errors import MaybeCharged, ProviderError
+from ..errors import MaybeCharged, ProviderError, SDBridgeError
 from ..param_node import HIDDEN, ImageNode
 from .http.jobs import collect_request_ids
 from .http.policy import Policies
@@ -139,6 +139,8 @@ class HostedNode(ImageNode):
             if isinstance(error, Exception):
                 # ComfyUI logs the whole chain of what a node raised: no key in any part of it.
                 redaction.scrub_chain(error)
+            if isinstance(error, SDBridgeError):
+                report_failure(error, unique_id)
             receipt.ended_by(error)
             raise
         finally:
@@ -259,6 +261,13 @@ class HostedNode(ImageNode):
         """Run the planned requests at `self.policies`' pace. A provider that tells what they
         cost puts it in `info["credits_measured"]`."""
         raise NotImplementedError
+
+
+def report_failure(error: SDBridgeError, node_id: str | None) -> None:
+    """Tell the web extension what failed as data (its type and fields: whether it may have been
+    charged, the provider, the request id, the usage page), so its toast acts on a type, not on
+    the message's words. ComfyUI shows the message itself on its error card."""
+    runtime.send_event("sdbridge.failed", {"node": node_id, **error.fields()})
 
 
 PNGINFO_KEY = "sdbridge_receipts"  # the PNG text chunk holding the prompt's receipts

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .. import surface
+from ..errors import InputError
 from ..param_node import ImageNode, ParamNode, with_choices
 from ..params import Param, ValidationError, resolve_seed
 from . import loras, model_files, pipeline_cache
@@ -76,13 +77,13 @@ class PipelineInput:
     def check(self, value: Any, node_title: str) -> None:
         if value is None:
             if not self.optional:
-                raise ValueError(f"{node_title}: connect '{self.name}' to SD Bridge Load Checkpoint.")
+                raise InputError(f"{node_title}: connect '{self.name}' to SD Bridge Load Checkpoint.")
             return
         if not isinstance(value, pipeline_cache.LocalPipeline):
-            raise ValueError(f"{node_title}: '{self.name}' must come from SD Bridge Load Checkpoint or Load LoRA.")
+            raise InputError(f"{node_title}: '{self.name}' must come from SD Bridge Load Checkpoint or Load LoRA.")
         if value.family not in self.families:
             wanted = " or ".join(model_files.FAMILY_NAMES[f] for f in self.families)
-            raise ValueError(f"{node_title}: '{self.name}' got a {value.family_name} model "
+            raise InputError(f"{node_title}: '{self.name}' got a {value.family_name} model "
                              f"({os.path.basename(value.source)}); this input takes {wanted}. Load a matching checkpoint.")
 
 
@@ -135,7 +136,7 @@ class LocalNode(ImageNode):
         settings = runs.RunSettings(
             prompt=prompt, negative_prompt=negative, scheduler=values["scheduler"],
             num_inference_steps=values["num_inference_steps"], guidance_scale=values["guidance_scale"],
-            samples=values["samples"], seed=resolve_seed(values["seed"], surface.SEED_MAX),
+            samples=values["samples"], seed=resolve_seed(self.PARAMS, values),
             width=values["img_width"], height=values["img_height"])
         images, info = self.run(pipelines, values, settings, unique_id)
         if values.get("style", surface.NO_STYLE) != surface.NO_STYLE:
@@ -201,7 +202,7 @@ class SDBridgeLocalSDXLRefiner(LocalNode):
 
         refiner = pipelines["refiner_pipeline"] if values["refiner"] else None
         if values["refiner"] and refiner is None:
-            raise ValueError(f"{self.TITLE}: 'refiner' is on but no refiner_pipeline is connected. Load the SDXL "
+            raise InputError(f"{self.TITLE}: 'refiner' is on but no refiner_pipeline is connected. Load the SDXL "
                              "refiner with SD Bridge Load Checkpoint and connect it, or turn 'refiner' off.")
         return runs.base_and_refiner(pipelines["base_pipeline"], refiner, settings,
                                          values["high_noise_fraction"], values["strength"], node_id)
@@ -251,7 +252,7 @@ class SDBridgeLoadCheckpoint(ParamNode):
             source = model_files.resolve(model, path_or_hub_id or "")
             return (pipeline_cache.load_cached(source),)
         except model_files.CheckpointError as exc:
-            raise ValueError(f"SD Bridge Load Checkpoint: {exc}") from None
+            raise InputError(f"SD Bridge Load Checkpoint: {exc}") from None
 
 
 LORA_SLOTS = 3
@@ -303,12 +304,12 @@ class SDBridgeLoadLoRA(ParamNode):
                 continue
             path = runtime.model_path("loras", name)
             if path is None:
-                raise ValueError(f"{title}: LoRA '{name}' is not in ComfyUI's models/loras folder. Put it there, "
+                raise InputError(f"{title}: LoRA '{name}' is not in ComfyUI's models/loras folder. Put it there, "
                                  "or pick another and refresh the page.")
             try:
                 loras.load_lora(pipeline, path)
             except model_files.CheckpointError as exc:
-                raise ValueError(f"{title}: {exc}") from None
+                raise InputError(f"{title}: {exc}") from None
             stack.append((path, values[f"scale_{i}"]))
         return (pipeline.with_loras(stack),)
 

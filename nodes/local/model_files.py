@@ -10,13 +10,14 @@ import re
 from pathlib import Path
 
 from .. import runtime
+from ..errors import InputError
 
 FAMILY_NAMES = {"sd15": "SD 1.5", "sdxl_base": "SDXL base", "sdxl_refiner": "SDXL refiner"}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A model that cannot be used; the message names the file, the problem and the fix."""
 
 

@@ -14,6 +14,8 @@ import bisect
 import math
 import re
 
+from ..errors import InputError
+
 ROUND_BRACKET_FACTOR = 1.1  # "(word)"
 SQUARE_BRACKET_FACTOR = 1 / 1.1  # "[word]"
 # Weights this large only give noise; the limit keeps nested or absurd weights (and the float32
@@ -39,7 +41,7 @@ _BREAK_WORD = re.compile(r"(?<!\s)\s*\bBREAK\b\s*|\bBREAK\b\s*")
 WORK_LIMIT = 2_000_000
 
 
-class PromptTooComplex(ValueError):
+class PromptTooComplex(InputError):
     """A prompt whose brackets would take too long to weight; the message says what to change."""
 
 

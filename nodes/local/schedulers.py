@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from ..errors import InputError
 from ..surface import SCHEDULERS
 
 SDE_SCHEDULER = "DPMSolverSDEScheduler"  # draws its noise from a Brownian tree seeded by noise_sampler_seed
@@ -49,7 +50,7 @@ def make_scheduler(name: str, config, seed: int | None = None):
     the other schedulers take their noise from the generator and ignore it.
     """
     if name not in SCHEDULERS:
-        raise ValueError(f"Unknown scheduler {name!r}. Choose one of: {', '.join(SCHEDULERS)}.")
+        raise InputError(f"Unknown scheduler {name!r}. Choose one of: {', '.join(SCHEDULERS)}.")
     recipe = _RECIPES[SCHEDULERS[name]]
     import diffusers
 

@@ -13,7 +13,7 @@ from sdbridge.nodes import runtime
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 from sdbridge.nodes.local import local_nodes, pipeline_cache
 from sdbridge.nodes.local.schedulers import make_scheduler
-from sdbridge.nodes.surface import SCHEDULERS, SEED_MAX, STYLE_TEMPLATES, styled
+from sdbridge.nodes.surface import EDITOR_SEED_MAX, SCHEDULERS, STYLE_TEMPLATES, styled
 
 pytestmark = pytest.mark.slow
 
@@ -140,7 +140,7 @@ def test_txt2img_makes_images_and_reports_the_run(local_models, name):
 
 def test_random_seed_is_reported_and_reproduces(sd15):
     images, info = txt2img(sd15, seed=-1)
-    assert 0 <= info["seed"] <= SEED_MAX
+    assert 0 <= info["seed"] <= EDITOR_SEED_MAX
     again, _ = txt2img(sd15, seed=info["seed"])
     assert torch.equal(images, again)
     assert local_nodes.SDBridgeLocalTxt2Img.IS_CHANGED(**{**COMMON, "seed": -1}) != local_nodes.SDBridgeLocalTxt2Img.IS_CHANGED(

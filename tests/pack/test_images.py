@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sdbridge.nodes import images
+from sdbridge.nodes.errors import InputError
 
 
 def test_round_trip_is_lossless_through_png():
@@ -61,3 +62,24 @@ def test_fuzz_decode_never_raises_anything_but_a_decode_error(data):
     except images.ImageDecodeError:
         return
     assert picture.mode == "RGB"
+
+
+def test_an_image_input_of_the_wrong_shape_is_an_input_error_with_its_words():
+    with pytest.raises(InputError) as caught:
+        images.tensor_to_pil(torch.rand(2, 3))
+    assert str(caught.value) == "expected an IMAGE of shape [B,H,W,C], got (2, 3)"
+    with pytest.raises(InputError) as caught:
+        images.tensor_to_pil(torch.rand(1, 4, 4, 2))
+    assert str(caught.value) == "an IMAGE needs 1, 3 or 4 channels, got 2"
+
+
+def test_an_image_input_that_is_no_tensor_is_an_input_error_with_its_words():
+    import numpy as np
+
+    with pytest.raises(InputError) as caught:
+        images.as_image_tensor([[0.5]])
+    assert str(caught.value) == "expected an IMAGE (a tensor), got list; connect an image output"
+    with pytest.raises(InputError) as caught:
+        images.as_image_tensor(np.zeros((1, 2, 2, 3), dtype=np.uint8))
+    assert str(caught.value) == ("got a numpy array of uint8 values, but an IMAGE holds floats from 0 to 1; "
+                                 "convert it first (for 0..255 pixels: divide by 255 as float32)")

@@ -60,10 +60,11 @@ def test_missing_required_value_is_named():
     assert normalize_all(ALL, {"img_width": 512}, partial=True) == {"img_width": 512}
 
 
-def test_random_seed_is_in_range():
-    seeds = {resolve_seed(-1, 10) for _ in range(200)}
+def test_random_seed_is_drawn_up_to_the_seed_params_own_max():
+    small = (WIDTH, Param("seed", "INT", "Seed.", default=-1, min=-1, max=10, seed=True))
+    seeds = {resolve_seed(small, {"img_width": 512, "seed": -1}) for _ in range(200)}
     assert seeds <= set(range(11)) and len(seeds) > 5
-    assert resolve_seed(42, 10**15) == 42
+    assert resolve_seed(small, {"seed": 42}) == 42
 
 
 ANYTHING = st.one_of(

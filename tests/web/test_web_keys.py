@@ -1,13 +1,16 @@
 """web/sdbridge.js in Node.js: key settings that never store the key, credits, and toasts for
-the messages the pack really raises (made here by the pack's own code, so a change of wording
-in Python that the extension no longer recognises fails this test)."""
+the failures the pack really reports (the "sdbridge.failed" events made here by the pack's own
+code, so a change of a type or field in Python that the extension no longer reads fails this
+test)."""
 
 from __future__ import annotations
 
 import pytest
 from support.webjs import NODE_JS, run_extension
 
-from sdbridge.nodes import declared_settings, errors
+from sdbridge.nodes import declared_settings, errors, runtime
+from sdbridge.nodes.hosted.node import report_failure
+from sdbridge.nodes.hosted.providers.segmind import wire as segmind_wire
 from sdbridge.nodes.hosted.http.replies import Reply, error_for_status
 from sdbridge.nodes.hosted.keys import credentials
 from sdbridge.nodes.hosted.provider_table import PROVIDERS, SEGMIND, SINKIN
@@ -35,34 +38,43 @@ await new Promise((resolve) => setTimeout(resolve, 10));
 const typedAfterSave = input.value;
 clear.onclick();
 await new Promise((resolve) => setTimeout(resolve, 10));
-for (const message of api.answers.messages) {
-  api.emit("execution_error", { node_type: "SDBridgeSegmindSDXL", exception_message: message });
-}
-api.emit("execution_error", { node_type: "KSampler", exception_message: "no API key is set" });
+for (const [name, detail] of api.answers.events) api.emit(name, detail);
+api.emit("execution_error", { node_type: "SDBridgeSegmindSDXL", exception_message: "Segmind: no API key is set" });
 console.log(JSON.stringify({ settings, before, typedAfterSave, calls: api.calls,
-  toasts: app.toasts.map((t) => [t.severity, t.summary, t.detail]) }));
+  toasts: app.toasts.map((t) => [t.severity, t.summary, t.detail, t.life]) }));
 """
 
 
-def _raised_messages() -> list[str]:
-    """What the pack raises for a missing key, a refused key, no credits, and a server error."""
+def _reported_failures(monkeypatch) -> list:
+    """The events a hosted node sends for a missing key, a refused key, no credits, a server
+    error, a request that may have been charged (with and without its id), and a spending cap."""
     try:
         credentials.api_key(SEGMIND)
     except errors.MissingKeyError as exc:
-        missing = str(exc)
+        missing = exc
     answer = Reply(401, {"content-type": "application/json"}, b'{"error": "bad token"}', "", 0.1)
-    refused = str(error_for_status(SINKIN, answer))
-    broke = str(error_for_status(SEGMIND, Reply(406, {}, b"", "", 0.1)))
-    server = str(error_for_status(SEGMIND, Reply(500, {}, b"", "", 0.1), attempts=3))
-    return [missing, refused, broke, server]
+    refused = error_for_status(SINKIN, answer)
+    broke = error_for_status(SEGMIND, Reply(406, {}, b"", "", 0.1))
+    server = error_for_status(SEGMIND, Reply(500, {}, b"", "", 0.1), attempts=3)
+    try:
+        segmind_wire._read_job(Reply(200, {"content-type": "application/json"}, b'{"status": "QUEUED"}', "", 0.1))
+    except errors.MaybeCharged as exc:
+        lost_id = exc
+    charged = errors.MaybeCharged(SINKIN, "lost the answer.", stage="status", request_id="req-9")
+    capped = errors.BudgetExceeded("SD Bridge: the cap would be passed.")
+    sent = []
+    monkeypatch.setattr(runtime, "send_event", lambda name, data: sent.append([name, data]))
+    for error in (missing, refused, broke, server, lost_id, charged, capped):
+        report_failure(error, "7")
+    return sent
 
 
-def test_key_settings_credits_and_toasts(tmp_path):
+def test_key_settings_credits_and_toasts(tmp_path, monkeypatch):
     status = {"segmind": {"set": True, "source": "environment", "env": SEGMIND.key_env},
               "sinkin": {"set": False, "source": None, "env": SINKIN.key_env}}
     answers = {"/sdbridge/keys": status, "/sdbridge/keys/segmind": {"set": True, "source": "file"},
                "/sdbridge/providers": {"providers": [p.for_web() for p in PROVIDERS.values()]},
-               "messages": _raised_messages()}
+               "events": _reported_failures(monkeypatch)}
     result = run_extension(tmp_path, "sdbridge.js", DRIVER, answers)
     # One settings row per provider of the table, rendered by the pack: no stored default value
     # that could hold a key.
@@ -76,13 +88,18 @@ def test_key_settings_credits_and_toasts(tmp_path):
                      ["/sdbridge/keys/segmind", "POST", {"key": ""}]]
     assert result["typedAfterSave"] == ""
     toasts = result["toasts"]
-    assert ["success", "Segmind API key", "saved"] in toasts and ["success", "Segmind API key", "cleared"] in toasts
+    assert ["success", "Segmind API key", "saved", 5000] in toasts and ["success", "Segmind API key", "cleared", 5000] in toasts
     failures = [t for t in toasts if t[0] == "warn"]
     assert failures == [
-        ["warn", "Segmind: no API key", "Set SEGMIND_API_KEY before starting ComfyUI, or paste the key in Settings → SD Bridge."],
-        ["warn", "SinkIn: key refused", "Paste a valid key in Settings → SD Bridge."],
-        ["warn", "Segmind: out of credits", f"Top up at {SEGMIND.billing_page}, then run again."],
-    ]  # a server error or another pack's node gets no toast: ComfyUI's own error card says it all
+        ["warn", "Segmind: no API key", "Set SEGMIND_API_KEY before starting ComfyUI, or paste the key in Settings → SD Bridge.",
+         5000],
+        ["warn", "SinkIn: key refused", "Paste a valid key in Settings → SD Bridge.", 5000],
+        ["warn", "Segmind: out of credits", f"Top up at {SEGMIND.billing_page}, then run again.", 5000],
+        ["warn", "Segmind: may have been charged", "The request may have run and been billed, so it was not sent again. "
+         f"Check your usage at {SEGMIND.billing_page} before running again.", 15000],
+        ["warn", "SinkIn: may have been charged", "The request (request req-9) may have run and been billed, so it was "
+         f"not sent again. Check your usage at {SINKIN.billing_page} before running again.", 15000],
+    ]  # a server error, a cap, or ComfyUI's own error event gets no toast: ComfyUI's error card says it all
 
 
 PACE_DRIVER = """import { app } from "./scripts/app.js";

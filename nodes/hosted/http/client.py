@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 import time
@@ -43,7 +44,7 @@ from ..keys.redaction import cut
 from ..provider_table import Provider
 from . import exchange
 from .addresses import RefusedURL, Target, result_target, same_origin
-from .exchange import AnswerTooLarge, AnswerUndecodable, ExchangeFailed
+from .exchange import ExchangeFailed, ResponseTooLarge, ResponseUndecodable
 from .policy import (
     IDEMPOTENT,
     MAX_REDIRECTS,
@@ -76,13 +77,15 @@ class HttpClient:
                       data: Any = None, files: Any = None, follow_redirects: bool = True,
                       accept: Collection[int] = (), retry: RetryPolicy | None = None,
                       resend: Resend = IDEMPOTENT, limiter: RateLimiter | None = None,
-                      pin: Target | None = None, stage: str = "") -> Reply:
+                      pin: Target | None = None, stage: str = "", request_id: str | None = None) -> Reply:
         """Send a request, retrying as `retry` (default the client's) decides, within what
         `resend` allows for this kind of request (GENERATION for one that makes an image).
         Returns a 2xx answer, or one whose status is in `accept`; a 3xx only when
         `follow_redirects` is off (for `download` to check each hop). Anything else raises
         ProviderError. With a `limiter` (the key's), each try first takes a slot of its pace.
-        `stage` names the step for the errors it raises ("submit" for a queue API's job)."""
+        `stage` names the step ("submit" for a queue API's job) and `request_id` the provider's id
+        of the request, when known: every error raised here carries both from its construction,
+        and so does the answer returned (for the errors its reading raises)."""
         policy = retry or self.retry
         kwargs: dict[str, Any] = {"headers": dict(headers or {})}
         for name, value in (("json", json_body), ("data", data), ("files", files)):
@@ -91,6 +94,7 @@ class HttpClient:
         label = label or urlsplit(url).path
         deadline = time.monotonic() + self.limits.deadline
         tries = {TRANSIENT: 0, RATE_LIMITED_BUDGET: 0}
+        about = {"stage": stage, "request_id": request_id}  # what every error of this request carries
         hops = 0
         while True:
             runtime.raise_if_interrupted()
@@ -101,13 +105,13 @@ class HttpClient:
                 reply = await self._exchange(method, url, kwargs, deadline, follow_redirects, node_id, label, pin)
             except ExchangeFailed as exc:
                 budget, why = classify_lost(exc.sent, resend), str(exc)
-            except AnswerTooLarge as exc:
+            except ResponseTooLarge as exc:
                 raise ProviderError(self.provider, f"the answer is larger than the {size_text(exc.limit)} limit; "
-                                    "ask for fewer or smaller images.", stage=stage) from None
-            except AnswerUndecodable:
+                                    "ask for fewer or smaller images.", **about) from None
+            except ResponseUndecodable:
                 raise ProviderError(self.provider, "answered with a body that could not be decoded. Try again "
                                     "later; if it keeps happening, check the API base URL or your proxy.",
-                                    stage=stage) from None
+                                    **about) from None
             else:
                 retry_after = retry_after_seconds(reply.headers.get("retry-after"))
                 if limiter is not None:
@@ -117,91 +121,94 @@ class HttpClient:
                                           f"holds this key's requests for at most {LONGEST_WAIT / 3600:g} hour, then "
                                           "tries again")
                 if reply.status in REDIRECTS and follow_redirects and reply.status not in accept:
-                    method, url = self._redirect(method, url, reply, hops, kwargs, stage)
+                    method, url = self._redirect(method, url, reply, hops, kwargs, about)
                     hops += 1
                     continue
                 budget = "ok" if reply.status in accept else classify(reply.status, follow_redirects, resend)
                 if budget == "ok":
-                    return reply
+                    return dataclasses.replace(reply, **about)
                 if budget == "refused":
-                    raise error_for_status(self.provider, reply, sum(tries.values()) + 1, stage=stage)
+                    raise error_for_status(self.provider, reply, sum(tries.values()) + 1, **about)
                 why = "rate limited (429)" if budget == RATE_LIMITED_BUDGET else f"server error ({reply.status})"
             if budget == MAYBE_DONE:
-                raise self._maybe_charged(url, reply, why, stage)
+                raise self._maybe_charged(url, reply, why, about)
             tries[budget] += 1
             if budget != RATE_LIMITED_BUDGET:
                 retry_after = None  # only a 429's Retry-After is honoured
             wait = retry_delay(policy, budget, tries[budget], retry_after, jitter=random.uniform(0.8, 1.2))
             if wait is None or (reply is None and time.monotonic() > deadline):
-                raise self._gave_up(url, reply, why, tries[budget], retry_after, policy, stage)
-            await self._pause(wait, f"{why}; retrying in {wait:.1f} s", node_id, label)
+                raise self._gave_up(url, reply, why, tries[budget], retry_after, policy, about)
+            await self.pause(wait, f"{why}; retrying in {wait:.1f} s", node_id, label)
 
     def _redirect(self, method: str, url: str, reply: Reply, hops: int, kwargs: dict,
-                  stage: str) -> tuple[str, str]:
+                  about: dict) -> tuple[str, str]:
         """The next hop of a redirected API call: only on the same origin, where the key may go;
         anywhere else the call stops, so no key or token follows a redirect to another host."""
         location = reply.headers.get("location")
         if not location or hops >= MAX_REDIRECTS:
             raise ProviderError(self.provider, f"redirected the request {'nowhere' if not location else 'too often'} "
                                 f"({reply.status}). Check {self.provider.base_env} if you set it.", reply.status,
-                                stage=stage)
+                                **about)
         target = urljoin(url, location)
         if not same_origin(target, url):
             raise ProviderError(
                 self.provider, f"redirected the request to another host ({cut(urlsplit(target).netloc, 60) or repr(cut(target, 60))}); "
                 f"SD Bridge sends your key only to {urlsplit(url).netloc}. Check {self.provider.base_env} if you set "
-                "it; nothing was sent there.", reply.status, stage=stage)
+                "it; nothing was sent there.", reply.status, **about)
         if reply.status == 303 or (reply.status in (301, 302) and method == "POST"):
             for name in ("json", "data", "files"):  # as HTTP says: the body does not follow
                 kwargs.pop(name, None)
             method = "GET"
         return method, target
 
-    def _maybe_charged(self, url: str, reply: Reply | None, why: str, stage: str) -> MaybeCharged:
+    def _maybe_charged(self, url: str, reply: Reply | None, why: str, about: dict) -> MaybeCharged:
         what = f"{why} at {urlsplit(url).netloc} after the request was sent." if reply is None else what_happened(reply)
         return MaybeCharged(
             self.provider,
             f"{what} {self.provider.name} may have made the image and charged for it, so SD Bridge did not send "
             f"the request again. Check your usage at {self.provider.billing_page} before running the node again.",
-            None if reply is None else reply.status, stage=stage)
+            None if reply is None else reply.status, **about)
 
     def _gave_up(self, url: str, reply: Reply | None, why: str, tries: int, retry_after: float | None,
-                 policy: RetryPolicy, stage: str) -> ProviderError:
+                 policy: RetryPolicy, about: dict) -> ProviderError:
         if reply is None:
             return ProviderError(
                 self.provider,
                 f"{why} at {urlsplit(url).netloc} (after {tries} tries). Check the network, or "
-                f"{self.provider.base_env} if you set it; then run again.", stage=stage)
+                f"{self.provider.base_env} if you set it; then run again.", **about)
         if retry_after is not None and retry_after > policy.max_retry_after:
             if retry_after > LONGEST_WAIT:
                 return ProviderError(self.provider, f"is rate limiting requests (429) and {_too_long(retry_after)}. "
                                      f"Run again in an hour at most (SD Bridge holds this key's requests no longer), "
-                                     "or sooner if your plan's window is shorter.", RATE_LIMITED, stage=stage)
+                                     "or sooner if your plan's window is shorter.", RATE_LIMITED, **about)
             return ProviderError(self.provider, f"is rate limiting requests (429) and asks to wait {retry_after:.0f} s. "
-                                 "Run again then.", RATE_LIMITED, stage=stage)
-        return error_for_status(self.provider, reply, tries, stage=stage)
+                                 "Run again then.", RATE_LIMITED, **about)
+        return error_for_status(self.provider, reply, tries, **about)
 
     async def download(self, url: str, *, base: str, accept: str = "image/", node_id: str | None = None,
-                       max_redirects: int = 3) -> Reply:
+                       max_redirects: int = 3, request_id: str | None = None) -> Reply:
         """GET a result URL the provider gave us (`base` is the API's base URL: it says which
         private address, if any, results may come from), refusing anything unsafe or unexpected.
-        Each hop is checked and fetched from exactly the address checked."""
+        Each hop is checked and fetched from exactly the address checked. `request_id` is the
+        provider's id of the request that made the image; every error carries it."""
+        about = {"stage": "download", "request_id": request_id}
         for _ in range(max_redirects + 1):
-            target = self._checked(url, base)
+            target = self._checked(url, base, about)
             try:
                 reply = await self.request("GET", url, node_id=node_id, label="download", follow_redirects=False,
-                                           pin=target)
+                                           pin=target, **about)
             except ProviderError as exc:
                 if exc.status is None or exc.status in TRANSIENT_STATUSES or exc.status == RATE_LIMITED:
                     raise
                 # The API's wording ("unknown model", "bad key") would mislead for a result URL.
                 raise ProviderError(
                     self.provider, f"a result image could not be downloaded ({exc.status}); the link may "
-                    "have expired. Run the node again.", exc.status) from None
+                    "have expired. Run the node again.", exc.status, **about) from None
             if reply.status in REDIRECTS:
                 location = reply.headers.get("location")
                 if not location:
-                    raise ProviderError(self.provider, f"a result download redirected nowhere ({reply.status}).")
+                    raise ProviderError(self.provider, f"a result download redirected nowhere ({reply.status}).",
+                                        reply.status, **about)
                 url = urljoin(url, location)
                 continue
             if not reply.content_type.startswith(accept):
@@ -209,19 +216,20 @@ class HttpClient:
                     self.provider,
                     f"a result URL did not hold an image ({describe_body(reply)}). Try again; "
                     "if it keeps happening the provider may be having trouble.",
-                    reply.status,
+                    reply.status, **about,
                 )
             return reply
-        raise ProviderError(self.provider, f"a result download redirected more than {max_redirects} times.")
+        raise ProviderError(self.provider, f"a result download redirected more than {max_redirects} times.",
+                            **about)
 
-    def _checked(self, url: str, base: str) -> Target:
+    def _checked(self, url: str, base: str, about: dict) -> Target:
         """Where a result URL may be fetched from, or ProviderError saying why not (raised outside
         the handler, so no chained exception carries the URL whole)."""
         try:
             return result_target(url, base)
         except RefusedURL as exc:
             refused = str(exc)
-        raise ProviderError(self.provider, f"refused a result URL {refused}.")
+        raise ProviderError(self.provider, f"refused a result URL {refused}.", **about)
 
     async def _exchange(self, method, url, kwargs, deadline, follow_redirects, node_id, label, pin=None) -> Reply:
         """Run one exchange on a worker thread; poll for interrupts while it waits."""
@@ -257,7 +265,7 @@ class HttpClient:
             runtime.raise_if_interrupted()
             raise
 
-    async def _pause(self, seconds: float, why: str, node_id: str | None, label: str, log_line: bool = True) -> None:
+    async def pause(self, seconds: float, why: str, node_id: str | None, label: str, log_line: bool = True) -> None:
         """Wait `seconds` in short slices, so an interrupt is seen within 0.1 s."""
         runtime.show_text(node_id, f"{self.provider.name} {label}: {why}", log_line=log_line)
         end = time.monotonic() + seconds
@@ -272,7 +280,7 @@ class HttpClient:
         while (wait := limiter.try_acquire()) > 0:
             step = min(wait, 0.25)
             why = f"waiting for a free request slot ({self.provider.name}: {limiter.explain()}), {wait:.0f} s"
-            await self._pause(step, why, node_id, label, log_line=waited == 0.0)
+            await self.pause(step, why, node_id, label, log_line=waited == 0.0)
             waited += step
 
 

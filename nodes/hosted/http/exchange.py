@@ -30,13 +30,18 @@ class ExchangeFailed(Exception):
         self.sent = sent
 
 
-class AnswerTooLarge(Exception):
+# The exchange's own failures: internal to the HTTP layer. HttpClient.request catches each and
+# raises the ProviderError (or MaybeCharged) the user sees; none escapes it.
+
+class ResponseTooLarge(Exception):
+    """The response body passed `limit` bytes."""
+
     def __init__(self, limit: int):
         super().__init__(f"larger than {limit} bytes")
         self.limit = limit
 
 
-class AnswerUndecodable(Exception):
+class ResponseUndecodable(Exception):
     """The body's content-encoding could not be undone."""
 
 
@@ -115,14 +120,14 @@ def exchange(method: str, url: str, kwargs: dict, limits: Limits, cancel: thread
     try:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limits.max_bytes:
-            raise AnswerTooLarge(limits.max_bytes)
+            raise ResponseTooLarge(limits.max_bytes)
         chunks, size = [], 0
         for chunk in response.iter_content(_CHUNK):
             if cancel.is_set():
                 raise Cancelled()
             size += len(chunk)
             if size > limits.max_bytes:
-                raise AnswerTooLarge(limits.max_bytes)
+                raise ResponseTooLarge(limits.max_bytes)
             if time.monotonic() > deadline:
                 raise ExchangeFailed("the answer took longer than the deadline")
             chunks.append(chunk)
@@ -131,7 +136,7 @@ def exchange(method: str, url: str, kwargs: dict, limits: Limits, cancel: thread
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         raise ExchangeFailed(_transport_text(exc)) from None
     except requests.exceptions.ContentDecodingError:
-        raise AnswerUndecodable() from None
+        raise ResponseUndecodable() from None
     finally:
         response.close()
         if pin is not None:

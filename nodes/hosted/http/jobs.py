@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from ... import runtime
-from ...errors import ProviderError
+from ...errors import MaybeCharged, ProviderError
 from ..keys.redaction import cut
 from .addresses import same_origin
 from .client import HttpClient
@@ -32,6 +32,7 @@ class Job:
     status_url: str
     result_url: str
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
+SUBMIT, STATUS, RESULT = "submit", "status", "result"   # the stages a queue API's errors name
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
     With a `store` (the request journal) and `keep_for` (the provider's result window, in
     seconds) the job is kept there: the same request run again while the provider holds it asks
     for that job instead of submitting (and paying for) a new one. A failure at submit carries
-    `stage == "submit"`. `seen` is handed every answer of the exchange as it comes (a provider
-    may tell the balance on any of them)."""
+    `stage == "submit"`; every failure after it carries the job's id as `request_id`, and the
+    result's answer carries it too (for the errors its reading raises). `seen` is handed every
+    answer of the exchange as it comes (a provider may tell the balance on any of them)."""
     seen = seen or (lambda reply: None)
     poll = poll or PollPolicy()
     label = label or urlsplit(url).path
@@ -93,21 +95,21 @@ async def submit_and_poll(client: HttpClient, url: str, *, read_job: Callable[[R
         _note(job.id)
         runtime.show_text(node_id, f"{client.provider.name} {label}: asking for request {job.id}, sent before")
         try:
-            return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store,
-                                 digest, seen)
+            return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll,
+                                          state_statuses, store, digest, seen)
         except ProviderError as exc:
             if exc.status not in (404, 410):
                 raise
             store.forget(digest)  # the provider no longer holds it: submit anew
     submitted = await client.request("POST", url, node_id=node_id, label=label, headers=headers,
-                                     json_body=json_body, resend=GENERATION, limiter=limiter, stage="submit")
+                                     json_body=json_body, resend=GENERATION, limiter=limiter, stage=SUBMIT)
     seen(submitted)
     job = read_job(submitted)
     _note(job.id)
     if digest:
         store.record(digest, client.provider.id, (job.id, job.status_url, job.result_url), keep_for)
-    return await _follow(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store, digest,
-                         seen)
+    return await _poll_until_done(client, job, url, read_state, headers, node_id, label, poll, state_statuses, store,
+                                  digest, seen)
 
 
 def _credentials_of(url: str, where: str) -> str:
@@ -120,19 +122,22 @@ def _credentials_of(url: str, where: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
 
-async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label, poll: PollPolicy,
-                  state_statuses, store: JobStore | None, digest: str | None, seen) -> Reply:
-    """Ask about a submitted job until it ends; its result's answer."""
+async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, headers, node_id, label,
+                           poll: PollPolicy, state_statuses, store: JobStore | None, digest: str | None,
+                           seen) -> Reply:
+    """Ask about a submitted job until it ends; its result's answer. The job may run (and be
+    billed) whatever happens here, so a failure that leaves it unknown is a MaybeCharged."""
     for where in (job.status_url, job.result_url):
         if not same_origin(where, url):
-            raise ProviderError(client.provider, f"answered with a job URL on another host "
-                                f"({urlsplit(where).netloc or cut(where, 60)!r}); SD Bridge sends your key only to "
-                                f"{urlsplit(url).netloc}. Check {client.provider.base_env} if you set it.")
+            raise MaybeCharged(client.provider, f"answered with a job URL on another host "
+                               f"({urlsplit(where).netloc or cut(where, 60)!r}); SD Bridge sends your key only to "
+                               f"{urlsplit(url).netloc}. Check {client.provider.base_env} if you set it.",
+                               stage=SUBMIT, request_id=job.id)
     started = poll.clock()
     interval = poll.first_interval
     while True:
         answer = await client.request("GET", job.status_url, node_id=node_id, label=f"{label} status",
-                                      headers=headers, accept=state_statuses)
+                                      headers=headers, accept=state_statuses, stage=STATUS, request_id=job.id)
         seen(answer)
         state = read_state(answer)
         waited = poll.clock() - started
@@ -143,14 +148,15 @@ async def _follow(client: HttpClient, job: Job, url: str, read_state, headers, n
                 store.forget(digest)
             said = f': "{state.error}"' if state.error else " without giving a reason"
             raise ProviderError(client.provider, f"could not finish request {job.id}{said}. Check the node's "
-                                "inputs and run again.", answer.status)
+                                "inputs and run again.", answer.status, stage=STATUS, request_id=job.id)
         if waited + interval > poll.timeout:
             keep = " Running the node again with the same inputs asks for it again." if digest else ""
-            raise ProviderError(client.provider, f"request {job.id} is still {state.state} after {waited:.0f} s; "
-                                f"it may still finish on the provider's side.{keep}")
-        await client._pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
+            raise MaybeCharged(client.provider, f"request {job.id} is still {state.state} after {waited:.0f} s; "
+                               f"it may still finish on the provider's side.{keep}", stage=STATUS, request_id=job.id)
+        await client.pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
         interval = min(interval * poll.growth, poll.max_interval)
-    result = await client.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers)
+    result = await client.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers,
+                                  stage=RESULT, request_id=job.id)
     seen(result)
     if digest:
         store.forget(digest)

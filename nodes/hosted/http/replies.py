@@ -43,6 +43,10 @@ class Reply:
     body: bytes
     url: str
     seconds: float
+    # Which request and step this answers, when the caller said (`HttpClient.request`): its
+    # errors carry them from their construction.
+    request_id: str | None = None
+    stage: str = ""
 
     @property
     def content_type(self) -> str:
@@ -56,7 +60,7 @@ class Reply:
                 provider,
                 f"answered with something that is not JSON ({describe_body(self)}). "
                 "The service may be down or the API base URL wrong; try again later.",
-                self.status,
+                self.status, stage=self.stage, request_id=self.request_id,
             ) from None
 
     def json_object(self, provider: Provider) -> dict:
@@ -64,7 +68,7 @@ class Reply:
         data = self.json(provider)
         if not isinstance(data, dict):
             raise ProviderError(provider, f"answered with JSON that is not an object ({describe_body(self)}). "
-                                "Try again later.", self.status)
+                                "Try again later.", self.status, stage=self.stage, request_id=self.request_id)
         return data
 
 
@@ -112,14 +116,16 @@ def what_happened(reply: Reply) -> str:
     return f"{_status_text(reply.status)[0]} ({reply.status})." + (f' It said: "{said}".' if said else "")
 
 
-def error_for_status(provider: Provider, reply: Reply, attempts: int = 1, *, stage: str = "") -> ProviderError:
+def error_for_status(provider: Provider, reply: Reply, attempts: int = 1, *, stage: str = "",
+                     request_id: str | None = None) -> ProviderError:
     what, remedy = _status_text(reply.status)
     tries = f", after {attempts} tries" if attempts > 1 else ""
     said = server_message(reply)
     said = f' It said: "{said}".' if said else ""
     rate_note = f" ({provider.rate_limits})" if provider.rate_limits else ""
     remedy = remedy.format(**provider.__dict__, rate_limits_note=rate_note)
-    return ProviderError(provider, f"{what} ({reply.status}{tries}).{said} {remedy}", reply.status, stage=stage)
+    return ProviderError(provider, f"{what} ({reply.status}{tries}).{said} {remedy}", reply.status, stage=stage,
+                         request_id=request_id)
 
 
 def size_text(size: int) -> str:

@@ -45,7 +45,7 @@ def api_key(provider: Provider) -> str:
         key = _read_key_file().get(provider.id, "").strip()
     if not key:
         raise MissingKeyError(
-            f"{provider.name}: no API key is set. Either set the environment variable "
+            provider, f"{provider.name}: no API key is set. Either set the environment variable "
             f"{provider.key_env} before starting ComfyUI, or paste the key in ComfyUI's Settings "
             f"> SD Bridge (stored in {key_file()}). Get a key at {provider.key_page}"
         )

@@ -9,18 +9,16 @@ import logging
 from urllib.parse import quote
 
 import pytest
-from fakes.segmind import FakeSegmind
 from fakes.sinkin import CATALOG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.frontend import segmind_showing
 from support.loopback import Answer, json_answer
 from support.nodecalls import run
 
-from sdbridge.nodes import runtime
 from sdbridge.nodes.errors import ProviderError
 from sdbridge.nodes.hosted.keys import redaction
 from sdbridge.nodes.hosted.provider_table import SEGMIND, SINKIN
-from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 from sdbridge.nodes.hosted.providers.sinkin import catalog as sinkin_catalog
 
@@ -36,29 +34,10 @@ def leaks(text: str) -> list[str]:
     return [p for p in [*SPELLINGS.values(), *pieces] if p in text]
 
 
-class Frontend:
-    """Stands in for ComfyUI's server: records node texts and events."""
-
-    def __init__(self):
-        self.texts, self.events = [], []
-
-    def send_progress_text(self, text, node_id):
-        self.texts.append(text)
-
-    def send_sync(self, event, data):
-        self.events.append(json.dumps(data))
-
-
 @pytest.fixture
 def canary_segmind(monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, the libraries' included
-    monkeypatch.setenv(segmind_api.API_ENV, "v1")
-    frontend = Frontend()
-    monkeypatch.setattr(runtime, "_server", lambda: frontend)
-    with FakeSegmind(key=CANARY) as fake:
-        monkeypatch.setenv(SEGMIND.key_env, CANARY)
-        monkeypatch.setenv(SEGMIND.base_env, fake.url)
-        fake.frontend = frontend
+    with segmind_showing(monkeypatch, CANARY, "v1") as fake:
         yield fake
 
 

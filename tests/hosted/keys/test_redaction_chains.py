@@ -11,19 +11,18 @@ import traceback
 from urllib.parse import quote
 
 import pytest
-from fakes.segmind import FakeSegmind
 from fakes.sinkin import picture
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.frontend import segmind_showing
 from support.loopback import Answer, Loopback, json_answer
 from support.nodecalls import run
 
-from sdbridge.nodes import runtime
 from sdbridge.nodes.errors import ProviderError
 from sdbridge.nodes.hosted.http import addresses
 from sdbridge.nodes.hosted.http.client import HttpClient
 from sdbridge.nodes.hosted.keys import redaction
-from sdbridge.nodes.hosted.provider_table import SEGMIND, SINKIN
+from sdbridge.nodes.hosted.provider_table import SINKIN
 from sdbridge.nodes.hosted.providers.segmind import api as segmind_api
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
@@ -164,28 +163,9 @@ def test_a_chain_is_scrubbed_in_every_link_and_a_hidden_context_is_dropped(canar
     assert_no_piece(caught)
 
 
-class Frontend:
-    """Stands in for ComfyUI's server: records node texts and events."""
-
-    def __init__(self):
-        self.sent: list[str] = []
-
-    def send_progress_text(self, text, node_id):
-        self.sent.append(text)
-
-    def send_sync(self, event, data):
-        self.sent.append(json.dumps(data))
-
-
 @pytest.fixture
 def canary_segmind_v2(monkeypatch):
-    monkeypatch.delenv(segmind_api.API_ENV, raising=False)
-    frontend = Frontend()
-    monkeypatch.setattr(runtime, "_server", lambda: frontend)
-    with FakeSegmind(key=CANARY) as fake:
-        monkeypatch.setenv(SEGMIND.key_env, CANARY)
-        monkeypatch.setenv(SEGMIND.base_env, fake.url)
-        fake.frontend = frontend
+    with segmind_showing(monkeypatch, CANARY, "v2") as fake:
         yield fake
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from support.loopback import LOST_ANSWERS, Answer, json_answer
 from support.nodecalls import comfy_validate, defaults, fast, make, run
 
-from sdbridge.nodes import examples, runtime
+from sdbridge.nodes import examples, runtime, surface
 from sdbridge.nodes.errors import ProviderError
 from sdbridge.nodes.hosted.http.client import Limits, RetryPolicy
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
@@ -91,7 +91,7 @@ def test_random_seed_is_drawn_sent_and_reported(fake_segmind):
     assert RV.IS_CHANGED(**{**defaults(RV), "seed": 4}) == ""
     _, info = run(RV, prompt="x", seed=-1)
     sent = fake_segmind.bodies()[0]["seed"]
-    assert 0 <= sent <= segmind_nodes.SEED_MAX and json.loads(info)["seed"] == sent
+    assert 0 <= sent <= surface.SEGMIND_SEED_MAX and json.loads(info)["seed"] == sent
 
 
 def test_img2img_sends_each_batch_image(fake_segmind):

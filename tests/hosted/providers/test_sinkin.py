@@ -15,7 +15,7 @@ from fakes.sinkin import KEY, Upload, colour_of, failure
 from support.loopback import LOST_ANSWERS, Answer, Loopback, json_answer
 from support.nodecalls import defaults, fast, make, run
 
-from sdbridge.nodes import examples, runtime
+from sdbridge.nodes import examples, runtime, surface
 from sdbridge.nodes import images as imaging
 from sdbridge.nodes.errors import MissingKeyError, ProviderError
 from sdbridge.nodes.hosted.http import addresses
@@ -156,7 +156,7 @@ def test_img2img_sends_each_image_of_a_batch_as_its_own_request(fake_sinkin):
 def test_a_random_seed_is_drawn_sent_and_reported(fake_sinkin):
     _, info = run(Txt2Img, prompt="a cat", seed=-1)
     sent = int(fake_sinkin.forms()[0]["seed"])
-    assert 0 <= sent <= sinkin_nodes.SEED_MAX and json.loads(info)["seed"] == sent
+    assert 0 <= sent <= surface.SEED_MAX_32_BIT and json.loads(info)["seed"] == sent
     assert math.isnan(Txt2Img.IS_CHANGED(seed=-1)) and Txt2Img.IS_CHANGED(seed=5) == ""
 
 

@@ -11,6 +11,7 @@ from fakes.sinkin import CATALOG, KEY, Upload
 from hypothesis import strategies as st
 from support.fuzzing import fuzz_node, valid_value
 
+from sdbridge.nodes import surface
 from sdbridge.nodes.hosted.providers.sinkin import catalog as sinkin_catalog
 from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
 
@@ -63,7 +64,7 @@ def test_fuzz_node_inputs(node, fake_sinkin):
             elif name != "seed":
                 assert sent[name] == str(value), name
         seed = int(want["seed"])
-        assert int(sent["seed"]) == seed if seed != -1 else 0 <= int(sent["seed"]) <= sinkin_nodes.SEED_MAX
+        assert int(sent["seed"]) == seed if seed != -1 else 0 <= int(sent["seed"]) <= surface.SEED_MAX_32_BIT
 
     def only_sinkin_knows(error) -> bool:  # an id that is not in SinkIn's catalog
         sent = fake_sinkin.forms()[-1]

@@ -10,9 +10,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 from datetime import date
 
@@ -22,6 +19,7 @@ from fakes.segmind import picture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.nodecalls import defaults, fast, run
+from support.processes import run_two_at_once
 
 from sdbridge.nodes import runtime
 from sdbridge.nodes.errors import InputError, ProviderError
@@ -211,16 +209,7 @@ def test_read_filters_by_prompt_and_answers_newest_first_within_the_limit():
 
 
 WRITER_SCRIPT = """
-import importlib.util, sys
-root, worker = sys.argv[1], int(sys.argv[2])
-spec = importlib.util.spec_from_file_location("sdbridge", root + "/__init__.py", submodule_search_locations=[root])
-pack = importlib.util.module_from_spec(spec); sys.modules["sdbridge"] = pack; spec.loader.exec_module(pack)
 from sdbridge.nodes.hosted.store import receipts
-import pathlib, time
-ready = pathlib.Path(sys.argv[3])
-(ready / f"ready-{worker}").touch()
-while len(list(ready.glob("ready-*"))) < 2:
-    time.sleep(0.01)
 for i in range(100):
     receipts.write(receipts.make(provider="segmind", endpoint="e", node_id=str(worker), title="t", prompt_id="p",
                                  inputs={"prompt": "z" * (i * 50)}, image_digests=[], seed=i, request_ids=[],
@@ -230,10 +219,7 @@ receipts.flush()
 
 
 def test_two_processes_appending_at_once_lose_and_tear_nothing(tmp_path):
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(ROOT), str(worker), str(tmp_path)],
-                                env=dict(os.environ), stderr=subprocess.PIPE, text=True) for worker in (1, 2)]
-    for writer in writers:
-        assert writer.wait(timeout=180) == 0, writer.stderr.read()[-3000:]
+    run_two_at_once(ROOT, WRITER_SCRIPT, tmp_path)
     found = receipts.read(limit=receipts.MAX_LIMIT)
     assert sorted((r["node_id"], r["seed"]) for r in found) == sorted((str(w), i) for w in (1, 2) for i in range(100))
 

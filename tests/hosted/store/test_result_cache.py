@@ -18,6 +18,7 @@ from fakes import segmind as fake_segmind_module
 from fakes import sinkin as fake_sinkin_module
 from support.loopback import json_answer
 from support.nodecalls import defaults, run
+from support.processes import run_two_at_once
 from support.serving import call, serve
 
 from sdbridge.nodes import declared_settings, errors, pack_settings, runtime
@@ -260,16 +261,7 @@ def test_the_least_recently_used_go_first_when_over_the_bound(monkeypatch):
 
 
 WRITER_SCRIPT = """
-import importlib.util, sys
-root, worker = sys.argv[1], int(sys.argv[2])
-spec = importlib.util.spec_from_file_location("sdbridge", root + "/__init__.py", submodule_search_locations=[root])
-pack = importlib.util.module_from_spec(spec); sys.modules["sdbridge"] = pack; spec.loader.exec_module(pack)
 from sdbridge.nodes.hosted.store import result_cache
-import pathlib, time
-ready = pathlib.Path(sys.argv[3])
-(ready / f"ready-{worker}").touch()
-while len(list(ready.glob("ready-*"))) < 2:  # both loaded: start together
-    time.sleep(0.01)
 for i in range(60):
     key = f"{i % 40:02d}" * 32  # the two writers share half their keys
     result_cache.store(key, [bytes([i % 256, worker]) * 20000], {"i": i, "worker": worker})
@@ -279,11 +271,7 @@ for i in range(60):
 
 def test_two_processes_writing_at_once_leave_a_consistent_cache(monkeypatch, tmp_path):
     monkeypatch.setenv(result_cache.SIZE_ENV, "1")  # ~25 entries fit: eviction runs all along
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(ROOT), str(worker), str(tmp_path)],
-                                env=dict(os.environ),
-                                stderr=subprocess.PIPE, text=True) for worker in (1, 2)]
-    for writer in writers:
-        assert writer.wait(timeout=180) == 0, writer.stderr.read()[-3000:]
+    run_two_at_once(ROOT, WRITER_SCRIPT, tmp_path)
     index = json.loads((result_cache.folder() / "index.json").read_text())["entries"]
     folders = {p.name for p in (result_cache.folder() / "entries").iterdir()}
     assert set(index) == folders and 0 < len(index) <= 40

@@ -15,15 +15,13 @@ from .api import POLICIES, download_images, generate
 from .entry import STANDIN
 from .wire import MODEL, request_body, result_urls
 
-SEED_MAX = 2**32 - 1
-
 
 class StandInTxt2Img(HostedNode):
     PROVIDER = STANDIN
     POLICIES = POLICIES
     DISPLAY_NAME = "Stand-in Text to Image"
     ABOUT = "Text to image on the stand-in queue API."
-    PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, surface.seed(SEED_MAX),
+    PARAMS = (surface.PROMPT, surface.NEGATIVE_PROMPT, surface.seed(surface.SEED_MAX_32_BIT),
               Param("num_images", "INT", "Number of images.", default=1, min=1, max=4))
 
     @classmethod
@@ -34,7 +32,7 @@ class StandInTxt2Img(HostedNode):
 
     async def call(self, plan: Plan, node_id: str | None) -> Result:
         values = plan.values
-        seed = resolve_seed(values["seed"], SEED_MAX)
+        seed = resolve_seed(self.PARAMS, values)
         answer = await generate(request_body(values, seed), node_id, self.policies)
         pictures = await download_images(result_urls(answer, values["num_images"]), node_id, self.policies)
         if not pictures:

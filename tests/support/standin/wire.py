@@ -33,7 +33,8 @@ def read_state(reply: Reply) -> JobState:
     data = reply.json_object(STANDIN)
     state = _STATES.get(str(data.get("status", "")).upper())
     if state is None:
-        raise ProviderError(STANDIN, f"reported an unknown status {str(data.get('status'))[:40]!r}.")
+        raise ProviderError(STANDIN, f"reported an unknown status {str(data.get('status'))[:40]!r}.",
+                            stage=reply.stage, request_id=reply.request_id)
     return JobState(state, str(data.get("error") or ""))
 
 

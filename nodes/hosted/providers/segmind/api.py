@@ -97,7 +97,7 @@ async def _post(slug: str, body: dict, node_id: str | None, key: str, policies: 
                 node_id=node_id, label=slug, poll=policies.poll, keep_for=RESULT_WINDOW, store=journal, limiter=limiter,
                 seen=seen)
         except ProviderError as exc:
-            if exc.stage != "submit" or exc.status not in (404, 405):
+            if exc.stage != jobs.SUBMIT or exc.status not in (404, 405):
                 raise
             runtime.log.info("Segmind: the v2 queue does not serve %s (%s); using v1", slug, exc.status)
         else:
@@ -133,14 +133,16 @@ async def fetch_again(request_id: str, policies: Policies = POLICIES) -> list[im
 
 async def read_images(reply: Reply, node_id: str | None, *, required: bool = True, policies: Policies = POLICIES):
     """Images from an answer: a raw image body, or JSON holding base64 strings or URLs.
-    Returns (pictures: each image's bytes as received and its decoded picture, JSON dict or None)."""
+    Returns (pictures: each image's bytes as received and its decoded picture, JSON dict or None).
+    Every error carries the answer's request id (the v2 job's)."""
     max_pixels = policies.max_result_pixels or imaging.MAX_PIXELS
+    about = {"stage": reply.stage, "request_id": reply.request_id}
     if reply.content_type.startswith("image/"):
         try:
             return [imaging.decode_picture(reply.body, max_pixels)], None
         except imaging.ImageDecodeError as exc:
             raise ProviderError(SEGMIND, f"answered with {reply.content_type} but {exc}. Try again.",
-                                reply.status) from None
+                                reply.status, **about) from None
     if reply.content_type in ("application/json", "text/json") or reply.body[:1] in (b"{", b"["):
         data = reply.json(SEGMIND)
         if not isinstance(data, dict):
@@ -148,20 +150,21 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
         items = _image_items(data)
         pictures = []
         for item in items:
-            if re.match(r"^https?://", item):
+            is_url = re.match(r"^https?://", item) is not None
+            if is_url:
                 downloads = HttpClient(SEGMIND, retry=policies.retry, limits=policies.downloads)
-                download = await downloads.download(item, base=credentials.base_url(SEGMIND), node_id=node_id)
-                pictures.append(imaging.decode_picture(download.body, max_pixels))
-                continue
-            try:
-                pictures.append(imaging.decode_picture(imaging.base64_bytes(item), max_pixels))
+                fetched = await downloads.download(item, base=credentials.base_url(SEGMIND), node_id=node_id,
+                                                   request_id=reply.request_id)
+            try:  # a downloaded image that does not decode is the provider's fault too, not a bare ValueError
+                pictures.append(imaging.decode_picture(fetched.body if is_url else imaging.base64_bytes(item),
+                                                       max_pixels))
             except imaging.ImageDecodeError as exc:
-                raise ProviderError(SEGMIND, f"sent an image that could not be read: {exc}.") from None
+                raise ProviderError(SEGMIND, f"sent an image that could not be read: {exc}.", **about) from None
         if pictures or not required:
             return pictures, data
-        raise ProviderError(SEGMIND, f"answered without an image ({describe_body(reply)}). Try again.")
+        raise ProviderError(SEGMIND, f"answered without an image ({describe_body(reply)}). Try again.", **about)
     if required:
         raise ProviderError(
             SEGMIND, f"answered with something that is not an image ({describe_body(reply)}). The service may "
-            f"be down, or {SEGMIND.base_env} may point at the wrong place.", reply.status)
+            f"be down, or {SEGMIND.base_env} may point at the wrong place.", reply.status, **about)
     return [], None

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from .... import surface
 from ....params import Param
 
-SEED_MAX = 999_999_999_999_999   # the documented seed range
 SCHEDULERS = surface.scheduler_names("segmind")
 
 
@@ -21,7 +20,7 @@ SCHEDULERS_RV = ((surface.TXT2IMG_SCHEDULER,) + surface.scheduler_names("realist
 SD15_SIZES = (256, 320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024)
 SAMPLES = Param("samples", "INT", "Number of images to generate. Affects pricing: each costs credits.",
                 default=1, min=1, max=4)
-SEED = surface.seed(SEED_MAX)
+SEED = surface.seed(surface.SEGMIND_SEED_MAX)
 
 
 def _steps(default: int) -> Param:

@@ -13,7 +13,7 @@ from ...money.prices import CostShape
 from ...node import HostedNode, Plan, Result, encode_uploads, fixed_seed
 from ...provider_table import SEGMIND
 from .api import POLICIES, post, post_all, read_images
-from .endpoints import REALISTIC_VISION, REALVIS, SD15_IMG2IMG, SDXL, SEED_MAX, Endpoint
+from .endpoints import REALISTIC_VISION, REALVIS, SD15_IMG2IMG, SDXL, Endpoint
 from .wire import info, request_body
 
 
@@ -42,7 +42,7 @@ class SegmindNode(HostedNode):
 
     async def call(self, plan: Plan, node_id: str | None) -> Result:
         endpoint, values = self.ENDPOINT, plan.values
-        seed = resolve_seed(values["seed"], SEED_MAX)
+        seed = resolve_seed(self.PARAMS, values)
         body = request_body(endpoint, values, seed)
         if "image" not in plan.uploads:
             reply, cost = await post(endpoint.slug, body, node_id, self.policies)

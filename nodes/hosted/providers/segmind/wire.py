@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ....errors import ProviderError
+from ....errors import MaybeCharged, ProviderError
 from ...http.addresses import same_origin
-from ...http.jobs import COMPLETED, FAILED, PROCESSING, QUEUED, Job, JobState
+from ...http.jobs import COMPLETED, FAILED, PROCESSING, QUEUED, SUBMIT, Job, JobState
 from ...http.replies import Reply, describe_body
 from ...keys import credentials, redaction
 from ...provider_table import SEGMIND
@@ -33,12 +33,14 @@ def request_body(endpoint: Endpoint, values: dict, seed: int) -> dict:
 
 def _read_job(reply: Reply) -> Job:
     """A v2 submit's answer. Status and response URLs off the API's own origin are not followed
-    with the key: they are rebuilt from the request id on the configured base."""
+    with the key: they are rebuilt from the request id on the configured base. An answer without
+    a usable id is a MaybeCharged: the job was accepted, and may run and be billed."""
     data = reply.json_object(SEGMIND)
     request_id = data.get("request_id")
     if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
-        raise ProviderError(SEGMIND, f"accepted the request without a usable request id ({describe_body(reply)}); "
-                            f"it may still run. Check your usage at {SEGMIND.billing_page} before running again.")
+        raise MaybeCharged(SEGMIND, f"accepted the request without a usable request id ({describe_body(reply)}); "
+                           f"it may still run. Check your usage at {SEGMIND.billing_page} before running again.",
+                           reply.status, stage=SUBMIT)
     base = credentials.base_url(SEGMIND)
     own = {"status_url": f"{base}/v2/requests/{request_id}/status", "response_url": f"{base}/v2/requests/{request_id}"}
     urls = {name: data[name] if isinstance(data.get(name), str) and same_origin(data[name], base) else built
@@ -51,7 +53,7 @@ def _read_state(reply: Reply) -> JobState:
     state = _V2_STATES.get(str(data.get("status", "")).upper())
     if state is None:
         raise ProviderError(SEGMIND, f"reported a status SD Bridge does not know ({redaction.cut(str(data.get('status')), 40)!r}). "
-                            "Try again later.", reply.status)
+                            "Try again later.", reply.status, stage=reply.stage, request_id=reply.request_id)
     error = data.get("error")
     return JobState(state, error if isinstance(error, str) else "")
 

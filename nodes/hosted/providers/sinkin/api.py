@@ -18,6 +18,12 @@ POLICIES = Policies(downloads=Limits(connect_timeout=10.0, read_timeout=30.0, de
                     max_result_pixels=4096 * 4096)
 
 
+def request_id(data: dict) -> str | None:
+    """SinkIn's id of an inference (`inf_id`), when its answer has one: its errors carry it."""
+    inf_id = data.get("inf_id")
+    return str(inf_id) if isinstance(inf_id, (str, int)) and not isinstance(inf_id, bool) and str(inf_id) else None
+
+
 async def post_form(path: str, fields: dict[str, str], node_id: str | None, label: str,
                     upload: bytes | None = None, resend: Resend = GENERATION, policies: Policies = POLICIES) -> dict:
     """POST a multipart form with the access token; the answer's JSON, or ProviderError with
@@ -37,22 +43,24 @@ async def post_form(path: str, fields: dict[str, str], node_id: str | None, labe
     if str(data.get("error_code", 0)) != "0":
         said = server_message(reply) or "no reason given"
         raise ProviderError(SINKIN, f'refused the request: "{said}". Check the inputs (model and LoRA ids, sizes), '
-                            f"and your key and credits at {SINKIN.billing_page}", reply.status)
+                            f"and your key and credits at {SINKIN.billing_page}", reply.status,
+                            request_id=request_id(data))
     return data
 
 
-async def download_images(urls: list[str], node_id: str | None, policies: Policies = POLICIES
+async def download_images(urls: list[tuple[str, str | None]], node_id: str | None, policies: Policies = POLICIES
                           ) -> list[imaging.Picture]:
-    """Fetch every result URL at once; the first failure cancels the rest. Each image's bytes as
-    downloaded, with its decoded picture."""
+    """Fetch every result URL (each with the inf_id of the answer that gave it) at once; the first
+    failure cancels the rest. Each image's bytes as downloaded, with its decoded picture."""
     base = credentials.base_url(SINKIN)
     downloads = HttpClient(SINKIN, retry=policies.retry, limits=policies.downloads)
     replies: list[Reply] = await all_or_nothing(
-        downloads.download(url, base=base, node_id=node_id) for url in urls)
+        downloads.download(url, base=base, node_id=node_id, request_id=inf_id) for url, inf_id in urls)
     pictures = []
     for reply in replies:
         try:
             pictures.append(imaging.decode_picture(reply.body, policies.max_result_pixels or imaging.MAX_PIXELS))
         except imaging.ImageDecodeError as exc:
-            raise ProviderError(SINKIN, f"a result image could not be read: {exc}. Try again.") from None
+            raise ProviderError(SINKIN, f"a result image could not be read: {exc}. Try again.", stage=reply.stage,
+                                request_id=reply.request_id) from None
     return pictures

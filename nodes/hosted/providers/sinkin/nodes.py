@@ -16,7 +16,6 @@ from . import api as sinkin_api
 from . import catalog as sinkin_catalog
 from .wire import NO_CONTROLNET, request_fields, result_urls
 
-SEED_MAX = 2**32 - 1              # SinkIn documents no maximum; SD 1.5 seeds are 32-bit
 SCHEDULERS = surface.scheduler_names("sinkin")
 
 
@@ -56,7 +55,7 @@ TXT2IMG_PARAMS = (
     Param("scale", "FLOAT", "Guidance scale: how closely to follow the prompt.", default=7.5, min=1.0, max=20.0,
           step=0.1),
     Param("num_images", "INT", "Number of images to generate. Each one costs credits.", default=1, min=1, max=4),
-    surface.seed(SEED_MAX),
+    surface.seed(surface.SEED_MAX_32_BIT),
     Param("scheduler", "COMBO", "The sampler.", default=SCHEDULERS[0], choices=SCHEDULERS),
     LORA,
     Param("lora_scale", "FLOAT", "How strongly the LoRA applies (SinkIn documents no range). Unused without a LoRA.",
@@ -116,12 +115,12 @@ class SinkInNode(HostedNode):
 
     async def call(self, plan: Plan, node_id: str | None) -> Result:
         values = plan.values
-        seed = resolve_seed(values["seed"], SEED_MAX)
+        seed = resolve_seed(self.PARAMS, values)
         fields = request_fields(self.PARAMS, values, seed)
         answers = await all_or_nothing(
             sinkin_api.post_form("/api/inference", fields, node_id, "inference", upload, policies=self.policies)
             for upload in plan.uploads.get("image", [None]))
-        urls = [url for data in answers for url in result_urls(data, values["num_images"])]
+        urls = [(url, sinkin_api.request_id(data)) for data in answers for url in result_urls(data, values["num_images"])]
         pictures = await sinkin_api.download_images(urls, node_id, self.policies)
         info: dict[str, Any] = {"provider": SINKIN.name, "model_id": fields["model_id"], "seed": seed,
                                 "images": len(pictures)}

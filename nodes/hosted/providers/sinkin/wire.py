@@ -6,6 +6,7 @@ from typing import Any
 
 from ....errors import ProviderError
 from ...provider_table import SINKIN
+from .api import request_id
 from .catalog import NO_LORA, id_from_choice
 
 NO_CONTROLNET = "none"
@@ -46,5 +47,5 @@ def result_urls(data: dict, expected: int) -> list[str]:
     urls = data.get("images")
     if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
         raise ProviderError(SINKIN, "answered without a list of image URLs. Try again; if it keeps happening "
-                            "SinkIn may have changed its API.")
+                            "SinkIn may have changed its API.", request_id=request_id(data))
     return urls[:expected]  # never more downloads than images asked for
