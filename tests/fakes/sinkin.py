@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
@@ -105,6 +106,7 @@ class FakeSinkIn(Loopback):
         self.inferences = 0
         self.cover_delay = 3.0
         self.cover_redirect = "http://10.0.0.1/cover.png"
+        self.cover_arrivals: list[float] = []   # when each cover request came (monotonic)
         super().__init__(self.answer)
 
     def with_covers(self) -> FakeSinkIn:
@@ -117,6 +119,8 @@ class FakeSinkIn(Loopback):
         return [r.path for r in self.requests if r.path.startswith("/covers/")]
 
     def cover(self, name: str) -> Answer:
+        self.cover_arrivals.append(time.monotonic())
+        name = name.split("?")[0]  # a query tells covers apart, the picture is the same
         if name == "good.png":
             return Answer(200, cover_picture(), {"content-type": "image/png"})
         if name == "huge.png":

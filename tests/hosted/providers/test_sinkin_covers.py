@@ -129,6 +129,20 @@ def test_covers_asked_at_the_same_time_share_one_fetch(fake_sinkin):
     assert len(set(pictures)) == 1 and fake_sinkin.cover_requests() == ["/covers/slow.png"]
 
 
+def test_at_most_a_few_covers_are_fetched_at_once(fake_sinkin):
+    """A grid of covers must not take every HTTP worker a run's downloads need."""
+    fake_sinkin.cover_delay = 0.3
+    many = tuple(Entry(f"m{i}", f"Model {i}", f"{fake_sinkin.url}/covers/slow.png?n={i}") for i in range(8))
+    sinkin_catalog._write_cache(Catalog(many, (), time.time()))
+
+    async def all_of_them():
+        return await asyncio.gather(*(covers.cover(entry.id, FAST) for entry in many))
+
+    assert len(set(asyncio.run(all_of_them()))) == 1
+    arrivals = sorted(fake_sinkin.cover_arrivals)
+    assert len(arrivals) == 8 and arrivals[covers.AT_ONCE] - arrivals[0] >= 0.25  # the fifth waited for a free one
+
+
 @pytest.mark.parametrize("entry_id", ["unknown1", "../keys", "r2la2w2", "https:%2F%2Fevil.example%2Fx.png", "", "a" * 300])
 def test_an_id_outside_the_catalog_is_refused_and_nothing_is_fetched(fake_sinkin, entry_id):
     catalog_with_covers(fake_sinkin)

@@ -8,7 +8,8 @@ pixel bound and keeps only a THUMBNAIL-pixel JPEG re-encoded from the pixels (no
 script, nothing else of the original file). Thumbnails live in user/sdbridge/covers/, one file
 per id and URL (a new cover URL is a new file), bounded by SDBRIDGE_SINKIN_COVERS_MB: the
 thumbnails shown longest ago go first. Each cover is fetched once: requests for it while the
-fetch is under way share it, and one that failed is not asked again for FAILED_FOR seconds.
+fetch is under way share it, and one that failed is not asked again for FAILED_FOR seconds; at
+most AT_ONCE covers are fetched at a time.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ MAX_BYTES = 2 * MiB                 # a cover file larger than this is not fetch
 MAX_PIXELS = 4096 * 4096            # nor decoded
 FAILED_FOR = 600.0                  # seconds a cover that could not be fetched is not asked again
 LOCK_TIMEOUT = 10.0
+AT_ONCE = 4  # covers fetched at the same time: a grid of them leaves the workers to the runs' downloads
 # A picture for a picker: short waits and one retry; a cover that does not come shows the id alone.
 POLICIES = Policies(retry=RetryPolicy(transient_attempts=2, rate_limit_attempts=1, max_delay=2.0),
                     downloads=Limits(connect_timeout=5.0, read_timeout=10.0, deadline=20.0, max_bytes=MAX_BYTES))
 
 _fetching: dict[str, asyncio.Task] = {}   # file name -> the fetch under way
 _failed: dict[str, float] = {}            # file name -> when its fetch failed (monotonic)
+_gate: list = []                           # [the event loop, its semaphore of AT_ONCE]
 
 
 def folder() -> Path:
@@ -161,10 +164,17 @@ def _finished(name: str, task: asyncio.Task) -> None:
         _failed[name] = time.monotonic()
 
 
+def _gate_of(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+    if not _gate or _gate[0] is not loop:
+        _gate[:] = [loop, asyncio.Semaphore(AT_ONCE)]
+    return _gate[1]
+
+
 async def _fetch(entry: sinkin_catalog.Entry, path: Path, policies: Policies) -> bytes:
     client = HttpClient(SINKIN, retry=policies.retry, limits=policies.downloads)
     try:
-        reply = await client.download(entry.cover, base=credentials.base_url(SINKIN))
+        async with _gate_of(asyncio.get_running_loop()):
+            reply = await client.download(entry.cover, base=credentials.base_url(SINKIN))
         picture = await asyncio.to_thread(thumbnail, reply.body)
     except imaging.ImageDecodeError as exc:
         raise ProviderError(SINKIN, f"the cover of {entry.id} is not a picture SD Bridge shows ({exc}).") from None
@@ -178,6 +188,7 @@ def forget() -> None:
     """Forget fetches under way and failures (a new process, or a test, starts clean)."""
     _fetching.clear()
     _failed.clear()
+    _gate.clear()
 
 
 # Settings > SD Bridge > SinkIn > Covers.
