@@ -20,7 +20,7 @@ from PIL import Image
 from support.loopback import Answer, Loopback
 from support.nodecalls import FAST_RETRIES
 
-from sdbridge.nodes import declared_settings, routes, userdata
+from sdbridge.nodes import declared_settings, routes, runtime, userdata
 from sdbridge.nodes.errors import InputError, ProviderError
 from sdbridge.nodes.hosted.providers.sinkin import catalog as sinkin_catalog
 from sdbridge.nodes.hosted.providers.sinkin import covers
@@ -141,6 +141,13 @@ def test_at_most_a_few_covers_are_fetched_at_once(fake_sinkin):
     assert len(set(asyncio.run(all_of_them()))) == 1
     arrivals = sorted(fake_sinkin.cover_arrivals)
     assert len(arrivals) == 8 and arrivals[covers.AT_ONCE] - arrivals[0] >= 0.25  # the fifth waited for a free one
+
+
+def test_an_interrupt_of_the_prompt_neither_stops_a_cover_nor_is_taken_by_it(fake_sinkin):
+    catalog_with_covers(fake_sinkin)
+    runtime.request_interrupt(True)  # the user cancelled the running prompt while the grid loads
+    assert get_cover("r2La2w2").status == 200 and fake_sinkin.cover_requests() == ["/covers/good.png"]
+    assert runtime.interrupted()  # still there for the prompt it was meant for
 
 
 @pytest.mark.parametrize("entry_id", ["unknown1", "../keys", "r2la2w2", "https:%2F%2Fevil.example%2Fx.png", "", "a" * 300])

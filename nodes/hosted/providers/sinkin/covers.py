@@ -171,7 +171,7 @@ def _gate_of(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
 
 
 async def _fetch(entry: sinkin_catalog.Entry, path: Path, policies: Policies) -> bytes:
-    client = HttpClient(SINKIN, retry=policies.retry, limits=policies.downloads)
+    client = HttpClient(SINKIN, retry=policies.retry, limits=policies.downloads, follows_interrupts=False)
     try:
         async with _gate_of(asyncio.get_running_loop()):
             reply = await client.download(entry.cover, base=credentials.base_url(SINKIN))
