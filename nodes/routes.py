@@ -285,7 +285,8 @@ _PROMPT_ID = 200         # characters a prompt id may have (ComfyUI's are UUIDs)
 async def list_receipts(request):
     """GET /sdbridge/receipts[?limit=N][&prompt_id=ID]: the newest receipts first (at most
     `limit`, 1 to receipts.MAX_LIMIT, default RECEIPTS_DEFAULT), only the prompt's when asked,
-    and the hosted runs of this process still going (`in_flight`)."""
+    and the hosted runs of this process still going (`in_flight`). Each receipt names the unit of
+    its cost (its provider's, from the table), so a reader never adds two units."""
     unknown = sorted(set(request.query) - {"limit", "prompt_id"})
     if unknown:
         return _json({"error": f"unknown parameter {unknown[0][:40]!r}; use limit and prompt_id"}, 400)
@@ -297,7 +298,7 @@ async def list_receipts(request):
     if prompt_id is not None and not (0 < len(prompt_id) <= _PROMPT_ID and prompt_id.isprintable()):
         return _json({"error": f"prompt_id must be a prompt's id (1 to {_PROMPT_ID} printable characters), "
                                "as /prompt answered it"}, 400)
-    found = await asyncio.to_thread(receipts.read, int(text), prompt_id)
+    found = [receipts.with_unit(r) for r in await asyncio.to_thread(receipts.read, int(text), prompt_id)]
     running = [run for run in receipts.in_flight() if prompt_id is None or run.get("prompt_id") == prompt_id]
     return _json({"receipts": found, "in_flight": running})
 

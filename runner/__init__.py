@@ -13,6 +13,7 @@ and draws a plain bar.
     files.py      safe file names in the output folder, whole and bounded downloads
     preflight.py  which servers are up and have the workflow's node types
     reasons.py    ComfyUI's reasons (refusals, failed runs, /history entries) as lines
+    hosted.py     the pack's receipts of a prompt (/sdbridge/receipts) as the manifest's hosted runs
     manifest.py   one JSON line per job
     progress.py   printed lines and the progress bar (tqdm, or plain text)
 """

@@ -2,8 +2,8 @@
 
 The caller's thread owns the state: it takes one event at a time from a queue, asks
 `schedule.step` what to do, and hands each server call to that server's lanes (one thread for
-its queue-API calls, one for its downloads, each in order). A `listen.Listener` per server
-reads its websocket. Nothing here decides anything: a runner bug is a row in
+its queue-API calls, one for its downloads, one for its receipts, each in order). A
+`listen.Listener` per server reads its websocket. Nothing here decides anything: a runner bug is a row in
 tests/runner/test_state_machine.py.
 """
 
@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import files, listen, preflight, reasons, schedule
+from . import files, hosted, listen, preflight, reasons, schedule
 from .jobs import Job, node_types
 from .manifest import Manifest
 from .progress import Progress
@@ -39,6 +39,8 @@ class Settings:
     check_every: float = 5.0
     poll_every: float = 0.5
     revive_every: float = 5.0
+    receipts_timeout: float = 10.0  # seconds for one /sdbridge/receipts answer
+    receipts_wait: float = 15.0     # seconds a finished job waits for its receipts in all
 
 
 class Lane(threading.Thread):
@@ -81,10 +83,11 @@ class Batch:
         self.rules = schedule.Rules(
             tuple(self.servers), len(jobs), depth=settings.depth, timeout=settings.timeout, wait=settings.wait,
             single=settings.single, name=settings.name, check_every=settings.check_every,
-            poll_every=settings.poll_every, revive_every=settings.revive_every)
+            poll_every=settings.poll_every, revive_every=settings.revive_every, receipts_wait=settings.receipts_wait)
         self.state = schedule.start(self.rules, str(uuid.uuid4()))
         self.calls = {url: Lane(f"calls {url}", self._call, self.events) for url in self.servers}
         self.downloads = {url: Lane(f"downloads {url}", self._download, self.events) for url in self.servers}
+        self.receipts = {url: Lane(f"receipts {url}", self._receipts, self.events) for url in self.servers}
         self.listeners: dict[str, listen.Listener] = {}
         self.stopping = threading.Event()
         self.result: schedule.Stop | None = None
@@ -97,7 +100,7 @@ class Batch:
             self.progress.say("websocket-client is not installed: following the jobs by polling "
                               "(pip install -r runner/requirements.txt)", always=True)
             self.settings.use_websocket = False
-        for lane in (*self.calls.values(), *self.downloads.values()):
+        for lane in self._lanes():
             lane.start()
         try:
             self._feed(schedule.Begin())
@@ -128,7 +131,9 @@ class Batch:
             self.manifest.record({
                 "index": action.job, "status": action.status, "overrides": self.jobs[action.job].overrides,
                 "server": action.server, "prompt_id": action.prompt_id, "images": list(action.images),
-                "seconds": action.seconds, "error": action.error, "resent": list(action.resent)})
+                "seconds": action.seconds, "error": action.error, "resent": list(action.resent),
+                "hosted": list(action.hosted) if action.hosted is not None else None, "hosted_cost": action.cost,
+                "hosted_error": action.hosted_why})
         elif isinstance(action, schedule.Say):
             self.progress.say(action.text, always=action.always)
         elif isinstance(action, schedule.Stop):
@@ -144,8 +149,13 @@ class Batch:
                 Path(name).unlink(missing_ok=True)
         elif isinstance(action, schedule.Download):
             self.downloads[action.server].put(action)
+        elif isinstance(action, schedule.AskReceipts):
+            self.receipts[action.server].put(action)
         else:  # Submit, AskQueue, FetchHistory, Withdraw, AskBack
             self.calls[action.server].put(action)
+
+    def _lanes(self) -> list[Lane]:
+        return [*self.calls.values(), *self.downloads.values(), *self.receipts.values()]
 
     def _follow(self, url: str) -> None:
         if self.settings.use_websocket and not self.stopping.is_set():
@@ -185,9 +195,9 @@ class Batch:
 
     def _shut_down(self) -> None:
         self.stopping.set()
-        for thread in (*self.listeners.values(), *self.calls.values(), *self.downloads.values()):
+        for thread in (*self.listeners.values(), *self._lanes()):
             thread.stop()
-        for thread in (*self.listeners.values(), *self.calls.values(), *self.downloads.values()):
+        for thread in (*self.listeners.values(), *self._lanes()):
             if thread.is_alive():
                 thread.join(timeout=2)
         self.manifest.close()
@@ -236,6 +246,28 @@ class Batch:
         except Unreachable as exc:
             return schedule.NotQueued(action.job, server.url, action.prompt_id, str(exc))
         return schedule.Queued(action.job, server.url, action.prompt_id, actual)
+
+    def _receipts(self, action: schedule.AskReceipts) -> list:
+        """What the prompt's hosted runs cost. Whatever goes wrong is the line's `hosted_error`,
+        never a failed call: the server is not counted as failing, the job is not sent again."""
+        server = self.servers[action.server]
+        try:
+            answer = server.receipts(action.prompt_id, timeout=self.settings.receipts_timeout)
+            runs, totals = hosted.read(answer, action.prompt_id)
+        except Refused as exc:
+            why = (f"{server.url} has no {hosted.ROUTE} (HTTP {exc.status}): SD Bridge is not installed there, or "
+                   "is older than the receipts" if exc.status == 404 else f"{hosted.ROUTE} answered HTTP {exc.status}")
+        except hosted.Unreadable as exc:
+            why = f"{hosted.ROUTE} answered something that is not SD Bridge's receipts: {exc}"
+        except Garbled as exc:
+            why = str(exc)
+        except Unreachable as exc:
+            why = f"no answer from {hosted.ROUTE}: {exc}"
+        except Exception as exc:  # never a dead lane
+            why = f"{hosted.ROUTE} could not be read: {type(exc).__name__}"
+        else:
+            return [schedule.Receipts(server.url, action.prompt_id, tuple(runs), totals)]
+        return [schedule.Receipts(server.url, action.prompt_id, None, why=why)]
 
     def _download(self, action: schedule.Download) -> list:
         server = self.servers[action.server]

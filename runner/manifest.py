@@ -4,7 +4,11 @@ Each job appears exactly once, written when its outcome is final (so a crash kee
 and the file is rewritten in job order at the end. Fields: index, status ("done", "failed",
 "refused", "cancelled", "not run"), overrides, server, prompt_id, images (file names in the
 folder), seconds (from queueing to the images saved), error (ComfyUI's reason), resent (the
-servers a job left because they stopped answering, with the prompt id it had there).
+servers a job left because they stopped answering, with the prompt id it had there), hosted
+(the prompt's hosted runs from the server's /sdbridge/receipts: node_id, provider, model, seed,
+request_ids, status, cost, basis, unit), hosted_cost (provider -> {total, unit, basis, unpriced},
+each in its own unit), hosted_error (why hosted is null: not asked, no such route, garbled, no
+answer).
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ branch below, and one row of tests/runner/test_state_machine.py:
   a grace period) is sent again; a prompt that finished is never sent again, however its
   /history entry reads (an unreadable one is listed as failed);
 - a refused or failed job is listed and not sent again; a job over `timeout` is withdrawn;
+- a job whose prompt ran to its end is listed with what its hosted runs cost (the server's
+  /sdbridge/receipts of the prompt), or without it and why after `receipts_wait`: finished all
+  the same, never sent again;
 - Ctrl-C withdraws only this batch's prompts and lists every job (exit 130);
 - single-job mode: ComfyUI's own file names and a refused/failed/late job stops the run with its
   reason (the manifest is not written for it), as the one-job runner always did.
@@ -26,7 +29,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 
-from . import reasons
+from . import hosted, reasons
+
+NOT_ASKED = "not asked: the job did not run to its end on a server"
 
 # Events: what the shell heard.
 
@@ -153,6 +158,17 @@ class StillAway:
 
 
 @dataclass(frozen=True)
+class Receipts:
+    """GET /sdbridge/receipts of a finished prompt: its hosted runs and their totals per provider,
+    or None and `why` (no such route, an answer that is not the pack's, no answer)."""
+    server: str
+    prompt_id: str
+    hosted: tuple[dict, ...] | None
+    cost: dict | None = None
+    why: str | None = None
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed."""
 
@@ -198,6 +214,13 @@ class Discard:
 
 
 @dataclass(frozen=True)
+class AskReceipts:
+    """Ask the server what the prompt's hosted runs cost (the pack's receipts)."""
+    server: str
+    prompt_id: str
+
+
+@dataclass(frozen=True)
 class Withdraw:
     """Delete these prompts from the server's queue, interrupt the one of them running: only these."""
     server: str
@@ -231,6 +254,9 @@ class Record:
     seconds: float | None = None
     error: str | None = None
     resent: tuple[dict, ...] = ()
+    hosted: tuple[dict, ...] | None = None  # the prompt's hosted runs, from its receipts
+    cost: dict | None = None                # provider -> its total, in its own unit
+    hosted_why: str | None = None           # why `hosted` is None
 
 
 @dataclass(frozen=True)
@@ -266,6 +292,7 @@ class Rules:
     misses: int = 3             # checks that find neither queue nor history: the prompt is lost
     grace: float = 5.0          # ... and not before this long after it was sent
     downloads: int = 3          # tries at saving one prompt's images
+    receipts_wait: float = 15.0  # how long a finished job waits for its receipts before it is listed without
 
     @property
     def max_tries(self) -> int:
@@ -323,6 +350,7 @@ class State:
     recorded: dict = field(default_factory=dict)    # job -> status
     tries: dict = field(default_factory=dict)       # job -> prompts sent
     resent: dict = field(default_factory=dict)      # job -> ({server, prompt_id, why}, ...)
+    settling: dict = field(default_factory=dict)    # (url, prompt_id) -> (its Record, asked at): receipts asked
     round: Round | None = None
     dirty: bool = True          # something freed room since the last round
     next_round: float = 0.0
@@ -404,13 +432,28 @@ class _Step:
         self.actions.append(Say(text, always))
 
     def record(self, job: int, status: str, flight: Flight | None = None, server: str | None = None,
-               images: tuple[str, ...] = (), error: str | None = None) -> None:
+               images: tuple[str, ...] = (), error: str | None = None, ask: bool = False) -> None:
+        """List the job (once). With `ask` (its prompt ran to its end) its line waits for the
+        prompt's receipts; the job counts as finished meanwhile and is never sent again."""
         if job in self.state.recorded:
             return  # a job is listed once
         self.set(recorded={**self.state.recorded, job: status}, dirty=True)
-        self.actions.append(Record(
+        record = Record(
             job, status, flight.server if flight else server, flight.prompt_id if flight else None, images,
-            round(self.now - flight.queued_at, 3) if flight else None, error, self.state.resent.get(job, ())))
+            round(self.now - flight.queued_at, 3) if flight else None, error, self.state.resent.get(job, ()))
+        if ask and flight is not None:
+            self.set(settling={**self.state.settling, (flight.server, flight.prompt_id): (record, self.now)})
+            self.actions.append(AskReceipts(flight.server, flight.prompt_id))
+        else:
+            self.actions.append(replace(record, hosted_why=NOT_ASKED))
+
+    def listed(self, key, hosted: tuple[dict, ...] | None, cost: dict | None, why: str | None) -> None:
+        """The line of a job that waited for its receipts, with them or with why not."""
+        settling = dict(self.state.settling)
+        record, _ = settling.pop(key)
+        self.set(settling=settling)
+        self.actions.append(replace(record, hosted=hosted, cost=cost if hosted is not None else None,
+                                    hosted_why=None if hosted is not None else why or "no receipts"))
 
     def stop(self, code: int, message: str | None = None) -> None:
         self.set(over=True)
@@ -435,7 +478,7 @@ class _Step:
             self.stop(1, reason)
             return
         self.say(f"{tag(self.rules, flight.job)}{headline} {flight.server}: {reason}", always=True)
-        self.record(flight.job, "failed", flight, error=reason)
+        self.record(flight.job, "failed", flight, error=reason, ask=True)
 
     def answered(self, url: str) -> None:
         if url in self.state.seats and self.state.seats[url].failures:
@@ -447,11 +490,12 @@ class _Step:
         self.give_up_late_ones()
         if self.state.over:
             return
+        self.give_up_receipts()
         self.ask_those_that_left()
         self.check_servers()
         self.wait_for_a_server()
         self.dispatch()
-        if not self.state.waiting and not self.state.flights:
+        if not self.state.waiting and not self.state.flights and not self.state.settling:
             done = sum(1 for status in self.state.recorded.values() if status == "done")
             self.stop(0 if done == self.rules.jobs else 1)
 
@@ -469,6 +513,13 @@ class _Step:
                 return
             self.say(f"{tag(self.rules, flight.job)}{why}", always=True)
             self.record(flight.job, "failed", flight, error=why)
+
+    def give_up_receipts(self) -> None:
+        """A job whose receipts do not come within `receipts_wait` is listed without them."""
+        late = [key for key, (_, asked) in self.state.settling.items()
+                if self.now - asked >= self.rules.receipts_wait]
+        for key in sorted(late, key=lambda k: self.state.settling[k][0].job):
+            self.listed(key, None, None, f"{hosted.ROUTE} did not answer within {self.rules.receipts_wait:.0f} s")
 
     def withdraw(self, url: str, prompt_ids: tuple[str, ...]) -> None:
         seat = self.state.seats[url]
@@ -702,7 +753,7 @@ def _saved(act: _Step, event: Saved) -> None:
     else:
         act.say(f"{tag(act.rules, flight.job)}done on {event.server} in {act.now - flight.queued_at:.1f} s: "
                 + (", ".join(names) or "no images"))
-    act.record(flight.job, "done", flight, images=names)
+    act.record(flight.job, "done", flight, images=names, ask=True)
 
 
 def _name(path: str) -> str:
@@ -777,6 +828,12 @@ def _still_away(act: _Step, event: StillAway) -> None:
         act.seat(event.server, asking=False, ask_at=act.now + act.rules.revive_every)
 
 
+def _receipts(act: _Step, event: Receipts) -> None:
+    key = (event.server, event.prompt_id)
+    if key in act.state.settling:  # else listed already (it came too late, or after Ctrl-C)
+        act.listed(key, event.hosted, event.cost, event.why)
+
+
 def _tick(act: _Step, event: Tick) -> None:
     pass  # settle() does what time calls for
 
@@ -791,6 +848,8 @@ def _interrupted(act: _Step, event: Interrupted) -> None:
     act.actions.extend(Withdraw(url, tuple(ids)) for url, ids in by_server.items())
     for flight in flights:
         act.record(flight.job, "cancelled", flight, error="stopped by Ctrl-C")
+    for key in sorted(act.state.settling, key=lambda k: act.state.settling[k][0].job):  # finished: listed as such
+        act.listed(key, None, None, "stopped by Ctrl-C before its receipts were read")
     for job in act.state.waiting:
         act.record(job, "not run", error="stopped by Ctrl-C before it was sent")
     for job in range(1, act.rules.jobs + 1):  # one caught between two places: listed all the same
@@ -803,5 +862,5 @@ _HANDLERS = {
     Begin: _begin, Queued: _queued, Refused: _refused, NotQueued: _not_queued, Started: _started,
     Progress: _progress, Ended: _ended, RunFailed: _run_failed, Snapshot: _snapshot, History: _history,
     Saved: _saved, NotSaved: _not_saved, Unanswered: _unanswered, Socket: _socket, Back: _back,
-    StillAway: _still_away, Tick: _tick, Interrupted: _interrupted,
+    StillAway: _still_away, Receipts: _receipts, Tick: _tick, Interrupted: _interrupted,
 }

@@ -16,6 +16,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from . import hosted
+
 
 class Unreachable(ConnectionError):
     """The server did not answer (refused, reset, timed out) or answered 5xx."""
@@ -114,6 +116,19 @@ class Server:
         if not isinstance(answer, dict):
             raise Garbled(f"{self.url}/history answered {type(answer).__name__}, not an object")
         return answer.get(prompt_id)
+
+    def receipts(self, prompt_id: str, timeout: float) -> object:
+        """The pack's receipts of `prompt_id` (GET /sdbridge/receipts), as answered: `hosted.read`
+        reads them. Refused (404) from a server without the pack's route."""
+        query = urllib.parse.urlencode({"prompt_id": prompt_id, "limit": hosted.LIMIT})
+        with self._open(f"{hosted.ROUTE}?{query}", timeout=timeout) as response:
+            text = self._read(response, hosted.MAX_BYTES + 1)
+        if len(text) > hosted.MAX_BYTES:
+            raise Garbled(f"{self.url}{hosted.ROUTE} answered more than {hosted.MAX_BYTES >> 20} MiB")
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            raise Garbled(f"{self.url}{hosted.ROUTE} answered something that is not JSON") from None
 
     def save_image(self, image: dict, target: Path, limit: int) -> None:
         """One output image (an entry of /history's outputs) into `target`, read 1 MiB at a time,

@@ -20,6 +20,11 @@
   one and forgets its queue and history (a crashed machine); `die()` does that at any moment;
   `restart()` forgets them but keeps answering (ComfyUI restarted between two checks);
   `blackout(s)` drops every connection for s seconds while prompts keep running (an outage).
+- GET /sdbridge/receipts?prompt_id=...&limit=N, the pack's route: each prompt that ended leaves a
+  receipt per hosted node of its workflow, made by the pack's own `receipts.make` (done at `cost`
+  measured, or failed with no cost), newest first. `receipts_answer` says how it answers:
+  "records" (as the pack does), "404" (a server without the pack's route), "garbage" (not JSON),
+  "wrong shape" (JSON that is not the pack's), "slow" (the records after `receipts_delay` s).
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ class FakeComfyUI(Loopback):
         self.image_name = lambda seed, number: f"seed_{seed}_{number:05d}_.png"
         self.endless_views = False
         self.outputs: dict[str, bytes] = {}  # file name -> bytes, what /view serves
+        self.receipts: dict[str, list[dict]] = {}  # prompt id -> its receipts, newest first
+        self.receipts_answer = "records"
+        self.receipts_delay = 0.0
+        self.cost = 0.0125                 # credits each hosted node's receipt says it spent
         self._forget: str | None = None
         self._number = itertools.count()
         self._images = itertools.count(1)
@@ -212,6 +221,8 @@ class FakeComfyUI(Loopback):
                     return Answer(200, shaped, {"content-type": "application/json"})
                 return json_answer(200, {prompt_id: shaped})
             return json_answer(200, {prompt_id: entry} if entry else {})
+        if path == "/sdbridge/receipts":
+            return self._receipts(query)
         if path == "/object_info":
             return json_answer(200, self.object_info)
         if path.startswith("/object_info/"):
@@ -227,6 +238,43 @@ class FakeComfyUI(Loopback):
                 return json_answer(404, {})
             return Answer(200, body, {"content-type": "image/png"}, truncate=cut)
         return Answer(404, b"")
+
+    def _receipts(self, query: dict) -> Answer:
+        if self.receipts_answer == "404":
+            return Answer(404, b"404: Not Found", {"content-type": "text/plain"})
+        if self.receipts_answer == "garbage":
+            return Answer(200, b"<html>a proxy's login page</html>", {"content-type": "application/json"})
+        prompt_id, limit = query.get("prompt_id", [None])[0], int(query.get("limit", ["50"])[0])
+        if self.receipts_answer == "wrong shape":
+            return json_answer(200, {"receipts": [{"prompt_id": prompt_id, "provider": ["not", "text"]}]})
+        with self._cond:
+            found = list(self.receipts.get(prompt_id, [])) if prompt_id else [
+                r for group in self.receipts.values() for r in group]
+        answer = json_answer(200, {"receipts": found[:limit], "in_flight": []})
+        if self.receipts_answer == "slow":
+            answer.delay = self.receipts_delay
+        return answer
+
+    def _leave_receipts(self, item: dict, done: bool) -> None:
+        """A receipt per hosted node of the prompt, as the pack writes them."""
+        from sdbridge.nodes.hosted.node import hosted_classes
+        from sdbridge.nodes.hosted.store import receipts
+
+        made = []
+        for node_id, node in item["prompt"].items():
+            cls = hosted_classes().get(node.get("class_type"))
+            if cls is None:
+                continue
+            inputs = node.get("inputs", {})
+            endpoint = getattr(getattr(cls, "ENDPOINT", None), "slug", "") or inputs.get("model") or node["class_type"]
+            made.append(receipts.make(
+                provider=cls.PROVIDER.id, endpoint=str(endpoint), node_id=node_id,
+                title=cls.DISPLAY_NAME, prompt_id=item["prompt_id"], inputs=inputs, image_digests=[],
+                seed=inputs.get("seed"), request_ids=[f"req-{item['number']}-{node_id}"],
+                status="done" if done else "failed", message="done" if done else "failed", credits=self.cost
+                if done else None, basis="measured" if done else "unknown", returned=[]))
+        with self._cond:
+            self.receipts[item["prompt_id"]] = made[::-1]
 
     def queue_for_another_client(self, prompt: dict) -> str:
         """Queue `prompt` as someone else's work (as if another user pressed Run); its prompt id."""
@@ -394,6 +442,7 @@ class FakeComfyUI(Loopback):
         with self._cond:
             self.outputs.update({image["filename"]: picture(seed + i) for i, image in enumerate(images)})
         save = next((i for i, n in item["prompt"].items() if n.get("class_type") == "SaveImage"), node)
+        self._leave_receipts(item, done=True)  # written before the prompt ends, as the pack's nodes do
         with self._cond:
             self.history[prompt_id] = {"prompt": [item["number"], prompt_id, item["prompt"], {}, [save]],
                                        "outputs": {save: {"images": images}},
@@ -407,6 +456,7 @@ class FakeComfyUI(Loopback):
         self._tell(client, "executing", {"node": None, "prompt_id": prompt_id})
 
     def _end(self, item: dict, kind: str, message: dict) -> None:
+        self._leave_receipts(item, done=False)
         with self._cond:
             self.history[item["prompt_id"]] = {"prompt": [], "outputs": {}, "status": {
                 "status_str": "error", "completed": False, "messages": [[kind, message]]}}

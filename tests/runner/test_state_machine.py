@@ -58,6 +58,14 @@ ONE = s.Rules((A,), jobs=5, depth=2)
 SINGLE = s.Rules((A,), jobs=1, single=True, name="panda.json")
 IMAGE = {"filename": "sdxl_00001_.png", "subfolder": "sdbridge", "type": "output"}
 ENTRY = {"status": {"status_str": "success"}, "outputs": {"9": {"images": [IMAGE]}}}
+RUN = {"node_id": "1", "provider": "segmind", "model": "sdxl1.0-txt2img", "seed": 7, "request_ids": ["req-1"],
+       "status": "done", "cost": 0.02, "basis": "measured", "unit": "credits (US$)"}
+COST = {"segmind": {"total": 0.02, "unit": "credits (US$)", "basis": "measured", "unpriced": 0}}
+
+
+def receipts(job: int, at: float, url: str = A):
+    """The server's receipts of the job's first prompt: one hosted run."""
+    return (at, s.Receipts(url, pid(job), (RUN,), COST))
 
 
 def least_loaded_gets_the_next_jobs():
@@ -140,9 +148,10 @@ def test_a_finished_job_is_never_queued_again_however_its_history_reads(entry):
     """#17.19: an unreadable /history entry of a finished prompt: failed, listed, not sent again."""
     rules = s.Rules((A, B), jobs=1)
     state, steps = play(rules, sent(rules, {A: 0, B: 0}) + confirmed((1, A)) + [
-        (1.0, s.Ended(A, pid(1))), (1.1, s.History(A, pid(1), entry)), (9.0, s.Tick())])
+        (1.0, s.Ended(A, pid(1))), (1.1, s.History(A, pid(1), entry)), receipts(1, 1.2), (9.0, s.Tick())])
     (record,) = of(s.Record, flat(steps))
     assert record.status == "failed" and "its /history entry could not be read" in record.error
+    assert of(s.AskReceipts, flat(steps)) == [s.AskReceipts(A, pid(1))] and record.hosted == (RUN,)
     assert len(of(s.Submit, flat(steps))) == 1 and state.seats[A].live
     assert of(s.Stop, flat(steps)) == [s.Stop(1)]
 
@@ -155,9 +164,10 @@ def a_refused_job_is_listed_and_not_sent_again():
 
 def a_failed_run_is_listed_and_not_sent_again():
     state, steps = play(TWO, sent(TWO, {A: 0, B: 0}) + confirmed((1, A)) + [
-        (1.0, s.RunFailed(A, pid(1), "KSampler failed: out of memory"))])
+        (1.0, s.RunFailed(A, pid(1), "KSampler failed: out of memory")), receipts(1, 1.1)])
     (record,) = of(s.Record, steps[-1])
     assert (record.status, record.error) == ("failed", "KSampler failed: out of memory") and 1 not in state.waiting
+    assert record.cost == COST  # a run that failed may have paid for its hosted nodes: listed
 
 
 def a_job_that_cannot_be_queued_is_tried_elsewhere_then_listed():
@@ -203,7 +213,8 @@ def a_download_cut_short_is_fetched_again_a_final_failure_is_listed():
     base = sent(rules, {A: 0}) + confirmed((1, A)) + [(1.0, s.Ended(A, pid(1))), (1.1, s.History(A, pid(1), ENTRY))]
     state, steps = play(rules, base + [(1.2, s.NotSaved(A, pid(1), "broke off", final=False)), (1.4, s.Snapshot(A))])
     assert of(s.AskQueue, steps[-2]) == [s.AskQueue(A)] and of(s.FetchHistory, steps[-1]) == [s.FetchHistory(A, pid(1))]
-    state, steps = play(rules, base + [(1.2, s.NotSaved(A, pid(1), "larger than 1024 MiB", final=True))])
+    state, steps = play(rules, base + [(1.2, s.NotSaved(A, pid(1), "larger than 1024 MiB", final=True)),
+                                       receipts(1, 1.3)])
     (record,) = of(s.Record, steps[-1])
     assert record.status == "failed" and "larger than 1024 MiB" in record.error
 
@@ -235,7 +246,7 @@ def with_the_websocket_open_an_idle_server_is_not_polled():
 def single_job_mode_keeps_comfyuis_names_and_stops_with_the_reason():
     state, steps = play(SINGLE, sent(SINGLE, {A: 0}) + confirmed((1, A)) + [
         (0.5, s.Started(A, pid(1))), (1.0, s.Ended(A, pid(1))), (1.1, s.History(A, pid(1), ENTRY)),
-        (1.5, s.Saved(A, pid(1), ("out/sdxl_00001_.png",)))])
+        (1.5, s.Saved(A, pid(1), ("out/sdxl_00001_.png",))), receipts(1, 1.6)])
     said = [a.text for a in of(s.Say, flat(steps))]
     assert said == [f"queued panda.json as {pid(1)} on {A}", "running", "saved out/sdxl_00001_.png"]
     assert of(s.Download, flat(steps))[0].prefix == ""  # ComfyUI's file name, as before
@@ -250,6 +261,62 @@ def single_job_mode_keeps_comfyuis_names_and_stops_with_the_reason():
 def test_single_job_mode_stops_with_comfyuis_reason_and_writes_no_manifest(event, message):
     state, steps = play(SINGLE, sent(SINGLE, {A: 0}) + [(0.5, event)])
     assert of(s.Stop, steps[-1]) == [s.Stop(1, message)] and not of(s.Record, flat(steps))
+
+
+def a_finished_job_is_listed_with_its_receipts_and_the_batch_ends_after_them():
+    rules = s.Rules((A,), jobs=1)
+    base = sent(rules, {A: 0}) + confirmed((1, A)) + [(1.0, s.Ended(A, pid(1))), (1.1, s.History(A, pid(1), ENTRY)),
+                                                      (1.5, s.Saved(A, pid(1), ("out/1_x.png",)))]
+    state, steps = play(rules, base)
+    assert of(s.AskReceipts, steps[-1]) == [s.AskReceipts(A, pid(1))] and not of(s.Record, steps[-1])
+    assert not of(s.Stop, steps[-1]) and s.counts(state)["finished"] == 1  # finished: the bar counts it
+    state, steps = play(rules, [receipts(1, 2.0)], state)
+    (record,) = of(s.Record, steps[-1])
+    assert (record.status, record.images, record.hosted, record.cost, record.hosted_why) == (
+        "done", ("1_x.png",), (RUN,), COST, None)
+    assert of(s.Stop, steps[-1]) == [s.Stop(0)]
+
+
+def a_job_waiting_for_its_receipts_is_never_sent_again_when_its_server_leaves():
+    rules = s.Rules((A, B), jobs=1)
+    state, steps = play(rules, sent(rules, {A: 0, B: 0}) + confirmed((1, A)) + [
+        (1.0, s.Ended(A, pid(1))), (1.1, s.History(A, pid(1), ENTRY)), (1.5, s.Saved(A, pid(1), ("out/1_x.png",))),
+        (2.0, s.Unanswered(A, "x")), (2.5, s.Unanswered(A, "x")), (3.0, s.Snapshot(B)), (4.0, s.Tick()),
+        (4.1, s.Receipts(A, pid(1), None, why="no answer from /sdbridge/receipts: timed out"))])
+    assert len(of(s.Submit, flat(steps))) == 1 and not state.seats[A].live
+    (record,) = of(s.Record, flat(steps))
+    assert (record.status, record.hosted, record.cost) == ("done", None, None)
+    assert record.hosted_why == "no answer from /sdbridge/receipts: timed out"
+
+
+def receipts_that_do_not_come_are_given_up_after_receipts_wait():
+    rules = s.Rules((A,), jobs=1, receipts_wait=15.0)
+    state, steps = play(rules, sent(rules, {A: 0}) + confirmed((1, A)) + [
+        (1.0, s.RunFailed(A, pid(1), "boom")), (15.9, s.Tick()), (16.0, s.Tick()), receipts(1, 17.0)])
+    assert not of(s.Record, flat(steps[:-2]))
+    (record,) = of(s.Record, steps[-2])
+    assert record.hosted is None and record.hosted_why == "/sdbridge/receipts did not answer within 15 s"
+    assert of(s.Stop, steps[-2]) == [s.Stop(1)] and steps[-1] == []  # the late answer: the batch is over
+
+
+def ctrl_c_lists_a_job_waiting_for_its_receipts_as_finished():
+    state, steps = play(ONE, sent(ONE, {A: 0}) + confirmed((1, A), (2, A)) + [
+        (1.0, s.Ended(A, pid(1))), (1.1, s.History(A, pid(1), ENTRY)), (1.5, s.Saved(A, pid(1), ("out/1_x.png",))),
+        (2.0, s.Interrupted())])
+    records = of(s.Record, steps[-1])
+    assert [(r.job, r.status) for r in records] == [(2, "cancelled"), (1, "done"), (3, "not run"), (4, "not run"),
+                                                    (5, "not run")]
+    assert records[1].hosted_why == "stopped by Ctrl-C before its receipts were read"
+    assert not of(s.AskReceipts, steps[-1]) and of(s.Stop, steps[-1]) == [s.Stop(130)]
+
+
+def a_job_that_did_not_run_to_its_end_is_listed_without_asking():
+    rules = s.Rules((A,), jobs=2, timeout=10.0)
+    state, steps = play(rules, sent(rules, {A: 0}) + [(0.1, s.Refused(1, A, pid(1), ("bad",)))] +
+                        confirmed((2, A)) + [(10.5, s.Tick())])
+    assert not of(s.AskReceipts, flat(steps))
+    assert [(r.status, r.hosted, r.hosted_why) for r in of(s.Record, flat(steps))] == [
+        ("refused", None, s.NOT_ASKED), ("failed", None, s.NOT_ASKED)]
 
 
 def batch_mode_prefixes_the_job_number():
@@ -270,7 +337,12 @@ RULES = [least_loaded_gets_the_next_jobs, equal_loads_spread_the_jobs, queue_dep
          a_download_cut_short_is_fetched_again_a_final_failure_is_listed,
          images_saved_after_giving_up_are_discarded, a_prompt_queued_after_its_server_left_is_withdrawn_when_it_is_back,
          with_the_websocket_open_an_idle_server_is_not_polled,
-         single_job_mode_keeps_comfyuis_names_and_stops_with_the_reason, batch_mode_prefixes_the_job_number]
+         single_job_mode_keeps_comfyuis_names_and_stops_with_the_reason, batch_mode_prefixes_the_job_number,
+         a_finished_job_is_listed_with_its_receipts_and_the_batch_ends_after_them,
+         a_job_waiting_for_its_receipts_is_never_sent_again_when_its_server_leaves,
+         receipts_that_do_not_come_are_given_up_after_receipts_wait,
+         ctrl_c_lists_a_job_waiting_for_its_receipts_as_finished,
+         a_job_that_did_not_run_to_its_end_is_listed_without_asking]
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[rule.__name__ for rule in RULES])

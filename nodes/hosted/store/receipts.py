@@ -32,6 +32,7 @@ from typing import Any
 
 from ... import pack_settings, runtime, userdata
 from ..keys import redaction
+from ..provider_table import PROVIDERS
 
 FOLDER = "receipts"
 DAYS_ENV = "SDBRIDGE_RECEIPTS_DAYS"   # how many days of receipts are kept (or its setting)
@@ -103,10 +104,21 @@ def make(*, provider: str, endpoint: str, node_id: str | None, title: str | None
         "inputs": inputs, "input_images": image_digests, "seed": seed,
         "request_ids": list(dict.fromkeys(str(r) for r in request_ids if r not in (None, ""))),
         "status": status if status in STATUSES else "failed", "message": message,
-        "credits": credits, "basis": basis if basis in BASES else "unknown",
+        "credits": credits, "unit": unit_of(provider), "basis": basis if basis in BASES else "unknown",
         "images": returned, "seconds": seconds, "remaining_credits": remaining,
     }
     return bounded(_without_keys(record))
+
+
+def unit_of(provider: Any) -> str | None:
+    """What `provider`'s credits count in (the table's), None for a provider the table lacks."""
+    entry = PROVIDERS.get(provider) if isinstance(provider, str) else None
+    return entry.credit_unit if entry else None
+
+
+def with_unit(record: dict) -> dict:
+    """`record` with its cost's unit: receipts written before they carried one get the table's."""
+    return record if "unit" in record else {**record, "unit": unit_of(record.get("provider"))}
 
 
 def bounded(record: dict) -> dict:
@@ -122,7 +134,7 @@ def bounded(record: dict) -> dict:
         keep = max(32, len(text) - (size - MAX_RECEIPT_BYTES) - len(CUT_MARKER) * 2)
         _set(record, path, text[:min(keep, len(text) // 2)] + CUT_MARKER)
     short = {k: record.get(k) for k in ("time", "provider", "endpoint", "node_id", "prompt_id", "seed", "status",
-                                        "credits", "basis", "remaining_credits")}
+                                        "credits", "unit", "basis", "remaining_credits")}
     return {**short, "request_ids": record.get("request_ids", [])[:20], "cut": CUT_MARKER}
 
 

@@ -173,3 +173,16 @@ def test_fetch_again_refuses_what_it_cannot_answer(fake_segmind_v2, body, code, 
     receipts.write(old)
     status, answer = _post("/sdbridge/receipts/fetch-again", body)
     assert status == code and says in answer["error"] and fake_segmind_v2.requests == []
+
+
+def test_each_receipt_names_its_cost_s_unit_older_ones_too():
+    receipts.write(_record("new", 1))
+    old = {k: v for k, v in _record("old", 2).items() if k != "unit"}  # written before receipts had a unit
+    receipts.flush()
+    folder = receipts.folder()
+    with open(next(folder.glob("*.jsonl")), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(old) + "\n")
+    status, body = _get("")
+    assert status == 200 and [(r["seed"], r["unit"]) for r in body["receipts"]] == [
+        (2, "credits (US$)"), (1, "credits (US$)")]
+    assert receipts.unit_of("nobody") is None and receipts.unit_of(["segmind"]) is None
