@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from .hosted.http import rate_limit
 from .hosted.money import caps
+from .hosted.providers.sinkin import covers
 from .hosted.store import receipts, result_cache
 from .pack_settings import Setting
 
-OWNERS = (rate_limit, result_cache, receipts, caps)  # each module that reads settings, in the order shown
+OWNERS = (rate_limit, result_cache, receipts, caps, covers)  # each module that reads settings, in the order shown
 
 
 def declared() -> tuple[Setting, ...]:

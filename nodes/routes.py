@@ -15,7 +15,7 @@ from datetime import datetime
 
 from . import declared_settings, pack_settings, runtime
 from . import images as imaging
-from .errors import BudgetExceeded, ProviderError
+from .errors import BudgetExceeded, InputError, ProviderError
 from .hosted.keys import credentials
 from .hosted.keys.redaction import redact
 from .hosted.money import budget, caps
@@ -24,6 +24,7 @@ from .hosted.node import hosted_classes
 from .hosted.provider_table import PROVIDERS
 from .hosted.providers.segmind import api as segmind_api
 from .hosted.providers.sinkin import catalog as sinkin_catalog
+from .hosted.providers.sinkin import covers as sinkin_covers
 from .hosted.providers.sinkin import nodes as sinkin
 from .hosted.store import receipts, result_cache
 
@@ -97,7 +98,25 @@ async def sinkin_models(request):
     elif refresh:
         _last_refresh = time.monotonic()
     answer = await sinkin_catalog.catalog_for_web(refresh=refresh, read_sinkin=not _flag(request, "cached"))
-    return _json({**answer, "nodes": sinkin.catalog_widgets()})
+    return _json({**answer, "nodes": sinkin.catalog_widgets(), "cover_route": sinkin_covers.ROUTE})
+
+
+async def sinkin_cover(request):
+    """GET /sdbridge/sinkin/cover/{entry_id}: the thumbnail of a catalog model's or LoRA's cover
+    (fetched from SinkIn once, then from disk). Only an id of the catalog is looked up: the page
+    never names a URL. 404 for an id without a cover, 502 when SinkIn's picture did not come."""
+    from aiohttp import web
+
+    try:
+        picture = await sinkin_covers.cover(request.match_info.get("entry_id", ""))
+    except InputError as exc:
+        return _json({"error": str(exc)}, 404)
+    except ProviderError as exc:
+        return _json({"error": redact(str(exc))}, 502)
+    except Exception as exc:  # noqa: BLE001 - an interrupt or a disk failure: the picker shows the id alone
+        return _json({"error": redact(f"SinkIn: the cover could not be shown ({type(exc).__name__}).")}, 503)
+    return web.Response(body=picture, content_type=sinkin_covers.MEDIA_TYPE,
+                        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
 
 
 async def providers(request):
@@ -347,6 +366,7 @@ def register(routes) -> None:
     """Add every route to an aiohttp RouteTableDef."""
     routes.get("/sdbridge/providers")(providers)
     routes.get("/sdbridge/sinkin/catalog")(sinkin_models)
+    routes.get(sinkin_covers.ROUTE + "{entry_id}")(sinkin_cover)
     routes.get("/sdbridge/keys")(key_status)
     routes.post("/sdbridge/keys/{provider}")(store_key)
     routes.get("/sdbridge/settings")(settings)

@@ -71,6 +71,11 @@ def is_link(path: Path) -> bool:
 def write_json(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON, atomically; file 0600 and folder 0700 (on Windows the
     user's profile folder already keeps other users out)."""
+    write_bytes(path, json.dumps(data).encode("utf-8"))  # one write, not one per token
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`, atomically, as write_json does."""
     path = inside(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inside(path.parent)  # made just now: still no link in the way
@@ -79,8 +84,8 @@ def write_json(path: Path, data: Any) -> None:
     # fchmod (Windows has none before Python 3.13).
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data))  # one write, not one per token
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         _replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -42,6 +42,7 @@ from sdbridge.nodes.hosted.http import rate_limit  # noqa: E402
 from sdbridge.nodes.hosted.money import ledger  # noqa: E402
 from sdbridge.nodes.hosted.provider_table import PROVIDERS, SEGMIND, SINKIN  # noqa: E402
 from sdbridge.nodes.hosted.providers.segmind import api as segmind_api  # noqa: E402
+from sdbridge.nodes.hosted.providers.sinkin import covers as sinkin_covers  # noqa: E402
 from sdbridge.nodes.local import pipeline_cache  # noqa: E402
 
 UNPACED = "1000000/1"
@@ -68,6 +69,7 @@ def _isolated_user_dir(tmp_path, monkeypatch):
     rate_limit.forget_all()
     ledger.forget_balances()  # each fake starts with a fresh balance
     monkeypatch.setattr(routes, "_last_refresh", float("-inf"))  # each test may refresh the catalog
+    sinkin_covers.forget()  # no cover fetch under way or failed from another test
     runtime.request_interrupt(False)
     yield
     runtime.request_interrupt(False)

@@ -1,9 +1,11 @@
 // SD Bridge: keeps the SinkIn nodes' model and LoRA lists up to date with SinkIn's catalog.
 // The list comes from the pack's route (cached server-side, with a bundled fallback), and so
 // does which widget of which node shows which list; a value that is not in today's list stays
-// as it is, so saved workflows keep working.
+// as it is, so saved workflows keep working. Each list can also be picked by picture: a button
+// (never saved with the workflow, never sent with the prompt) opens sinkin_picker.js's grid.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { openPicker } from "./sinkin_picker.js";
 
 let catalog = null;
 
@@ -14,6 +16,45 @@ function applyCatalog(node) {
     const widget = node.widgets?.find((w) => w.name === name);
     const values = catalog[list];
     if (widget && values?.length) widget.options.values = values;
+  }
+}
+
+const LIST_NAMES = { models: "model", loras: "LoRA" };
+
+// The pack's own cover route for an id; null when the server names none of its own.
+function coverURL(id) {
+  const route = catalog?.cover_route;
+  if (typeof route !== "string" || !route.startsWith("/sdbridge/")) return null;
+  const path = route + encodeURIComponent(id);
+  return api.apiURL ? api.apiURL(path) : path;
+}
+
+function pickByPicture(node, name, list) {
+  const widget = node.widgets?.find((w) => w.name === name);
+  if (!widget || !catalog) return;
+  let entries = catalog.pictures?.[list] ?? [];
+  if (list === "loras" && catalog.loras?.length) {  // the list's first choice is "no LoRA"
+    entries = [{ id: catalog.loras[0], title: "no LoRA", choice: catalog.loras[0], cover: false }, ...entries];
+  }
+  openPicker({
+    heading: `SinkIn ${LIST_NAMES[list] ?? list}: pick by picture`, entries, current: widget.value,
+    coverURL: (id) => coverURL(id),
+    pick(choice) {
+      widget.value = choice;
+      widget.callback?.(choice, app.canvas, node);
+      node.setDirtyCanvas?.(true, true);
+    },
+  });
+}
+
+function addPickButtons(node) {
+  if (!node.addWidget || node.sdbridgePickButtons) return;
+  node.sdbridgePickButtons = true;
+  for (const [name, list] of Object.entries(catalogWidgets(node.comfyClass) ?? {})) {
+    // Last, after every input: saved widget values keep their places.
+    const button = node.addWidget("button", `pick ${LIST_NAMES[list] ?? list} by picture`, null,
+      () => pickByPicture(node, name, list), { serialize: false });
+    if (button) button.serialize = false;
   }
 }
 
@@ -62,7 +103,9 @@ app.registerExtension({
     }
   },
   nodeCreated(node) {
-    if (catalogWidgets(node.comfyClass)) applyCatalog(node);
+    if (!catalogWidgets(node.comfyClass)) return;
+    applyCatalog(node);
+    addPickButtons(node);
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!catalogWidgets(nodeData.name)) return;
@@ -70,6 +113,10 @@ app.registerExtension({
     nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
       previous?.apply(this, arguments);
       options.push({ content: "Refresh SinkIn models and LoRAs", callback: refreshFromMenu });
+      for (const [name, list] of Object.entries(catalogWidgets(this.comfyClass) ?? {})) {
+        options.push({ content: `Pick ${LIST_NAMES[list] ?? list} by picture…`,
+          callback: () => pickByPicture(this, name, list) });
+      }
     };
   },
 });

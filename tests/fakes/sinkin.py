@@ -7,6 +7,9 @@
   "inf_id"}; image i's colour is derived from seed + i and its size from width/height.
 - GET /images/<seed>_<width>x<height>.png serves a picture after `image_delay` seconds.
 - /api/models answers `catalog` (documented fields plus the extra ones public clients see).
+- GET /covers/<name> serves cover pictures (`COVERS`): a good one, a huge one, one that is not an
+  image, one that says image but is garbage, a redirect to `cover_redirect`, and a slow one
+  (after `cover_delay` seconds). `with_covers()` points the catalog's cover_img fields at them.
 - `script` holds canned answers (errors, garbage, delays) served before normal ones.
 """
 
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from support.loopback import Answer, Loopback, Request, json_answer
 
 KEY = "sinkin-test-token-0123456789"
@@ -73,6 +77,22 @@ def picture(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+COVER_SIZE = (600, 400)
+COVERS = {  # catalog id -> the name of the cover the fake serves for it
+    "r2La2w2": "good.png", "yBG2r9O": "huge.png", "4zdwGOB": "page.html", "newModel1": "garbage.png",
+    "lora01": "redirect.png", "lora02": "slow.png",
+}
+
+
+def cover_picture() -> bytes:
+    """A cover with a comment and metadata a thumbnail must not keep."""
+    buffer = io.BytesIO()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "<script>alert(1)</script>")
+    Image.new("RGB", COVER_SIZE, (200, 40, 90)).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
 def failure(message: str) -> Answer:
     return json_answer(200, {"error_code": 1, "message": message})
 
@@ -84,7 +104,36 @@ class FakeSinkIn(Loopback):
         self.catalog = CATALOG
         self.script: list[Answer] = []
         self.inferences = 0
+        self.cover_delay = 3.0
+        self.cover_redirect = "http://10.0.0.1/cover.png"
+        self.cover_arrivals: list[float] = []   # when each cover request came (monotonic)
         super().__init__(self.answer)
+
+    def with_covers(self) -> FakeSinkIn:
+        """The catalog with each entry's cover_img on this server (COVERS)."""
+        self.catalog = {**CATALOG, **{kind: [{**item, "cover_img": f"{self.url}/covers/{COVERS[item['id']]}"}
+                                             for item in CATALOG[kind]] for kind in ("models", "loras")}}
+        return self
+
+    def cover_requests(self) -> list[str]:
+        return [r.path for r in self.requests if r.path.startswith("/covers/")]
+
+    def cover(self, name: str) -> Answer:
+        self.cover_arrivals.append(time.monotonic())
+        name = name.split("?")[0]  # a query tells covers apart, the picture is the same
+        if name == "good.png":
+            return Answer(200, cover_picture(), {"content-type": "image/png"})
+        if name == "huge.png":
+            return Answer(200, b"\x89PNG" + b"\0" * (3 * 1024 * 1024), {"content-type": "image/png"})
+        if name == "page.html":
+            return Answer(200, b"<html><body>a page</body></html>", {"content-type": "text/html"})
+        if name == "garbage.png":
+            return Answer(200, b"GIF89a not really", {"content-type": "image/png"})
+        if name == "redirect.png":
+            return Answer(302, b"", {"location": self.cover_redirect})
+        if name == "slow.png":
+            return Answer(200, cover_picture(), {"content-type": "image/png"}, delay=self.cover_delay)
+        return Answer(404, b"<html><body>Not Found</body></html>", {"content-type": "text/html"})
 
     def forms(self, path: str = "/api/inference") -> list[dict]:
         return [form_fields(r) for r in self.requests if r.method == "POST" and r.path == path]
@@ -92,6 +141,8 @@ class FakeSinkIn(Loopback):
     def answer(self, request: Request) -> Answer:
         if self.script:
             return self.script.pop(0)
+        if request.method == "GET" and request.path.startswith("/covers/"):
+            return self.cover(request.path.removeprefix("/covers/"))
         found = re.fullmatch(r"/images/(\d+)_(\d+)x(\d+)\.png", request.path)
         if request.method == "GET" and found:
             seed, width, height = (int(g) for g in found.groups())

@@ -36,13 +36,16 @@ globalThis.document = { createElement: element };"""
 
 
 def run_extension(tmp_path: Path, extension: str, driver: str, answers: dict) -> dict:
-    """Copy web/<extension> beside the stand-ins, run `driver` (an ES module that prints JSON)
-    with `answers` (path -> JSON body) for api.fetchApi, and return what it printed."""
+    """Copy web/<extension> (and the sibling modules it imports) beside the stand-ins, run
+    `driver` (an ES module that prints JSON) with `answers` (path -> JSON body) for
+    api.fetchApi, and return what it printed."""
+    assert (ROOT / "web" / extension).is_file(), extension
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "app.js").write_text(APP)
     (tmp_path / "scripts" / "api.js").write_text(API)
     (tmp_path / "extensions" / "sdbridge").mkdir(parents=True)
-    shutil.copy(ROOT / "web" / extension, tmp_path / "extensions" / "sdbridge")
+    for module in (ROOT / "web").glob("*.js"):  # the extension, and the modules it imports
+        shutil.copy(module, tmp_path / "extensions" / "sdbridge")
     (tmp_path / "driver.mjs").write_text(driver.replace("${DOM}", DOM))
     out = subprocess.run([NODE_JS, "driver.mjs", json.dumps(answers)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60, check=True)

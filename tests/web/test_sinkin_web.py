@@ -59,6 +59,6 @@ def test_the_extension_refreshes_model_and_lora_lists_in_place(tmp_path):
     assert result["saved"]["model_id"] == ["Old Title (gone1)", ["Today (new1)"]]  # the saved value stays
     assert result["saved"]["lora"] == ["none", ["none", "Grain (l2)"]]
     assert result["other"]["model_id"] == ["x", ["x"]]  # other nodes are left alone
-    assert result["menu"] == ["Refresh SinkIn models and LoRAs"]
+    assert result["menu"] == ["Refresh SinkIn models and LoRAs", "Pick model by picture…", "Pick LoRA by picture…"]
     assert result["otherMenu"] == "undefined"  # only the nodes the route names get the menu
     assert result["toasts"] == [["error", "SinkIn: slow"]]

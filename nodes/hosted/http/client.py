@@ -71,6 +71,9 @@ class HttpClient:
     provider: Provider
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
+    # Off for a read a route makes for the page (a cover): no part of a prompt, so ComfyUI's
+    # interrupt neither stops it nor is taken by it from the prompt it was meant for.
+    follows_interrupts: bool = True
 
     async def request(self, method: str, url: str, *, node_id: str | None = None, label: str = "",
                       headers: Mapping[str, str] | None = None, json_body: Any = None,
@@ -97,7 +100,7 @@ class HttpClient:
         about = {"stage": stage, "request_id": request_id}  # what every error of this request carries
         hops = 0
         while True:
-            runtime.raise_if_interrupted()
+            self._stop_if_interrupted()
             if limiter is not None:
                 await self._take_slot(limiter, node_id, label)
             reply, retry_after = None, None
@@ -237,7 +240,7 @@ class HttpClient:
         cancel = threading.Event()
         future = loop.run_in_executor(
             exchange.executor(), exchange.exchange, method, url, kwargs, self.limits, cancel, deadline, follow_redirects,
-            runtime.current_run(), pin,
+            runtime.current_run(), pin, self.follows_interrupts,
         )
         started = time.monotonic()
         shown = 0
@@ -246,7 +249,7 @@ class HttpClient:
                 done, _ = await asyncio.wait({future}, timeout=0.1)
                 if done:
                     break
-                if runtime.interrupted():
+                if self.follows_interrupts and runtime.interrupted():
                     cancel.set()
                     runtime.show_text(node_id, f"{self.provider.name} {label}: cancelled")
                     runtime.raise_if_interrupted()
@@ -262,7 +265,7 @@ class HttpClient:
         try:
             return future.result()
         except exchange.Cancelled:
-            runtime.raise_if_interrupted()
+            self._stop_if_interrupted()
             raise
 
     async def pause(self, seconds: float, why: str, node_id: str | None, label: str, log_line: bool = True) -> None:
@@ -270,9 +273,13 @@ class HttpClient:
         runtime.show_text(node_id, f"{self.provider.name} {label}: {why}", log_line=log_line)
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
-            runtime.raise_if_interrupted()
+            self._stop_if_interrupted()
             await asyncio.sleep(min(0.1, left))
-        runtime.raise_if_interrupted()
+        self._stop_if_interrupted()
+
+    def _stop_if_interrupted(self) -> None:
+        if self.follows_interrupts:
+            runtime.raise_if_interrupted()
 
     async def _take_slot(self, limiter: RateLimiter, node_id: str | None, label: str) -> None:
         """Wait until the key's pace lets this request start; the node says so."""

@@ -100,10 +100,11 @@ def _never_sent(exc: Exception) -> bool:
 
 
 def exchange(method: str, url: str, kwargs: dict, limits: Limits, cancel: threading.Event,
-              deadline: float, follow_redirects: bool, run: int | None, pin: Target | None = None) -> Reply:
+              deadline: float, follow_redirects: bool, run: int | None, pin: Target | None = None,
+              follows_interrupts: bool = True) -> Reply:
     """One HTTP exchange, body read in bounded chunks; raises instead of returning half an answer.
     With `pin`, the connection goes to exactly that checked address."""
-    if cancel.is_set() or runtime.interrupted(run):  # queued for a worker, then cancelled: never sent
+    if cancel.is_set() or (follows_interrupts and runtime.interrupted(run)):  # cancelled while queued: never sent
         raise Cancelled()
     started = time.monotonic()
     session = _session()

@@ -95,7 +95,10 @@ def test_a_fresh_install_offers_the_documented_models_offline():
                                    "AbsoluteReality (mGYMaD5)", "DreamShaper (4zdwGOB)", "Deliberate (K6KkkKl)"]
     assert ask() == {"models": model_choices(), "loras": ["none"], "source": "bundled", "fetched_at": None,
                      "age_seconds": None, "error": None,
-                     "nodes": {node: {"model_id": "models", "lora": "loras"} for node in NODE_IDS}}
+                     "nodes": {node: {"model_id": "models", "lora": "loras"} for node in NODE_IDS},
+                     "pictures": {"models": [{"id": e.id, "title": e.title, "choice": e.choice, "cover": False}
+                                             for e in bundled.models], "loras": []},
+                     "cover_route": "/sdbridge/sinkin/cover/"}
 
 
 def test_cached_answers_from_disk_without_reading_sinkin(fake_sinkin):

@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .... import runtime, userdata
 from ....errors import ProviderError
@@ -34,12 +35,14 @@ _BREAKS = {"Cc", "Zl", "Zp"}             # shown as a space
 _INVISIBLE = {"Cf", "Cs", "Co", "Cn"}     # left out
 # Markup: a menu that sets innerHTML would run a title's <img onerror=...>.
 _MARKUP = str.maketrans({"<": None, ">": None, "(": "[", ")": "]"})
+COVER_URL_MAX = 2048  # characters; a longer cover_img is not a picture's address
 
 
 @dataclass(frozen=True)
 class Entry:
     id: str
     title: str
+    cover: str = ""   # SinkIn's cover_img, an http(s) URL; only the server fetches it (covers.py)
 
     @property
     def choice(self) -> str:
@@ -72,9 +75,25 @@ def clean_title(title: Any) -> str:
     return redaction.cut(" ".join(visible.translate(_MARKUP).split()), TITLE_MAX - 1, "…")
 
 
+def clean_cover(url: Any) -> str:
+    """A cover_img as an absolute http(s) URL with a host and nothing that is not printed
+    (no space, no control character), else "": the entry stays, without a picture."""
+    if not isinstance(url, str) or not 0 < len(url) <= COVER_URL_MAX or not url.isascii() or not url.isprintable():
+        return ""
+    if any(c.isspace() or c in '<>"\\' for c in url):
+        return ""
+    try:
+        parts = urlsplit(url)
+        has_host = bool(parts.hostname)
+    except ValueError:
+        return ""
+    return url if parts.scheme.lower() in ("http", "https") and has_host else ""
+
+
 def parse_entries(items: Any) -> tuple[Entry, ...]:
-    """Catalog entries from an answer's list, tolerantly: `title` or `name`, other fields
-    ignored, entries without a usable id skipped, the first of duplicate ids kept."""
+    """Catalog entries from an answer's list, tolerantly: `title` or `name`, `cover_img` when it
+    is an http(s) URL, other fields ignored, entries without a usable id skipped, the first of
+    duplicate ids kept."""
     if not isinstance(items, list):
         return ()
     entries: dict[str, Entry] = {}
@@ -87,7 +106,8 @@ def parse_entries(items: Any) -> tuple[Entry, ...]:
         if not isinstance(entry_id, str) or not _ID.fullmatch(entry_id.strip()):
             continue
         entry_id = entry_id.strip()
-        entries.setdefault(entry_id, Entry(entry_id, clean_title(item.get("title") or item.get("name"))))
+        entries.setdefault(entry_id, Entry(entry_id, clean_title(item.get("title") or item.get("name")),
+                                           clean_cover(item.get("cover_img"))))
     return tuple(entries.values())
 
 
@@ -103,6 +123,10 @@ class Catalog:
     def lora_choices(self) -> list[str]:
         return [NO_LORA] + [entry.choice for entry in self.loras]
 
+    def find(self, entry_id: str) -> Entry | None:
+        """The model or LoRA with this id (ids are matched exactly, as SinkIn does)."""
+        return next((e for e in (*self.models, *self.loras) if e.id == entry_id), None)
+
     def age(self) -> float | None:
         return None if self.fetched_at is None else max(0.0, time.time() - self.fetched_at)
 
@@ -115,6 +139,8 @@ def bundled_catalog() -> Catalog:
 
 def cache_file() -> Path:
     return userdata.pack_folder() / "sinkin_catalog.json"
+
+
 _memo: dict[tuple, Catalog] = {}
 
 
@@ -150,11 +176,16 @@ def _read_cache(path: Path) -> Catalog:
     return catalog
 
 
+def _stored(entry: Entry) -> dict:
+    """An entry as the cache keeps it (the fields SinkIn's answer names them by)."""
+    return {"id": entry.id, "title": entry.title, **({"cover_img": entry.cover} if entry.cover else {})}
+
+
 def _write_cache(catalog: Catalog) -> None:
     path = cache_file()
     data = {"fetched_at": catalog.fetched_at,
-            "models": [{"id": e.id, "title": e.title} for e in catalog.models],
-            "loras": [{"id": e.id, "title": e.title} for e in catalog.loras]}
+            "models": [_stored(e) for e in catalog.models],
+            "loras": [_stored(e) for e in catalog.loras]}
     userdata.write_json(path, data)
 
 
@@ -190,6 +221,12 @@ async def _read_catalog(policies: Policies) -> Catalog:
     return catalog
 
 
+def _pictures(entries: tuple[Entry, ...]) -> list[dict]:
+    """What the picker shows of each entry: its id, its title (plain text), the choice it sets,
+    and whether the server has a cover for it (never the cover's URL: the page asks the pack)."""
+    return [{"id": e.id, "title": e.title, "choice": e.choice, "cover": bool(e.cover)} for e in entries]
+
+
 async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True,
                           policies: Policies = sinkin_api.POLICIES) -> dict:
     """What the web extension shows. Reads SinkIn when asked, or when the list is older than
@@ -206,6 +243,7 @@ async def catalog_for_web(refresh: bool = False, *, read_sinkin: bool = True,
             runtime.log.warning("%s", error)
     age = catalog.age()
     return {"models": catalog.model_choices(), "loras": catalog.lora_choices(),
+            "pictures": {"models": _pictures(catalog.models), "loras": _pictures(catalog.loras)},
             "source": "bundled" if catalog.fetched_at is None else "sinkin",
             "fetched_at": catalog.fetched_at, "age_seconds": None if age is None else round(age),
             "error": error}
