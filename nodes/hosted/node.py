@@ -18,6 +18,7 @@ from .. import images as imaging
 from .. import runtime
 from ..errors import MaybeCharged, ProviderError, SDBridgeError
 from ..param_node import HIDDEN, ImageNode
+from .http.client import counting_generations
 from .http.jobs import collect_request_ids
 from .http.policy import Policies
 from .keys import redaction
@@ -165,15 +166,21 @@ class HostedNode(ImageNode):
             #    A request that may have been billed counts even when its answer was lost.
             run = budget.run_for(sdbridge_prompt)
             hold = await self.reserve(run, sdbridge_prompt, plan.cost, unique_id)
+            #    So does one cancelled after its request left: the provider may finish and bill it.
             spent = None
-            try:
-                result = await self.call(plan, unique_id)
-                spent = self.account(plan.cost, hold, result.info, unique_id)
-            except MaybeCharged:
-                spent = receipt.estimate = self.count_maybe_charged(plan.cost, hold)
-                raise
-            finally:
-                self.settle(run, hold, spent)
+            with counting_generations() as sent:
+                try:
+                    result = await self.call(plan, unique_id)
+                    spent = self.account(plan.cost, hold, result.info, unique_id)
+                except MaybeCharged:
+                    spent = receipt.estimate = self.count_maybe_charged(plan.cost, hold)
+                    raise
+                except (Exception, asyncio.CancelledError) as stopped:
+                    if sent and not isinstance(stopped, SDBridgeError):  # ComfyUI's cancel, after a send
+                        spent = receipt.estimate = self.count_maybe_charged(plan.cost, hold)
+                    raise
+                finally:
+                    self.settle(run, hold, spent)
             # A failure raised above, so only what was paid for is kept.
             result.info["seconds"] = round(time.monotonic() - started, 2)
             if key and result.raw:
@@ -325,7 +332,7 @@ class RunRecord:
             self.status = "cached" if basis == "cached" else "done"
             spent = f"{costs.rounded(credits):g} credits ({basis})" if credits is not None else "cost unknown"
             self.message = "from the result cache" if basis == "cached" else f"done: {spent}"
-        elif self.status == "maybe_charged":
+        elif self.status == "maybe_charged" or self.estimate is not None:  # cancelled after a send too
             credits, basis = self.estimate, "estimated" if self.estimate is not None else "unknown"
         else:
             credits, basis = None, "unknown"
