@@ -54,6 +54,7 @@ class Plan:
     cache_values: Mapping[str, Any] | None = None  # as the cache key reads them (None: `values`
     #                                                but the uploaded inputs, named by their digests)
     uploads: Mapping[str, tuple[bytes, ...]] | None = None  # {input name: bytes of each image sent}
+    model: str = ""                    # the model run, where the endpoint does not name it (receipts)
 
     def __post_init__(self):
         # Read-only views: nothing downstream changes what was planned.
@@ -308,7 +309,7 @@ class RunRecord:
                 "title": title if isinstance(title, str) else cls.DISPLAY_NAME, "prompt_id": self.prompt_id}
 
     def planned(self, plan: Plan) -> None:
-        self.endpoint = plan.endpoint
+        self.endpoint = plan.model or plan.endpoint
         self.digests = result_cache.image_digests(plan.uploads or {})
 
     def ended_by(self, exc: BaseException) -> None:
