@@ -23,6 +23,7 @@ from .hosted.money import ledger as spending
 from .hosted.node import hosted_classes
 from .hosted.provider_table import PROVIDERS
 from .hosted.providers.segmind import api as segmind_api
+from .hosted.providers.sinkin import api as sinkin_api
 from .hosted.providers.sinkin import catalog as sinkin_catalog
 from .hosted.providers.sinkin import covers as sinkin_covers
 from .hosted.providers.sinkin import nodes as sinkin
@@ -97,7 +98,8 @@ async def sinkin_models(request):
         refresh = False  # the list read a moment ago is the answer
     elif refresh:
         _last_refresh = time.monotonic()
-    answer = await sinkin_catalog.catalog_for_web(refresh=refresh, read_sinkin=not _flag(request, "cached"))
+    answer = await sinkin_catalog.catalog_for_web(refresh=refresh, read_sinkin=not _flag(request, "cached"),
+                                                   policies=sinkin_api.POLICIES.outside_a_run())
     return _json({**answer, "nodes": sinkin.catalog_widgets(), "cover_route": sinkin_covers.ROUTE})
 
 
@@ -352,7 +354,7 @@ async def fetch_again(request):
         return _json({"error": f"request {request_id[:60]} is older than the {segmind_api.RESULT_WINDOW // 60} "
                                "minutes Segmind keeps results; it cannot be fetched again"}, 410)
     try:
-        pictures = await segmind_api.fetch_again(request_id)
+        pictures = await segmind_api.fetch_again(request_id, segmind_api.POLICIES.outside_a_run())
         saved = await asyncio.to_thread(_save_fetched, request_id, pictures)
     except ProviderError as exc:
         return _json({"error": str(exc)}, 502 if exc.status is None or exc.status >= 500 else 409)

@@ -9,6 +9,7 @@ them for one run: a node receives it at construction and hands it to every API c
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import time
 from collections.abc import Callable
@@ -59,6 +60,13 @@ class Policies:
     poll: PollPolicy = PollPolicy()
     max_result_pixels: int | None = None    # None: the pack's own bound on a decoded image
     rate_plan: tuple[int, float] | None = None
+    follows_interrupts: bool = True         # False for what the editor asks outside a run (routes)
+
+    def outside_a_run(self) -> Policies:
+        """The same pace for a request no prompt runs (a route's): ComfyUI's Cancel belongs to the
+        prompt, so it neither stops such a request nor is used up by it."""
+        return dataclasses.replace(self, follows_interrupts=False)
+
 TRANSIENT = "transient"          # the answer never came whole, or 408/5xx
 RATE_LIMITED_BUDGET = "rate limited"
 MAYBE_DONE = "maybe done"        # the provider may have done (and billed) the work: never resend

@@ -9,7 +9,7 @@ from aiohttp.test_utils import make_mocked_request
 from fakes.sinkin import CATALOG, failure
 from support.loopback import json_answer
 
-from sdbridge.nodes import routes
+from sdbridge.nodes import routes, runtime
 from sdbridge.nodes.hosted.providers.sinkin import catalog as sinkin_catalog
 
 
@@ -61,3 +61,15 @@ def test_a_caller_that_gives_up_does_not_withdraw_the_read_from_the_others(fake_
 
     catalog = asyncio.run(main())
     assert catalog.models[0].id == "r2La2w2" and catalog_calls(fake_sinkin) == 1
+
+
+def test_a_refresh_during_a_cancel_neither_stops_nor_uses_up_the_prompt_s_cancel(fake_sinkin):
+    """Cancel belongs to the prompt: the editor's refresh, asked meanwhile, still reads the list,
+    and the prompt's nodes still see the cancel afterwards."""
+    runtime.request_interrupt()
+    try:
+        [answer] = asyncio.run(ask_many(["?refresh=1"]))
+        assert answer["source"] == "sinkin" and answer["error"] is None and catalog_calls(fake_sinkin) == 1
+        assert runtime.interrupted()
+    finally:
+        runtime.request_interrupt(False)

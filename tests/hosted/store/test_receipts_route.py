@@ -156,6 +156,18 @@ def test_fetch_again_brings_back_a_held_result_without_a_generation_request(fake
     assert saved.read_bytes() == picture(256, 256, 21)
 
 
+def test_fetch_again_during_another_prompt_s_cancel_works_and_leaves_the_cancel(fake_segmind_v2):
+    _cancelled_run(fake_segmind_v2)
+    runtime.request_interrupt()  # another prompt is being cancelled right now
+    try:
+        status, body = _post("/sdbridge/receipts/fetch-again", {"request_id": "req-1"})
+        assert status == 200, body
+        assert runtime.interrupted()  # still there for that prompt's nodes
+    finally:
+        runtime.request_interrupt(False)
+    assert len(fake_segmind_v2.submits()) == 1
+
+
 def test_fetch_again_of_a_result_the_provider_forgot_says_so_and_sends_nothing_paid(fake_segmind_v2):
     _cancelled_run(fake_segmind_v2)
     fake_segmind_v2.expire()

@@ -34,7 +34,8 @@ def api_version() -> str:
 
 def client(policies: Policies) -> HttpClient:
     """The client of one run, at its pace."""
-    return HttpClient(SEGMIND, retry=policies.retry, limits=policies.limits)
+    return HttpClient(SEGMIND, retry=policies.retry, limits=policies.limits,
+                      follows_interrupts=policies.follows_interrupts)
 
 
 async def post(slug: str, body: dict, node_id: str | None, policies: Policies = POLICIES
@@ -152,7 +153,8 @@ async def read_images(reply: Reply, node_id: str | None, *, required: bool = Tru
         for item in items:
             is_url = re.match(r"^https?://", item) is not None
             if is_url:
-                downloads = HttpClient(SEGMIND, retry=policies.retry, limits=policies.downloads)
+                downloads = HttpClient(SEGMIND, retry=policies.retry, limits=policies.downloads,
+                                       follows_interrupts=policies.follows_interrupts)
                 fetched = await downloads.download(item, base=credentials.base_url(SEGMIND), node_id=node_id,
                                                    request_id=reply.request_id)
             try:  # a downloaded image that does not decode is the provider's fault too, not a bare ValueError

@@ -36,7 +36,8 @@ async def post_form(path: str, fields: dict[str, str], node_id: str | None, labe
         form["init_image_file"] = ("init_image.png", upload, "image/png")
     url = credentials.base_url(SINKIN) + path
     limiter = rate_limit.for_key(SINKIN, key, policies.rate_plan) if resend is GENERATION else None  # reads: no pace
-    client = HttpClient(SINKIN, retry=policies.retry, limits=policies.limits)
+    client = HttpClient(SINKIN, retry=policies.retry, limits=policies.limits,
+                        follows_interrupts=policies.follows_interrupts)
     reply = await client.request("POST", url, node_id=node_id, label=label, files=form, resend=resend,
                                  limiter=limiter)
     data = reply.json_object(SINKIN)
@@ -53,7 +54,8 @@ async def download_images(urls: list[tuple[str, str | None]], node_id: str | Non
     """Fetch every result URL (each with the inf_id of the answer that gave it) at once; the first
     failure cancels the rest. Each image's bytes as downloaded, with its decoded picture."""
     base = credentials.base_url(SINKIN)
-    downloads = HttpClient(SINKIN, retry=policies.retry, limits=policies.downloads)
+    downloads = HttpClient(SINKIN, retry=policies.retry, limits=policies.downloads,
+                           follows_interrupts=policies.follows_interrupts)
     replies: list[Reply] = await all_or_nothing(
         downloads.download(url, base=base, node_id=node_id, request_id=inf_id) for url, inf_id in urls)
     pictures = []
