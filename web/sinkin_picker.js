@@ -46,6 +46,15 @@ function tile(entry, coverURL, chosen, pick) {
   return { button, text: `${entry.title} ${entry.id}`.toLowerCase() };
 }
 
+// The tile of the combo's value: its choice, else its id as the server reads one from a value
+// (catalog.id_from_choice: "Any Title (id)" or a bare id), so a workflow saved under an older
+// title still shows which model it runs.
+function isCurrent(entry, current) {
+  if (entry.choice === current) return true;
+  const value = typeof current === "string" ? current.trim() : "";
+  return value === entry.id || value.endsWith(`(${entry.id})`);
+}
+
 export function closePicker() {
   open?.close();
 }
@@ -79,7 +88,7 @@ export function openPicker({ heading, entries, coverURL, current, pick }) {
   };
   const onKey = (event) => { if (event.key === "Escape") close(); };
   const choose = (choice) => { close(); pick(choice); };
-  const tiles = entries.map((entry) => tile(entry, coverURL, entry.choice === current, choose));
+  const tiles = entries.map((entry) => tile(entry, coverURL, isCurrent(entry, current), choose));
   grid.append(...tiles.map((t) => t.button));
   filter.addEventListener("input", () => {
     const words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);

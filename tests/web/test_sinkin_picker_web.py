@@ -124,3 +124,18 @@ def test_a_cover_route_that_is_not_the_packs_shows_no_picture(tmp_path):
     result = run_extension(tmp_path, "sinkin_catalog.js", DRIVER, {"/sdbridge/sinkin/catalog?cached=1": answer,
                                                                    "/sdbridge/sinkin/catalog": answer})
     assert [tile["img"] for tile in result["models"] + result["loras"]] == [None, None, None, None]
+
+
+@pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
+@pytest.mark.parametrize("saved", ["Realistic Vision (r2La2w2)", "r2La2w2"])
+def test_the_picker_marks_the_saved_model_by_its_id_when_its_title_changed(tmp_path, saved):
+    # The shipped workflows name "Realistic Vision (r2La2w2)"; SinkIn's list calls it
+    # "Realistic Vision V6.0 (r2La2w2)" (and a bare id works too): the server runs the id, so the
+    # picker marks that tile, and only that one.
+    write_catalog()
+    answer = cached_answer()
+    driver = DRIVER.replace('combo("model_id", "Realistic Vision V6.0 (r2La2w2)")', f'combo("model_id", {json.dumps(saved)})')
+    assert driver != DRIVER
+    result = run_extension(tmp_path, "sinkin_catalog.js", driver, {"/sdbridge/sinkin/catalog?cached=1": answer,
+                                                                   "/sdbridge/sinkin/catalog": answer})
+    assert [(tile["texts"][1], tile["chosen"]) for tile in result["models"]] == [("r2La2w2", True), ("4zdwGOB", False)]
