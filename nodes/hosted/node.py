@@ -18,6 +18,7 @@ from .. import images as imaging
 from .. import runtime
 from ..errors import MaybeCharged, ProviderError, SDBridgeError
 from ..param_node import HIDDEN, ImageNode
+from .http.client import counting_generations
 from .http.jobs import collect_request_ids
 from .http.policy import Policies
 from .keys import redaction
@@ -53,6 +54,7 @@ class Plan:
     cache_values: Mapping[str, Any] | None = None  # as the cache key reads them (None: `values`
     #                                                but the uploaded inputs, named by their digests)
     uploads: Mapping[str, tuple[bytes, ...]] | None = None  # {input name: bytes of each image sent}
+    model: str = ""                    # the model run, where the endpoint does not name it (receipts)
 
     def __post_init__(self):
         # Read-only views: nothing downstream changes what was planned.
@@ -165,15 +167,21 @@ class HostedNode(ImageNode):
             #    A request that may have been billed counts even when its answer was lost.
             run = budget.run_for(sdbridge_prompt)
             hold = await self.reserve(run, sdbridge_prompt, plan.cost, unique_id)
+            #    So does one cancelled after its request left: the provider may finish and bill it.
             spent = None
-            try:
-                result = await self.call(plan, unique_id)
-                spent = self.account(plan.cost, hold, result.info, unique_id)
-            except MaybeCharged:
-                spent = receipt.estimate = self.count_maybe_charged(plan.cost, hold)
-                raise
-            finally:
-                self.settle(run, hold, spent)
+            with counting_generations() as sent:
+                try:
+                    result = await self.call(plan, unique_id)
+                    spent = self.account(plan.cost, hold, result.info, unique_id)
+                except MaybeCharged:
+                    spent = receipt.estimate = self.count_maybe_charged(plan.cost, hold)
+                    raise
+                except (Exception, asyncio.CancelledError) as stopped:
+                    if sent and not isinstance(stopped, SDBridgeError):  # ComfyUI's cancel, after a send
+                        spent = receipt.estimate = self.count_maybe_charged(plan.cost, hold)
+                    raise
+                finally:
+                    self.settle(run, hold, spent)
             # A failure raised above, so only what was paid for is kept.
             result.info["seconds"] = round(time.monotonic() - started, 2)
             if key and result.raw:
@@ -301,7 +309,7 @@ class RunRecord:
                 "title": title if isinstance(title, str) else cls.DISPLAY_NAME, "prompt_id": self.prompt_id}
 
     def planned(self, plan: Plan) -> None:
-        self.endpoint = plan.endpoint
+        self.endpoint = plan.model or plan.endpoint
         self.digests = result_cache.image_digests(plan.uploads or {})
 
     def ended_by(self, exc: BaseException) -> None:
@@ -325,7 +333,7 @@ class RunRecord:
             self.status = "cached" if basis == "cached" else "done"
             spent = f"{costs.rounded(credits):g} credits ({basis})" if credits is not None else "cost unknown"
             self.message = "from the result cache" if basis == "cached" else f"done: {spent}"
-        elif self.status == "maybe_charged":
+        elif self.status == "maybe_charged" or self.estimate is not None:  # cancelled after a send too
             credits, basis = self.estimate, "estimated" if self.estimate is not None else "unknown"
         else:
             credits, basis = None, "unknown"

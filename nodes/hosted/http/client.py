@@ -29,6 +29,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import random
 import threading
@@ -64,6 +66,22 @@ from .policy import (
 )
 from .rate_limit import LONGEST_WAIT, RateLimiter
 from .replies import Reply, describe_body, error_for_status, size_text, what_happened
+
+# The requests that make (and bill) an image sent so far by the run whose context this is: a run
+# cancelled after one left may still be billed, and node.py counts it toward the caps.
+_generations_sent: contextvars.ContextVar[list | None] = contextvars.ContextVar("sdbridge_generations_sent",
+                                                                                default=None)
+
+
+@contextlib.contextmanager
+def counting_generations():
+    """A list that each generation request sent within the block (its tasks included) adds to."""
+    sent: list[str] = []
+    token = _generations_sent.set(sent)
+    try:
+        yield sent
+    finally:
+        _generations_sent.reset(token)
 
 
 @dataclass
@@ -104,6 +122,9 @@ class HttpClient:
             if limiter is not None:
                 await self._take_slot(limiter, node_id, label)
             reply, retry_after = None, None
+            sent = _generations_sent.get()
+            if sent is not None and not resend.after_lost_answer:
+                sent.append(url)  # from here on the provider may make, and bill, the image
             try:
                 reply = await self._exchange(method, url, kwargs, deadline, follow_redirects, node_id, label, pin)
             except ExchangeFailed as exc:

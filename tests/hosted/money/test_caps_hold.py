@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import date, timedelta
 
@@ -19,11 +20,11 @@ from hypothesis import strategies as st
 from support.loopback import json_answer, lost
 from support.nodecalls import defaults, run
 
-from sdbridge.nodes import errors
+from sdbridge.nodes import errors, runtime
 from sdbridge.nodes.hosted.money import caps, ledger, prices
 from sdbridge.nodes.hosted.providers.segmind import nodes as segmind_nodes
 from sdbridge.nodes.hosted.providers.sinkin import nodes as sinkin_nodes
-from sdbridge.nodes.hosted.store import result_cache
+from sdbridge.nodes.hosted.store import receipts, result_cache
 
 TXT2IMG = sinkin_nodes.SDBridgeSinkInTxt2Img
 SINKIN_RUN = {"model_id": "yBG2r9O", "prompt": "a cat", "num_images": 4, "seed": 5}  # 2 credits on the fake
@@ -77,6 +78,33 @@ def test_a_request_whose_answer_was_lost_counts_its_estimate(fake_sinkin):
         run(TXT2IMG, "1", **{**SINKIN_RUN, "seed": 6})
     assert len(fake_sinkin.forms()) == 2
     assert ledger.spent_on("sinkin") == 4.0                               # it may have cost 2: counted
+
+
+def test_a_run_cancelled_after_its_request_left_counts_its_estimate(fake_segmind_v2):
+    """Cancel pressed while Segmind works on a submitted job: the job may still be finished and
+    billed, so its estimate counts toward the caps (and its receipt says so)."""
+    sdxl = segmind_nodes.SDBridgeSegmindSDXL
+    values = {"prompt": "a cat", "seed": 3}
+    estimate = prices.estimate(sdxl.plan({**defaults(sdxl), **values}, images=False).cost).credits
+    assert estimate  # SDXL has a published price
+    fake_segmind_v2.processing_polls = 10_000
+    threading.Timer(0.3, runtime.request_interrupt).start()
+    with pytest.raises(runtime.Interrupted):
+        run(sdxl, "1", **values)
+    runtime.request_interrupt(False)
+    fake_segmind_v2.processing_polls = 0
+    assert len(fake_segmind_v2.submits()) == 1
+    assert ledger.spent_on("segmind") == estimate
+    last = receipts.read(limit=1)[0]
+    assert last["status"] == "cancelled" and last["credits"] == estimate and last["basis"] == "estimated"
+
+
+def test_a_run_cancelled_before_its_request_left_counts_nothing(fake_segmind_v2):
+    runtime.request_interrupt()  # pressed before the node starts: nothing is sent
+    with pytest.raises(runtime.Interrupted):
+        run(segmind_nodes.SDBridgeSegmindSDXL, "1", prompt="a cat", seed=3)
+    runtime.request_interrupt(False)
+    assert fake_segmind_v2.requests == [] and ledger.spent_on("segmind") == 0
 
 
 def test_a_lost_answer_of_unknown_cost_counts_a_cautious_figure(fake_sinkin):

@@ -135,9 +135,10 @@ def test_a_run_cancelled_in_comfyui_says_so_in_words(fake_segmind_v2, comfy_mode
 
 
 def test_sinkin_receipts_carry_its_inference_id_and_measured_cost(fake_sinkin):
-    run(Txt2Img, prompt="a fox", seed=8, width=128, height=128)
+    run(Txt2Img, prompt="a fox", seed=8, width=128, height=128, model_id="yBG2r9O")
     [receipt] = receipts.read()
     assert receipt["provider"] == "sinkin" and receipt["seed"] == 8 and receipt["request_ids"]
+    assert receipt["endpoint"] == "yBG2r9O"  # the model it ran, not the node's class
     assert receipt["basis"] == "measured" and fake_sinkin.inferences == 1
 
 

@@ -70,3 +70,19 @@ def test_the_png_info_input_is_hidden_never_a_widget(node_class):
     spec = node_class.INPUT_TYPES()
     assert spec["hidden"]["sdbridge_pnginfo"] == "EXTRA_PNGINFO"
     assert all("sdbridge_pnginfo" not in spec.get(section, {}) for section in ("required", "optional"))
+
+
+def test_no_piece_of_a_key_reaches_the_png(fake_segmind_v2, tmp_path):
+    """The key pasted into the prompt by mistake, and echoed by the server on a failure: the PNG's
+    every chunk holds no spelling and no 8-character piece of it."""
+    key = fake_segmind_v2.key
+    extra = {"workflow": {}}
+    images, _ = run(RV, node_id="7", sdbridge_pnginfo=extra, prompt=f"a cat {key}", seed=2, **SMALL)
+    with pytest.raises(ProviderError):
+        run(RV, node_id="8", sdbridge_pnginfo=extra, prompt=f"explode {key}", seed=3, **SMALL)
+    path = tmp_path / "ComfyUI_00002_.png"
+    save_image_as_comfyui_does(images, path, None, extra)
+    text = " ".join(Image.open(path).text.values())
+    pieces = [key[i:i + 8] for i in range(len(key) - 7)] + [json.dumps(key)[1:-1]]
+    assert len(json.loads(Image.open(path).text[node_base.PNGINFO_KEY])) == 2
+    assert not [piece for piece in pieces if piece in text]

@@ -111,7 +111,7 @@ class SinkInNode(HostedNode):
         cost = CostShape(SINKIN.id, "inference", variant, requests=requests, images=values["num_images"],
                          pixels=values["width"] * values["height"], steps=values["steps"],
                          factor=0.5 if values["lcm"] else 1.0)
-        return Plan(values, f"inference/{cls.__name__}", fixed_seed(values), cost, uploads=uploads)
+        return Plan(values, f"inference/{cls.__name__}", fixed_seed(values), cost, uploads=uploads, model=model)
 
     async def call(self, plan: Plan, node_id: str | None) -> Result:
         values = plan.values
