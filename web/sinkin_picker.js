@@ -46,6 +46,15 @@ function tile(entry, coverURL, chosen, pick) {
   return { button, text: `${entry.title} ${entry.id}`.toLowerCase() };
 }
 
+// The tile of the combo's value: its choice, else its id as the server reads one from a value
+// (catalog.id_from_choice: "Any Title (id)" or a bare id), so a workflow saved under an older
+// title still shows which model it runs.
+function isCurrent(entry, current) {
+  if (entry.choice === current) return true;
+  const value = typeof current === "string" ? current.trim() : "";
+  return value === entry.id || value.endsWith(`(${entry.id})`);
+}
+
 export function closePicker() {
   open?.close();
 }
@@ -79,15 +88,25 @@ export function openPicker({ heading, entries, coverURL, current, pick }) {
   };
   const onKey = (event) => { if (event.key === "Escape") close(); };
   const choose = (choice) => { close(); pick(choice); };
-  const tiles = entries.map((entry) => tile(entry, coverURL, entry.choice === current, choose));
+  const tiles = entries.map((entry) => tile(entry, coverURL, isCurrent(entry, current), choose));
   grid.append(...tiles.map((t) => t.button));
+  // An empty grid alone reads like a list that did not load.
+  const nothing = element("div", { display: "none", opacity: "0.8", padding: "8px 0" });
   filter.addEventListener("input", () => {
     const words = filter.value.toLowerCase().split(/\s+/).filter(Boolean);
-    for (const t of tiles) t.button.style.display = words.every((w) => t.text.includes(w)) ? "" : "none";
+    let shown = 0;
+    for (const t of tiles) {
+      const match = words.every((w) => t.text.includes(w));
+      t.button.style.display = match ? "" : "none";
+      shown += match ? 1 : 0;
+    }
+    nothing.style.display = shown ? "none" : "";
+    nothing.textContent = shown ? "" : `Nothing matches "${filter.value.trim()}": type part of a title or an id, `
+      + `or clear the box to see all ${tiles.length}.`;
   });
   overlay.addEventListener("click", (event) => { if (event.target === overlay) close(); });
   document.addEventListener("keydown", onKey, true);
-  box.append(title, filter, grid);
+  box.append(title, filter, nothing, grid);
   overlay.append(box);
   document.body.append(overlay);
   filter.focus?.();

@@ -58,9 +58,15 @@ const result = { widgets: node.widgets.map((w) => [w.name, w.type ?? "combo", w.
 node.widgets[2].callback();
 result.models = plain(tiles());
 const filter = walk(document.body).find((el) => el.tag === "input");
+const notes = () => walk(document.body).filter((el) => el.tag === "div" && !el.children.length && el.style.display !== "none"
+  && el.textContent.startsWith("Nothing")).map((el) => el.textContent);
+filter.value = "zz <b>";
+filter.fire("input");
+result.noMatch = { shown: tiles().filter((t) => t.shown).length, notes: notes() };
 filter.value = "dream";
 filter.fire("input");
 result.filtered = tiles().filter((t) => t.shown).map((t) => t.texts[1]);
+result.notesAfterMatch = notes();
 tiles().find((t) => t.texts[1] === "4zdwGOB").button.fire("click");
 result.afterPick = { model: node.widgets[0].value, changes, open: document.body.children.length };
 node.widgets[3].callback();
@@ -124,3 +130,30 @@ def test_a_cover_route_that_is_not_the_packs_shows_no_picture(tmp_path):
     result = run_extension(tmp_path, "sinkin_catalog.js", DRIVER, {"/sdbridge/sinkin/catalog?cached=1": answer,
                                                                    "/sdbridge/sinkin/catalog": answer})
     assert [tile["img"] for tile in result["models"] + result["loras"]] == [None, None, None, None]
+
+
+@pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
+@pytest.mark.parametrize("saved", ["Realistic Vision (r2La2w2)", "r2La2w2"])
+def test_the_picker_marks_the_saved_model_by_its_id_when_its_title_changed(tmp_path, saved):
+    # The shipped workflows name "Realistic Vision (r2La2w2)"; SinkIn's list calls it
+    # "Realistic Vision V6.0 (r2La2w2)" (and a bare id works too): the server runs the id, so the
+    # picker marks that tile, and only that one.
+    write_catalog()
+    answer = cached_answer()
+    driver = DRIVER.replace('combo("model_id", "Realistic Vision V6.0 (r2La2w2)")', f'combo("model_id", {json.dumps(saved)})')
+    assert driver != DRIVER
+    result = run_extension(tmp_path, "sinkin_catalog.js", driver, {"/sdbridge/sinkin/catalog?cached=1": answer,
+                                                                   "/sdbridge/sinkin/catalog": answer})
+    assert [(tile["texts"][1], tile["chosen"]) for tile in result["models"]] == [("r2La2w2", True), ("4zdwGOB", False)]
+
+
+@pytest.mark.skipif(NODE_JS is None, reason="Node.js is not installed")
+def test_a_filter_that_matches_nothing_says_so_and_how_to_go_on(tmp_path):
+    write_catalog()
+    answer = cached_answer()
+    result = run_extension(tmp_path, "sinkin_catalog.js", DRIVER, {"/sdbridge/sinkin/catalog?cached=1": answer,
+                                                                   "/sdbridge/sinkin/catalog": answer})
+    # An empty grid alone reads like a list that did not load; the typed text is shown as text.
+    assert result["noMatch"] == {"shown": 0, "notes": [
+        'Nothing matches "zz <b>": type part of a title or an id, or clear the box to see all 2.']}
+    assert result["notesAfterMatch"] == []
