@@ -102,9 +102,12 @@ class Server:
         return [row[1] for row in rows]
 
     def submit(self, prompt: dict, client_id: str, prompt_id: str) -> str:
-        """Queue `prompt` under `prompt_id` (ComfyUI 0.3.40+ keeps it; older ones choose their own)."""
+        """Queue `prompt` under `prompt_id` (ComfyUI 0.3.40+ keeps it; older ones choose their own).
+        An empty `extra_pnginfo` goes along, as the editor sends one: Save Image then writes what the
+        nodes add to it (SD Bridge's receipts) into the PNG, and nothing else."""
+        body = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id, "extra_data": {"extra_pnginfo": {}}}
         try:
-            answer = self.json("/prompt", {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id})
+            answer = self.json("/prompt", body)
         except Garbled:  # answered 200: queued, under the id we chose (what else it said is unreadable)
             return prompt_id
         chosen = answer.get("prompt_id") if isinstance(answer, dict) else None

@@ -74,6 +74,7 @@ def test_submit_with_overrides_follows_and_saves(tmp_path):
     inputs = sent["prompt"]["1"]["inputs"]
     assert inputs["prompt"] == "a red fox" and inputs["seed"] == 7 and inputs["refiner"] is False
     assert sent["prompt"]["2"]["inputs"]["images"] == ["1", 0]  # links untouched
+    assert sent["extra_data"] == {"extra_pnginfo": {}}  # so Save Image's PNG carries the receipts
     assert (tmp_path / "sdbridge_00001_.png").read_bytes() == b"\x89PNG fake"
     assert "queued segmind_sdxl_panda.json as p1" in code.stdout and "running" in code.stdout
 
