@@ -136,8 +136,9 @@ async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, h
     started = poll.clock()
     interval = poll.first_interval
     while True:
-        answer = await client.request("GET", job.status_url, node_id=node_id, label=f"{label} status",
-                                      headers=headers, accept=state_statuses, stage=STATUS, request_id=job.id)
+        answer = await _ask_about(client, job, digest, "GET", job.status_url, node_id=node_id,
+                                  label=f"{label} status", headers=headers, accept=state_statuses, stage=STATUS,
+                                  request_id=job.id)
         seen(answer)
         state = read_state(answer)
         waited = poll.clock() - started
@@ -155,10 +156,27 @@ async def _poll_until_done(client: HttpClient, job: Job, url: str, read_state, h
                                f"it may still finish on the provider's side.{keep}", stage=STATUS, request_id=job.id)
         await client.pause(interval, f"{state.state}, {waited:.0f} s", node_id, label, log_line=False)
         interval = min(interval * poll.growth, poll.max_interval)
-    result = await client.request("GET", job.result_url, node_id=node_id, label=f"{label} result", headers=headers,
-                                  stage=RESULT, request_id=job.id)
+    result = await _ask_about(client, job, digest, "GET", job.result_url, node_id=node_id, label=f"{label} result",
+                              headers=headers, stage=RESULT, request_id=job.id)
     seen(result)
     if digest:
         store.forget(digest)
     return result
 
+
+async def _ask_about(client: HttpClient, job: Job, digest: str | None, method: str, url: str, **kwargs) -> Reply:
+    """A read about an accepted job. When it fails for good (the network, the gateway, a refusal)
+    the job is still out there and may be finished and billed: a MaybeCharged, so the caps count
+    it; the journal keeps it for the next run. A job the provider no longer holds (404/410) stays a
+    ProviderError: submit_and_poll submits anew."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except MaybeCharged:
+        raise
+    except ProviderError as exc:
+        if exc.status in (404, 410):
+            raise
+        said = str(exc).removeprefix(f"{client.provider.name}: ")
+        keep = " Running the node again with the same inputs asks for it again." if digest else ""
+        raise MaybeCharged(client.provider, f"{said} Request {job.id} was accepted and may still finish and be "
+                           f"charged.{keep}", exc.status, stage=exc.stage, request_id=job.id) from None

@@ -99,6 +99,20 @@ def test_a_run_cancelled_after_its_request_left_counts_its_estimate(fake_segmind
     assert last["status"] == "cancelled" and last["credits"] == estimate and last["basis"] == "estimated"
 
 
+def test_a_job_whose_status_cannot_be_read_counts_its_estimate_and_resumes(fake_segmind_v2):
+    """Accepted, then every status answer lost: the job may still be made and billed, so it is a
+    MaybeCharged that counts its estimate; the next run asks for the same job, never a new one."""
+    sdxl = segmind_nodes.SDBridgeSegmindSDXL
+    estimate = prices.estimate(sdxl.plan({**defaults(sdxl), "prompt": "a cat", "seed": 4}, images=False).cost).credits
+    fake_segmind_v2.lose_answers += ["", "drop", "drop", "drop"]  # submit fine; three status asks lost
+    with pytest.raises(errors.MaybeCharged, match="was accepted and may still finish and be charged") as caught:
+        run(sdxl, "1", prompt="a cat", seed=4)
+    assert caught.value.request_id == "req-1" and caught.value.stage == "status"
+    assert len(fake_segmind_v2.submits()) == 1 and ledger.spent_on("segmind") == estimate
+    images, _ = run(sdxl, "1", prompt="a cat", seed=4)  # the journal: the same job
+    assert images.shape[0] == 1 and len(fake_segmind_v2.submits()) == 1
+
+
 def test_a_run_cancelled_before_its_request_left_counts_nothing(fake_segmind_v2):
     runtime.request_interrupt()  # pressed before the node starts: nothing is sent
     with pytest.raises(runtime.Interrupted):
