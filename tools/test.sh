@@ -9,5 +9,5 @@ python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -r requirements-test.txt
 ruff check .
-python tools/lint_imports.py  # the import contracts in pyproject.toml: imports go one way
+lint-imports --no-cache  # the import contracts in pyproject.toml: imports go one way
 python -m pytest tests "$@"
