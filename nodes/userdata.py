@@ -149,18 +149,25 @@ def damaged_copies(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f"{path.stem}{DAMAGED_MARK}*{path.suffix}"))
 
 
-def keep_aside(path: Path, consequence: str = "") -> Path:
-    """Rename the damaged file `path` to <stem>.damaged-<UTC time><suffix> beside it (never
-    deleted: it may be the only record of something) and log it once; the new name."""
+def keep_aside(path: Path, consequence: str = "", *, after_name: bool = False, log: bool = True) -> Path:
+    """Rename the damaged file `path` to <stem>.damaged-<UTC time><suffix> beside it (or, with
+    `after_name`, <name>.damaged-<UTC time>) — never deleted: it may be the only record of
+    something — and log it (unless the caller says it in its own words); the new name."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    aside = inside(path.with_name(f"{path.stem}{DAMAGED_MARK}{stamp}{path.suffix}"))
+
+    def named(tail: str) -> Path:
+        name = f"{path.name}{DAMAGED_MARK}{tail}" if after_name else f"{path.stem}{DAMAGED_MARK}{tail}{path.suffix}"
+        return inside(path.with_name(name))
+
+    aside = named(stamp)
     for count in range(2, 100):
         if not aside.exists():
             break
-        aside = inside(path.with_name(f"{path.stem}{DAMAGED_MARK}{stamp}-{count}{path.suffix}"))
+        aside = named(f"{stamp}-{count}")
     _replace(str(inside(path)), aside)
-    runtime.log.warning("SD Bridge: %s could not be read; it was kept aside as %s and a new one started.%s",
-                        path, aside, f" {consequence}" if consequence else "")
+    if log:
+        runtime.log.warning("SD Bridge: %s could not be read; it was kept aside as %s and a new one started.%s",
+                            path, aside, f" {consequence}" if consequence else "")
     return aside
 
 

@@ -109,13 +109,7 @@ _told: set[str] = set()  # damaged files already logged by this process
 def _set_aside(path: Path, data: dict[str, Any], problem: str) -> dict[str, Any]:
     """Keep a damaged ledger aside (renamed, never deleted), note it in the new one, log once.
     Called with the lock held."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    kept = path.with_name(f"{path.name}.damaged-{stamp}")
-    n = 1
-    while kept.exists():
-        n += 1
-        kept = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
-    path.replace(kept)
+    kept = userdata.keep_aside(path, after_name=True, log=False)  # logged below, with what it means here
     data = {**data, "damaged": {"day": today(), "kept_as": kept.name, "problem": problem}}
     userdata.write_json(path, data)
     if str(kept) not in _told:
